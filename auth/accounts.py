@@ -1,0 +1,113 @@
+"""Register and login (PROTOCOL.md, "Auth")."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import trio
+
+from auth.passwords import Passwords
+from auth.ratelimit import SlidingWindowLimiter
+from auth.tokens import Tokens
+from bus import events
+from persistence.errors import InvalidCredentials, RateLimited, ValidationFailed
+from persistence.postgres import Postgres
+from persistence.users import User, find_by_login, insert_user
+
+USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+# Plausible, not RFC 5322: one @, no spaces, a dot in the domain.
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+EMAIL_MAX = 254
+PASSWORD_MIN, PASSWORD_MAX = 8, 128
+
+
+@dataclass(frozen=True)
+class Registration:
+    username: str
+    email: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Session:
+    user_id: uuid.UUID
+    token: str
+
+
+def _strings(
+    body: Mapping[str, object], names: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The named string fields, and a problem for each one missing or not a string."""
+    values: dict[str, str] = {}
+    problems: dict[str, str] = {}
+    for name in names:
+        value = body.get(name)
+        if not isinstance(value, str):
+            problems[name] = "required" if value is None else "must be a string"
+        else:
+            values[name] = value
+    return values, problems
+
+
+def validate_registration(body: Mapping[str, object]) -> Registration:
+    values, problems = _strings(body, ("username", "email", "password"))
+    username, email, password = (values.get(k) for k in ("username", "email", "password"))
+    if username is not None and not USERNAME.fullmatch(username):
+        problems["username"] = "3 to 32 characters of letters, digits, _ . -"
+    if email is not None and (len(email) > EMAIL_MAX or not EMAIL.fullmatch(email)):
+        problems["email"] = "not a plausible email address"
+    if password is not None and not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        problems["password"] = f"{PASSWORD_MIN} to {PASSWORD_MAX} characters"
+    if problems:
+        raise ValidationFailed("the registration is not valid", fields=problems)
+    assert username is not None and email is not None and password is not None
+    return Registration(username, email.lower(), password)
+
+
+class Accounts:
+    def __init__(
+        self, pg: Postgres, passwords: Passwords, tokens: Tokens, *,
+        on_committed: Callable[[], None],
+        per_username: SlidingWindowLimiter, per_address: SlidingWindowLimiter,
+    ) -> None:
+        self._pg = pg
+        self._passwords = passwords
+        self._tokens = tokens
+        self._on_committed = on_committed  # wakes the outbox relay
+        self._per_username = per_username
+        self._per_address = per_address
+
+    async def register(self, body: Mapping[str, object]) -> Session:
+        form = validate_registration(body)
+        user = User(
+            id=uuid.uuid4(), username=form.username, email=form.email,
+            password_hash=await self._passwords.hash(form.password),
+            created_at=datetime.now(UTC),
+        )
+        await self._pg.transact(insert_user, user, events.user_registered(user))
+        self._on_committed()
+        return Session(user.id, self._tokens.issue(user.id))
+
+    async def login(self, body: Mapping[str, object], client_address: str) -> Session:
+        values, problems = _strings(body, ("username", "password"))
+        if problems:
+            raise ValidationFailed("username and password are required", fields=problems)
+        login, password = values["username"], values["password"]
+        self._check_rate(login.lower(), client_address)
+        user = await self._pg.transact(find_by_login, login)
+        # Always verify (a dummy hash when the user is unknown): same answer, same time.
+        if not await self._passwords.verify(user.password_hash if user else None, password):
+            raise InvalidCredentials("unknown username or wrong password")
+        assert user is not None
+        return Session(user.id, self._tokens.issue(user.id))
+
+    def _check_rate(self, login_key: str, client_address: str) -> None:
+        now = trio.current_time()
+        wait = max(self._per_username.retry_after(f"u:{login_key}", now),
+                   self._per_address.retry_after(f"a:{client_address}", now))
+        if wait:
+            raise RateLimited("too many login attempts; try again later", retry_after_s=wait)

@@ -1,0 +1,42 @@
+"""JWT issue and verify: HS256 only, `sub` and `exp` required."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import jwt
+
+from persistence.errors import Unauthenticated
+
+_ALGORITHM = "HS256"
+
+
+class Tokens:
+    def __init__(self, secret: str, *, ttl_s: int) -> None:
+        self._secret = secret
+        self._ttl_s = ttl_s
+
+    def issue(self, user_id: uuid.UUID, *, now: float | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        claims = {"sub": str(user_id), "iat": issued, "exp": issued + self._ttl_s}
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
+
+    def verify(self, token: str) -> tuple[uuid.UUID, float]:
+        """The user id and expiry time of a valid token; `Unauthenticated` otherwise."""
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM],
+                                options={"require": ["exp", "sub"]})
+            return uuid.UUID(claims["sub"]), float(claims["exp"])
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the token has expired") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError):
+            raise Unauthenticated("the token is not valid") from None
+
+    def user_from_header(self, authorization: str | None) -> uuid.UUID:
+        if not authorization:
+            raise Unauthenticated("missing Authorization: Bearer <token>")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+        return self.verify(token.strip())[0]

@@ -1,0 +1,96 @@
+"""The Postgres actor: an asyncpg pool behind the trio/asyncio bridge.
+
+Store functions (in this package) are asyncio coroutines that take a
+connection; `Postgres.transact` executes one inside a transaction on the asyncio
+side, so a whole unit of work crosses the bridge once and no asyncio object
+reaches Trio code. Losing the server maps to `Unavailable` (HTTP 503): the
+transaction was rolled back, so the request changed nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
+import asyncpg
+import trio
+from trio_asyncio import aio_as_trio
+
+from persistence.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Work = Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]]
+
+# Errors that mean "the server is gone or refusing", not "your query is wrong".
+_OUTAGE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    OSError,
+    TimeoutError,
+)
+
+
+class Postgres:
+    def __init__(self, url: str, *, timeout_s: float, max_size: int = 10) -> None:
+        self._url = url
+        self._timeout_s = timeout_s
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[Postgres] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Open the pool, report ready, and close it on cancellation."""
+        self._pool = await aio_as_trio(asyncpg.create_pool)(
+            self._url, min_size=1, max_size=self._max_size,
+            timeout=self._timeout_s, command_timeout=self._timeout_s,
+        )
+        try:
+            task_status.started(self)
+            await trio.sleep_forever()
+        finally:
+            with trio.move_on_after(5) as scope:
+                scope.shield = True
+                await aio_as_trio(self._pool.close)()
+
+    async def transact(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `work(conn, *args)` in one transaction; one bridge crossing."""
+        try:
+            return await aio_as_trio(self._in_transaction)(work, *args, **kwargs)
+        except _OUTAGE as exc:
+            log.warning("postgres unavailable: %r", exc)
+            raise Unavailable("the database is unavailable; nothing was changed") from exc
+
+    async def _in_transaction(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        assert self._pool is not None, "Postgres actor not started"
+        try:
+            async with (
+                asyncio.timeout(self._timeout_s),
+                self._pool.acquire() as conn,
+                conn.transaction(),
+            ):
+                return await work(conn, *args, **kwargs)
+        except _OUTAGE:
+            # After a server restart every pooled connection is dead: drop them
+            # all now, so the next request reconnects instead of failing too.
+            self._pool.expire_connections()
+            raise
+
+    async def ping(self) -> bool:
+        try:
+            with trio.move_on_after(self._timeout_s):
+                return await self.transact(_select_one) == 1
+        except Unavailable:
+            pass
+        return False
+
+
+async def _select_one(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT 1"))

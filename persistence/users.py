@@ -1,0 +1,54 @@
+"""The auth service's store: accounts in auth.users."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from persistence.errors import Conflict
+from persistence.outbox import OutboxEvent, add_event
+
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    username: str
+    email: str
+    password_hash: str
+    created_at: datetime
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(row["id"], row["username"], row["email"], row["password_hash"], row["created_at"])
+
+
+async def insert_user(conn: asyncpg.Connection, user: User, announce: OutboxEvent) -> None:
+    """Insert the account and its `user.registered` event in the caller's transaction."""
+    try:
+        await conn.execute(
+            "INSERT INTO auth.users (id, username, username_key, email, password_hash, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            user.id, user.username, user.username.lower(), user.email, user.password_hash,
+            user.created_at,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        field = "username" if "username" in (exc.constraint_name or "") else "email"
+        raise Conflict(f"that {field} is taken", fields={field: "taken"}) from None
+    await add_event(conn, announce)
+
+
+async def find_by_login(conn: asyncpg.Connection, login: str) -> User | None:
+    """A user by username (any case) or by email."""
+    key = login.lower()
+    row = await conn.fetchrow(
+        "SELECT * FROM auth.users WHERE username_key = $1 OR email = $1 LIMIT 1", key
+    )
+    return _user(row) if row else None
+
+
+async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
+    row = await conn.fetchrow("SELECT * FROM auth.users WHERE id = $1", user_id)
+    return _user(row) if row else None

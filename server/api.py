@@ -1,0 +1,142 @@
+"""The HTTP edge: quart-trio routes and the one place that maps errors to PROTOCOL.md."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+import trio
+from quart import Quart, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from persistence.errors import (
+    BadJson,
+    DomainError,
+    RateLimited,
+    TooLarge,
+    UnsupportedMediaType,
+)
+from server.characters import character_json
+from server.services import Services
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0
+
+# HTTP errors raised by the framework itself (unknown route, body over the limit...).
+_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+Headers = dict[str, str] | None
+
+
+def json_response(body: object, status: int = 200, headers: Headers = None) -> Response:
+    return _raw_json(orjson.dumps(body), status, headers)
+
+
+def _raw_json(body: bytes, status: int = 200, headers: Headers = None) -> Response:
+    return Response(body, status=status, headers=headers, content_type="application/json")
+
+
+def error_response(
+    status: int, code: str, message: str, fields: dict[str, str] | None = None,
+    headers: Headers = None,
+) -> Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return json_response({"error": error}, status, headers)
+
+
+async def json_object(max_bytes: int) -> dict[str, object]:
+    """The request body as a JSON object, or the PROTOCOL.md error for why not."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise TooLarge(f"the body is over {max_bytes} bytes")
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    raw = await request.get_data(as_text=False)  # over MAX_CONTENT_LENGTH: 413
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadJson(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadJson("the body must be a JSON object")
+    return body
+
+
+def create_app(services: Services) -> Quart:
+    app = QuartTrio("outpost")
+    settings = services.settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    def current_user() -> uuid.UUID:
+        return services.tokens.user_from_header(request.headers.get("Authorization"))
+
+    @app.errorhandler(DomainError)
+    async def domain_error(exc: DomainError) -> Response:
+        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+        return error_response(exc.status, exc.code, exc.message, exc.fields, headers)
+
+    @app.errorhandler(HTTPException)
+    async def framework_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        return error_response(status, _FRAMEWORK_CODES.get(status, "http_error"),
+                              exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "an unexpected error occurred")
+
+    @app.post("/v1/auth/register")
+    @app.post("/api/auth/register")
+    async def register() -> Response:
+        session = await services.accounts.register(await json_object(settings.max_body_bytes))
+        return json_response({"user_id": str(session.user_id), "token": session.token}, 201)
+
+    @app.post("/v1/auth/login")
+    @app.post("/api/auth/login")
+    async def login() -> Response:
+        body = await json_object(settings.max_body_bytes)
+        session = await services.accounts.login(body, request.remote_addr or "unknown")
+        return json_response({"user_id": str(session.user_id), "token": session.token})
+
+    @app.post("/v1/characters")
+    async def create_character() -> Response:
+        user_id = current_user()
+        body = await json_object(settings.max_body_bytes)
+        created = await services.characters.create(user_id, body)
+        return json_response(character_json(created), 201)
+
+    @app.get("/v1/characters")
+    async def list_characters() -> Response:
+        listed = await services.characters.list_json(current_user())
+        return _raw_json(b'{"characters":' + listed + b"}")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        checks: dict[str, bool] = {}
+
+        async def check(name: str, probe: Any) -> None:
+            with trio.move_on_after(READY_TIMEOUT_S):
+                checks[name] = await probe()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(check, "postgres", services.pg.ping)
+            nursery.start_soon(check, "redis", services.cache.ping)
+            nursery.start_soon(check, "nats", services.bus.flush)
+        checks = {name: checks.get(name, False) for name in ("postgres", "redis", "nats")}
+        if all(checks.values()):
+            return json_response({"status": "ready", "checks": checks})
+        down = ", ".join(name for name, ok in checks.items() if not ok)
+        return json_response({"error": {"code": "unavailable", "message": f"not ready: {down}"},
+                              "checks": checks}, 503)
+
+    return app

@@ -1,0 +1,108 @@
+"""`outpost`: the process entry points (see docs/architecture.md, "Processes")."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import trio
+import trio_asyncio
+
+from persistence.migrate import apply_migrations
+from persistence.postgres import Postgres
+from server.config import ConfigError, Settings, load_settings
+from server.devstack import DevStack, StackError
+from server.process import run_api, until_signalled
+
+log = logging.getLogger("outpost")
+
+URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "NATS_URL")
+
+
+def _kept_secret(data_dir: Path) -> str:
+    """The dev JWT secret: made once, kept in the data folder so tokens survive restarts."""
+    path = data_dir / "jwt_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def _serve(settings: Settings, banner: str = "") -> None:
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(until_signalled, shutdown)
+        running = await nursery.start(lambda task_status: run_api(
+            settings, shutdown=shutdown, task_status=task_status))
+        print(f"outpost: HTTP {running.url}{banner}", flush=True)
+        await shutdown.wait()
+        # until_signalled has returned; run_api finishes its graceful shutdown by itself.
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    data_dir = Path(os.environ.get("OUTPOST_DATA_DIR", args.data_dir)).resolve()
+    missing = [name for name in URL_VARIABLES if not os.environ.get(name)]
+    stack = DevStack(data_dir, wanted=missing)
+    try:
+        with stack:
+            urls = {name: os.environ.get(name) or stack.urls()[name] for name in URL_VARIABLES}
+            settings = load_settings(os.environ, **urls, JWT_SECRET=_kept_secret(data_dir))
+            where = "\n".join(
+                f"  {name}={url}{'  (embedded)' if name in missing else ''}"
+                for name, url in urls.items())
+            trio.run(_serve, settings, f"\n{where}\n  data in {data_dir}; Ctrl-C stops everything")
+    except KeyboardInterrupt:
+        pass  # Ctrl-C before the server was up; the stack is stopped by `with`
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    trio.run(_serve, load_settings(os.environ))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings(os.environ, JWT_SECRET="not needed to migrate")
+
+    async def migrate() -> list[str]:
+        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+            pg = await nursery.start(Postgres(settings.database_url,
+                                              timeout_s=settings.db_timeout_s).run)
+            applied = await pg.transact(apply_migrations)
+            nursery.cancel_scope.cancel()
+            return applied
+
+    applied = trio.run(migrate)
+    print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="outpost", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser("dev", help="everything in one process, embedded services if no URLs")
+    dev.add_argument("--data-dir", default=".outpost", help="where embedded services keep data")
+    dev.set_defaults(run=cmd_dev)
+    commands.add_parser("api", help="the HTTP API").set_defaults(run=cmd_api)
+    migrate = commands.add_parser("migrate", help="apply SQL migrations, then exit")
+    migrate.set_defaults(run=cmd_migrate)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"outpost: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StackError as exc:
+        print(f"outpost: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

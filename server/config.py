@@ -1,0 +1,127 @@
+"""Settings: one frozen object read from the environment at start.
+
+A bad value stops the process with a message that names the variable, so an
+operator never has to guess which of twenty knobs was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    nats_url: str
+    jwt_secret: str
+    jwt_ttl_s: int = 3600
+    character_cache_ttl_s: int = 60
+    world_zone_id: str = "z1"
+    world_tick_rate_hz: float = 20.0
+    world_max_step: float = 5.0
+    max_characters_per_user: int = 10
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    max_body_bytes: int = 16 * 1024
+    # Redis is a cache: a call that takes longer than this is treated as a miss.
+    redis_timeout_s: float = 0.25
+    # A Postgres statement or pool acquire that takes longer answers 503.
+    db_timeout_s: float = 5.0
+    # Argon2id cost. The defaults are argon2-cffi's (RFC 9106 low-memory profile).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    # Login attempts allowed per username and per client address in a window.
+    login_rate_per_username: int = 10
+    login_rate_per_address: int = 50
+    login_rate_window_s: float = 60.0
+    outbox_poll_s: float = 1.0
+
+
+# Variable name -> (field, parser). Each parser raises ValueError on bad input.
+def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def parse_positive(raw: str) -> T:
+        value = parse(raw)
+        if not value > 0:  # type: ignore[operator]
+            raise ValueError("must be greater than zero")
+        return value
+
+    return parse_positive
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number 0..65535")
+    return value
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse_url(raw: str) -> str:
+        if not raw.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"must start with {' or '.join(s + '://' for s in schemes)}")
+        return raw
+
+    return parse_url
+
+
+def _nonempty(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+_VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
+    "DATABASE_URL": ("database_url", _url("postgresql", "postgres")),
+    "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
+    "NATS_URL": ("nats_url", _url("nats", "tls")),
+    "JWT_SECRET": ("jwt_secret", _nonempty),
+    "JWT_TTL": ("jwt_ttl_s", _positive(int)),
+    "CHARACTER_CACHE_TTL": ("character_cache_ttl_s", _positive(int)),
+    "WORLD_ZONE_ID": ("world_zone_id", _nonempty),
+    "WORLD_TICK_RATE": ("world_tick_rate_hz", _positive(float)),
+    "WORLD_MAX_STEP": ("world_max_step", _positive(float)),
+    "MAX_CHARACTERS_PER_USER": ("max_characters_per_user", _positive(int)),
+    "HTTP_HOST": ("http_host", _nonempty),
+    "HTTP_PORT": ("http_port", _port),
+    "MAX_BODY_BYTES": ("max_body_bytes", _positive(int)),
+    "REDIS_TIMEOUT_MS": ("redis_timeout_s", lambda raw: _positive(float)(raw) / 1000),
+    "DB_TIMEOUT_MS": ("db_timeout_s", lambda raw: _positive(float)(raw) / 1000),
+    "ARGON2_TIME_COST": ("argon2_time_cost", _positive(int)),
+    "ARGON2_MEMORY_KIB": ("argon2_memory_kib", _positive(int)),
+    "LOGIN_RATE_PER_USERNAME": ("login_rate_per_username", _positive(int)),
+    "LOGIN_RATE_PER_ADDRESS": ("login_rate_per_address", _positive(int)),
+    "LOGIN_RATE_WINDOW": ("login_rate_window_s", _positive(float)),
+    "OUTBOX_POLL_MS": ("outbox_poll_s", lambda raw: _positive(float)(raw) / 1000),
+}
+
+REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
+
+
+def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
+    """Read settings from `environ`; `fallbacks` (by variable name) fill what is unset.
+
+    `outpost dev` passes the URLs of the embedded services and a kept secret as
+    fallbacks; every other process must be given them.
+    """
+    values: dict[str, object] = {}
+    for name, (field, parse) in _VARIABLES.items():
+        raw = environ.get(name) or fallbacks.get(name)
+        if raw is None:
+            if name in REQUIRED:
+                raise ConfigError(f"{name} is not set")
+            continue
+        try:
+            values[field] = parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+    return Settings(**values)  # type: ignore[arg-type]
+

@@ -1,0 +1,64 @@
+"""The actors and services one process runs, started in dependency order."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import trio
+
+from auth.accounts import Accounts
+from auth.passwords import Passwords
+from auth.ratelimit import SlidingWindowLimiter
+from auth.tokens import Tokens
+from bus.connection import Bus
+from bus.relay import OutboxRelay
+from persistence.cache import Cache
+from persistence.migrate import apply_migrations
+from persistence.postgres import Postgres
+from server.characters import Characters
+from server.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    pg: Postgres
+    cache: Cache
+    bus: Bus
+    relay: OutboxRelay
+    tokens: Tokens
+    accounts: Accounts
+    characters: Characters
+
+
+async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str) -> Services:
+    """Start the backing actors in `nursery` (ready when this returns) and build the services.
+
+    Must run inside `trio_asyncio.open_loop()`. Cancelling `nursery` stops them.
+    """
+    pg = await nursery.start(Postgres(settings.database_url, timeout_s=settings.db_timeout_s).run)
+    applied = await pg.transact(apply_migrations)
+    if applied:
+        log.info("applied migrations: %s", ", ".join(applied))
+    cache = await nursery.start(Cache(settings.redis_url, timeout_s=settings.redis_timeout_s).run)
+    bus = await nursery.start(Bus(settings.nats_url, name=name).run)
+    relay = await nursery.start(OutboxRelay(pg, bus, poll_s=settings.outbox_poll_s).run)
+    tokens = Tokens(settings.jwt_secret, ttl_s=settings.jwt_ttl_s)
+    passwords = Passwords(time_cost=settings.argon2_time_cost,
+                          memory_kib=settings.argon2_memory_kib)
+    accounts = Accounts(
+        pg, passwords, tokens, on_committed=relay.wake,
+        per_username=SlidingWindowLimiter(limit=settings.login_rate_per_username,
+                                          window_s=settings.login_rate_window_s),
+        per_address=SlidingWindowLimiter(limit=settings.login_rate_per_address,
+                                         window_s=settings.login_rate_window_s),
+    )
+    characters = Characters(
+        pg, cache, zone_id=settings.world_zone_id,
+        max_per_user=settings.max_characters_per_user,
+        cache_ttl_s=settings.character_cache_ttl_s, on_committed=relay.wake,
+    )
+    return Services(settings, pg, cache, bus, relay, tokens, accounts, characters)
