@@ -40,8 +40,8 @@ async def insert_character(
 ) -> Character:
     """Insert within the per-user limit and queue its event, in the caller's transaction."""
     # Serialise one user's creates so two at once cannot both pass the limit check.
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))",
-                       character.user_id)
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                       str(character.user_id))
     count = await conn.fetchval(
         "SELECT count(*) FROM characters.characters WHERE user_id = $1", character.user_id
     )

@@ -18,6 +18,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -142,6 +143,14 @@ def _postgres_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam("nobody") if os.geteuid() == 0 else None
 
 
+def _let_traverse(path: Path) -> None:
+    """Give others search (x) permission on every parent, so `nobody` can reach `path`."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
 def _postgres(root: Path, *, durable: bool) -> EmbeddedServer:
     data = root / "postgres"
     user = _postgres_user()
@@ -149,13 +158,16 @@ def _postgres(root: Path, *, durable: bool) -> EmbeddedServer:
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
         if user:
+            _let_traverse(data)
             os.chown(data, user.pw_uid, user.pw_gid)
-        subprocess.run(
+        initdb = subprocess.run(
             [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data), "-U", "postgres",
              "--auth=trust", "--encoding=utf8", "--no-instructions"],
-            check=True, capture_output=True,
+            check=False, capture_output=True, text=True,
             user=user.pw_uid if user else None, group=user.pw_gid if user else None,
         )
+        if initdb.returncode:
+            raise StackError(f"initdb failed in {data}: {initdb.stderr.strip()}")
     port = free_port()
     argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data), "-p", str(port),
             "-h", "127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"]
