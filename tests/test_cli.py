@@ -1,0 +1,106 @@
+"""`outpost` as a newcomer runs it: a real subprocess, real embedded services.
+
+Rules: the dev server runs in its own data folder on free ports; the test reads
+its banner, talks HTTP to it, stops it with SIGINT like Ctrl-C, and checks that
+every process it started is gone. Waits are bounded loops, never bare sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import psutil
+
+from server.devstack import free_port
+
+URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
+START_TIMEOUT_S = 60
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in URL_VARIABLES}
+    return {**env, "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "1024", **extra}
+
+
+def _outpost(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "server.cli", *args], env=env, check=False,
+                          capture_output=True, text=True, timeout=START_TIMEOUT_S)
+
+
+def _banner_url(log: Path, process: subprocess.Popen[bytes]) -> str:
+    """Wait (bounded) for the `outpost: HTTP <url>` banner in the server's output."""
+    for _ in range(START_TIMEOUT_S * 10):
+        for line in log.read_text().splitlines():
+            if line.startswith("outpost: HTTP "):
+                return line.removeprefix("outpost: HTTP ").strip()
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError("outpost dev did not come up:\n" + log.read_text())
+
+
+@contextmanager
+def dev_server(data_dir: Path) -> Iterator[tuple[str, list[psutil.Process]]]:
+    """Run `outpost dev`; yield its base URL and every process under it; stop with SIGINT."""
+    port = free_port()
+    log = data_dir / f"dev-{port}.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "dev"], stdout=output, stderr=subprocess.STDOUT,
+            env=_env(OUTPOST_DATA_DIR=str(data_dir / "data"), HTTP_PORT=str(port)))
+    try:
+        url = _banner_url(log, process)
+        assert url == f"http://127.0.0.1:{port}"
+        children = psutil.Process(process.pid).children(recursive=True)
+        yield url, children
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_dev_comes_up_stops_on_sigint_and_keeps_accounts(tmp_path: Path) -> None:
+    with dev_server(tmp_path) as (url, children):
+        names = {child.name() for child in children}
+        assert {"postgres", "redis-server", "nats-server"} <= names, names
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        registered = httpx.post(f"{url}/v1/auth/register", timeout=10, json={
+            "username": "newcomer", "email": "newcomer@example.com", "password": "correct horse"})
+        assert registered.status_code == 201, registered.text
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"left behind: {alive}"
+    assert gone
+
+    # A second run on the same folder keeps the first run's accounts (and JWT secret).
+    with dev_server(tmp_path) as (url, _):
+        login = httpx.post(f"{url}/v1/auth/login", timeout=10,
+                           json={"username": "newcomer", "password": "correct horse"})
+        assert login.status_code == 200, login.text
+        me = httpx.get(f"{url}/v1/characters", timeout=10,
+                       headers={"Authorization": f"Bearer {registered.json()['token']}"})
+        assert me.status_code == 200, me.text
+
+
+def test_api_without_configuration_names_the_variable() -> None:
+    finished = _outpost("api", env=_env())
+    assert finished.returncode == 2
+    assert "DATABASE_URL is not set" in finished.stderr
+
+
+def test_bad_value_names_the_variable(tmp_path: Path) -> None:
+    finished = _outpost("dev", env=_env(OUTPOST_DATA_DIR=str(tmp_path), WORLD_TICK_RATE="fast"))
+    assert finished.returncode == 2
+    assert "WORLD_TICK_RATE='fast' is invalid" in finished.stderr
+    leftovers = [p for p in psutil.process_iter(["cmdline"])
+                 if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers
