@@ -19,8 +19,9 @@ from persistence.postgres import Postgres
 from persistence.users import User, find_by_login, insert_user
 
 USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
-# Plausible, not RFC 5322: one @, no spaces, a dot in the domain.
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+# Plausible, not RFC 5322: one @, no spaces or control characters (Postgres text cannot
+# hold NUL), a dot in the domain.
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
 EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 

@@ -66,6 +66,10 @@ class Bus:
                 scope.shield = True
                 if nc.is_connected:
                     await aio_as_trio(nc.drain)()
+                elif nc.is_connecting or nc.is_reconnecting:
+                    # Cancelled mid-connect (the api is up before NATS answers): close
+                    # the socket the attempt holds, or it leaks past the loop.
+                    await aio_as_trio(nc.close)()
 
     @property
     def connected(self) -> bool:

@@ -98,7 +98,10 @@ class Cache:
 
     async def get(self, key: str) -> bytes | CacheMiss:
         """The cached value, or a miss carrying the generation to fill against."""
-        if trio.current_time() < self._skip_until:
+        if trio.current_time() < self._skip_until or key in self._unconfirmed:
+            # Failing Redis, or one that may still hold a value older than a write it
+            # missed: read past it (no fill) until the retried invalidation lands, rather
+            # than trust the backoff to outlast the retry.
             return CacheMiss(None)
         found = await self._call("mget", key, f"{key}:gen")
         if found is None:

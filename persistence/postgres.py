@@ -80,7 +80,8 @@ class Postgres:
         except _OUTAGE:
             # After a server restart every pooled connection is dead: drop them
             # all now, so the next request reconnects instead of failing too.
-            self._pool.expire_connections()
+            # (A coroutine in asyncpg: without the await nothing is expired.)
+            await self._pool.expire_connections()
             raise
 
     async def ping(self) -> bool:

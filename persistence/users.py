@@ -42,6 +42,8 @@ async def insert_user(conn: asyncpg.Connection, user: User, announce: OutboxEven
 
 async def find_by_login(conn: asyncpg.Connection, login: str) -> User | None:
     """A user by username (any case) or by email."""
+    if "\x00" in login:
+        return None  # Postgres text cannot hold NUL, and no username or email contains one
     key = login.lower()
     row = await conn.fetchrow(
         "SELECT * FROM auth.users WHERE username_key = $1 OR email = $1 LIMIT 1", key

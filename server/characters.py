@@ -4,6 +4,7 @@ Redis cache-aside list (PROTOCOL.md, "Characters")."""
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -23,6 +24,14 @@ NAME = re.compile(r"[\w \-]+")
 NAME_MIN, NAME_MAX = 2, 24
 
 
+def _name_chars_ok(name: str) -> bool:
+    """NAME, plus combining marks after a base character: many scripts (Devanagari vowel
+    signs, decomposed accents) cannot write a word without them, and `\\w` has none."""
+    if unicodedata.category(name[0]).startswith("M"):
+        return False
+    return all(NAME.fullmatch(c) or unicodedata.category(c).startswith("M") for c in name)
+
+
 def cache_key(user_id: uuid.UUID) -> str:
     return f"characters:user:{user_id}"
 
@@ -36,7 +45,7 @@ def validate_character(body: Mapping[str, object]) -> tuple[str, str]:
         problems["name"] = f"{NAME_MIN} to {NAME_MAX} characters"
     elif not name.strip():
         problems["name"] = "must not be blank"
-    elif not NAME.fullmatch(name):
+    elif not _name_chars_ok(name):
         problems["name"] = "only letters, digits, space, _ and -"
     if class_ is None or class_ == "":
         class_ = DEFAULT_CLASS

@@ -8,7 +8,6 @@ restart the session's servers and always restart them in `finally`.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
@@ -54,21 +53,3 @@ async def api(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Runnin
 async def client(api: RunningApi) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
         yield http
-
-
-def unique_name(prefix: str = "u") -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:12]}"
-
-
-async def register(client: httpx.AsyncClient, username: str | None = None,
-                   password: str = "correct horse") -> dict[str, str]:
-    """Register a fresh user; returns the 201 body plus the username and password used."""
-    username = username or unique_name()
-    response = await client.post("/v1/auth/register", json={
-        "username": username, "email": f"{username}@example.com", "password": password})
-    assert response.status_code == 201, response.text
-    return {**response.json(), "username": username, "password": password}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 
-from tests.conftest import bearer, register, unique_name
+from tests.helpers import bearer, register, unique_name
 
 
 async def test_register_login_create_list(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,114 @@
+"""Helpers the test modules share: HTTP calls as a client makes them, the PROTOCOL.md
+error check, bounded polling, and raw HTTP/1.1 over a socket for what httpx cannot send."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import h11
+import httpx
+import pytest
+import trio
+import trio_asyncio
+
+from server.config import Settings
+from server.process import RunningApi, run_api
+
+
+def unique_name(prefix: str = "u") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def register(client: httpx.AsyncClient, username: str | None = None,
+                   password: str = "correct horse") -> dict[str, str]:
+    """Register a fresh user; returns the 201 body plus the username and password used."""
+    username = username or unique_name()
+    response = await client.post("/v1/auth/register", json={
+        "username": username, "email": f"{username}@example.com", "password": password})
+    assert response.status_code == 201, response.text
+    return {**response.json(), "username": username, "password": password}
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, fields: set[str] | None = None
+) -> dict[str, Any]:
+    """Check a PROTOCOL.md error response exactly; return its "error" object.
+
+    `fields` given: the error must carry exactly those field names. Not given: the
+    error must have no `fields`, except that a 409 may name the conflicting field.
+    """
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    error = body["error"]
+    assert isinstance(error, dict)
+    assert {"code", "message"} <= set(error) <= {"code", "message", "fields"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"].strip()
+    if fields is not None:
+        assert isinstance(error.get("fields"), dict), error
+        assert set(error["fields"]) == fields, error
+        assert all(isinstance(why, str) and why for why in error["fields"].values()), error
+    elif status == 409 and "fields" in error:
+        assert all(isinstance(why, str) for why in error["fields"].values()), error
+    else:
+        assert "fields" not in error, error
+    return error
+
+
+@asynccontextmanager
+async def api_client(
+    settings: Settings, nursery: trio.Nursery, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A dedicated in-process API with `overrides` applied to its settings, and a client."""
+    shutdown = trio.Event()
+    running = await nursery.start(
+        partial(run_api, dataclasses.replace(settings, **overrides), shutdown=shutdown))
+    try:
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+            yield http
+    finally:
+        shutdown.set()
+
+
+def use_api_loop(api: RunningApi) -> None:
+    """Let this test task call the api's actors: they cross to asyncio through the
+    trio-asyncio loop `run_api` opened, which only its own task tree sees."""
+    trio_asyncio.current_loop.set(api.services.pg._pool._loop)  # type: ignore[union-attr]
+
+
+async def eventually(check: Callable[[], Awaitable[object]], what: str, *,
+                     tries: int = 100) -> object:
+    """Poll `check` every 0.1 s until it returns something truthy; fail after `tries`."""
+    for _ in range(tries):
+        result = await check()
+        if result:
+            return result
+        await trio.sleep(0.1)
+    pytest.fail(f"gave up after {tries / 10:.0f} s waiting for {what}")
+
+
+async def read_response(stream: trio.SocketStream, reader: h11.Connection) -> httpx.Response:
+    """Read one HTTP response from `stream` (the request already sent through `reader`)."""
+    status, headers, content = 0, [], b""
+    while True:
+        event = reader.next_event()
+        if event is h11.NEED_DATA:
+            reader.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            status, headers = event.status_code, list(event.headers)
+        elif isinstance(event, h11.Data):
+            content += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    return httpx.Response(status, headers=headers, content=content)

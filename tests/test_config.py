@@ -1,0 +1,194 @@
+"""server.config.load_settings: required variables, malformed values (a ConfigError whose
+message names the variable), fallbacks for unset variables, the environment winning over
+fallbacks, unit conversions, and the documented defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from server.config import REQUIRED, ConfigError, Settings, load_settings
+
+BASE = {
+    "DATABASE_URL": "postgresql://outpost@db.example:5432/outpost",
+    "REDIS_URL": "redis://cache.example:6379/0",
+    "NATS_URL": "nats://bus.example:4222",
+    "JWT_SECRET": "a-secret-for-the-config-tests",
+}
+
+
+def env(**changes: str | None) -> dict[str, str]:
+    """BASE with changes; None removes the variable."""
+    result = dict(BASE)
+    for name, value in changes.items():
+        if value is None:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+def test_base_environment_loads() -> None:
+    settings = load_settings(BASE)
+    assert settings.database_url == BASE["DATABASE_URL"]
+    assert settings.redis_url == BASE["REDIS_URL"]
+    assert settings.nats_url == BASE["NATS_URL"]
+    assert settings.jwt_secret == BASE["JWT_SECRET"]
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_missing_required_variable(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env(**{name: None}))
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_empty_required_variable_counts_as_missing(name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env(**{name: ""}))
+
+
+def test_required_names_are_the_documented_four() -> None:
+    assert set(REQUIRED) == {"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET"}
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_settings({})
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("JWT_TTL", "abc"),
+    ("JWT_TTL", "0"),
+    ("JWT_TTL", "-5"),
+    ("JWT_TTL", "1.5"),
+    ("CHARACTER_CACHE_TTL", "0"),
+    ("CHARACTER_CACHE_TTL", "sixty"),
+    ("WORLD_TICK_RATE", "-1"),
+    ("WORLD_TICK_RATE", "0"),
+    ("WORLD_TICK_RATE", "fast"),
+    ("WORLD_TICK_RATE", "nan"),
+    ("WORLD_MAX_STEP", "0"),
+    ("WORLD_MAX_STEP", "-0.5"),
+    ("MAX_CHARACTERS_PER_USER", "0"),
+    ("MAX_CHARACTERS_PER_USER", "ten"),
+    ("HTTP_PORT", "70000"),
+    ("HTTP_PORT", "65536"),
+    ("HTTP_PORT", "-1"),
+    ("HTTP_PORT", "http"),
+    ("MAX_BODY_BYTES", "0"),
+    ("REDIS_TIMEOUT_MS", "0"),
+    ("DB_TIMEOUT_MS", "-100"),
+    ("ARGON2_TIME_COST", "0"),
+    ("ARGON2_MEMORY_KIB", "lots"),
+    ("LOGIN_RATE_PER_USERNAME", "0"),
+    ("LOGIN_RATE_PER_ADDRESS", "-1"),
+    ("LOGIN_RATE_WINDOW", "0"),
+    ("OUTBOX_POLL_MS", "never"),
+    ("DATABASE_URL", "mysql://x"),
+    ("DATABASE_URL", "localhost:5432"),
+    ("REDIS_URL", "memcached://x"),
+    ("NATS_URL", "http://x"),
+    ("JWT_SECRET", "   "),
+    ("WORLD_ZONE_ID", "  "),
+    ("HTTP_HOST", " "),
+])
+def test_bad_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(**{name: value}))
+    assert name in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "value", "field", "expected"), [
+    ("JWT_TTL", "120", "jwt_ttl_s", 120),
+    ("CHARACTER_CACHE_TTL", "5", "character_cache_ttl_s", 5),
+    ("WORLD_ZONE_ID", "z9", "world_zone_id", "z9"),
+    ("WORLD_TICK_RATE", "30", "world_tick_rate_hz", 30.0),
+    ("WORLD_TICK_RATE", "0.5", "world_tick_rate_hz", 0.5),
+    ("WORLD_MAX_STEP", "2.5", "world_max_step", 2.5),
+    ("MAX_CHARACTERS_PER_USER", "3", "max_characters_per_user", 3),
+    ("HTTP_HOST", "0.0.0.0", "http_host", "0.0.0.0"),
+    ("HTTP_PORT", "0", "http_port", 0),
+    ("HTTP_PORT", "65535", "http_port", 65535),
+    ("MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("REDIS_TIMEOUT_MS", "500", "redis_timeout_s", 0.5),
+    ("DB_TIMEOUT_MS", "2500", "db_timeout_s", 2.5),
+    ("ARGON2_TIME_COST", "1", "argon2_time_cost", 1),
+    ("ARGON2_MEMORY_KIB", "1024", "argon2_memory_kib", 1024),
+    ("LOGIN_RATE_PER_USERNAME", "3", "login_rate_per_username", 3),
+    ("LOGIN_RATE_PER_ADDRESS", "6", "login_rate_per_address", 6),
+    ("LOGIN_RATE_WINDOW", "30", "login_rate_window_s", 30.0),
+    ("OUTBOX_POLL_MS", "100", "outbox_poll_s", 0.1),
+    ("DATABASE_URL", "postgres://x@h/db", "database_url", "postgres://x@h/db"),
+    ("REDIS_URL", "rediss://h:6380/1", "redis_url", "rediss://h:6380/1"),
+    ("REDIS_URL", "unix:///tmp/redis.sock", "redis_url", "unix:///tmp/redis.sock"),
+    ("NATS_URL", "tls://h:4222", "nats_url", "tls://h:4222"),
+])
+def test_good_value_is_parsed(name: str, value: str, field: str, expected: object) -> None:
+    parsed = getattr(load_settings(env(**{name: value})), field)
+    assert parsed == expected
+    assert type(parsed) is type(expected)
+
+
+def test_fallbacks_fill_unset_variables() -> None:
+    settings = load_settings({"JWT_SECRET": "s3cret"},
+                             DATABASE_URL="postgresql://fallback/db",
+                             REDIS_URL="redis://fallback", NATS_URL="nats://fallback",
+                             JWT_TTL="77")
+    assert settings.database_url == "postgresql://fallback/db"
+    assert settings.redis_url == "redis://fallback"
+    assert settings.nats_url == "nats://fallback"
+    assert settings.jwt_secret == "s3cret"
+    assert settings.jwt_ttl_s == 77
+
+
+def test_fallbacks_do_not_satisfy_a_variable_they_do_not_name() -> None:
+    with pytest.raises(ConfigError, match="NATS_URL"):
+        load_settings({"JWT_SECRET": "s"}, DATABASE_URL="postgresql://f/db",
+                      REDIS_URL="redis://f")
+
+
+def test_environment_wins_over_fallbacks() -> None:
+    settings = load_settings(env(JWT_TTL="42"), DATABASE_URL="postgresql://fallback/db",
+                             JWT_TTL="999", JWT_SECRET="fallback-secret")
+    assert settings.database_url == BASE["DATABASE_URL"]
+    assert settings.jwt_secret == BASE["JWT_SECRET"]
+    assert settings.jwt_ttl_s == 42
+
+
+def test_an_empty_environment_value_uses_the_fallback() -> None:
+    settings = load_settings(env(DATABASE_URL=""), DATABASE_URL="postgresql://fallback/db")
+    assert settings.database_url == "postgresql://fallback/db"
+
+
+def test_bad_fallback_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="JWT_TTL"):
+        load_settings(env(), JWT_TTL="soon")
+
+
+def test_defaults() -> None:
+    settings = load_settings(BASE)
+    assert settings.max_characters_per_user == 10
+    assert settings.jwt_ttl_s == 3600
+    assert settings.character_cache_ttl_s == 60
+    assert settings.world_zone_id == "z1"
+    assert settings.world_tick_rate_hz == 20.0
+    assert settings.world_max_step == 5.0
+    assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8000)
+    assert settings.max_body_bytes == 16 * 1024
+    assert settings.redis_timeout_s == 0.25
+    assert settings.db_timeout_s == 5.0
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)
+    assert (settings.login_rate_per_username, settings.login_rate_per_address) == (10, 50)
+    assert settings.login_rate_window_s == 60.0
+    assert settings.outbox_poll_s == 1.0
+
+
+def test_unknown_variables_are_ignored() -> None:
+    assert load_settings(env(SOMETHING_ELSE="x", PATH="/bin")) == load_settings(BASE)
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings(BASE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.jwt_ttl_s = 1  # type: ignore[misc]
+    assert isinstance(settings, Settings)
