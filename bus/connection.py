@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 
 import nats
 import trio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from trio_asyncio import aio_as_trio
 
@@ -32,6 +33,71 @@ PUBLISH_TIMEOUT_S = 2.0
 
 class BusUnavailable(Exception):
     """NATS is not connected or did not acknowledge in time."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A core NATS message, as Trio code sees it."""
+
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer with explicit acks and bounded redelivery."""
+
+    stream: str
+    durable: str
+    subject: str
+    ack_wait_s: float = 10.0
+    max_deliver: int = 5
+
+
+@dataclass(frozen=True, eq=False)
+class Delivery:
+    """A JetStream message handed to Trio code; settled through its PullConsumer."""
+
+    subject: str
+    data: bytes
+    attempt: int  # 1 on first delivery
+    _msg: Msg = field(repr=False)
+
+
+class PullConsumer:
+    """A bound pull subscription; each method is one crossing of the bridge.
+
+    Settling is best effort: a message NATS does not hear of is redelivered after
+    AckWait, and every handler is idempotent.
+    """
+
+    def __init__(self, sub: JetStreamContext.PullSubscription) -> None:
+        self._sub = sub
+
+    async def fetch(self, batch: int, timeout_s: float) -> list[Delivery]:
+        """Up to `batch` messages; [] when none arrived within `timeout_s`."""
+        try:
+            msgs = await aio_as_trio(self._sub.fetch)(batch, timeout=timeout_s)
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"fetch failed: {exc!r}") from exc
+        return [Delivery(m.subject, m.data, m.metadata.num_delivered, m) for m in msgs]
+
+    async def settle(self, *, acked: Sequence[Delivery], terminated: Sequence[Delivery],
+                     retry: Sequence[tuple[Delivery, float]]) -> None:
+        """Ack, terminate, and nak with a redelivery delay, in one crossing."""
+        await aio_as_trio(_settle)([d._msg for d in acked], [d._msg for d in terminated],
+                                   [(d._msg, delay) for d, delay in retry])
+
+    async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        """Reset the AckWait of messages still being worked on."""
+        await aio_as_trio(_settle)([], [], [], [d._msg for d in deliveries])
+
+    async def unsubscribe(self) -> None:
+        with suppress(nats.errors.Error, OSError):
+            await aio_as_trio(self._sub.unsubscribe)()
 
 
 class Bus:
@@ -64,11 +130,15 @@ class Bus:
         finally:
             with trio.move_on_after(2) as scope:
                 scope.shield = True
+                # Flush what was published, then close. Not drain(): it waits for every
+                # subscription's queue to empty, and a pull subscription can hold
+                # messages nobody will fetch now (JetStream redelivers them anyway).
+                # Close also ends a connect cancelled mid-attempt, whose socket would
+                # otherwise leak past the loop.
                 if nc.is_connected:
-                    await aio_as_trio(nc.drain)()
-                elif nc.is_connecting or nc.is_reconnecting:
-                    # Cancelled mid-connect (the api is up before NATS answers): close
-                    # the socket the attempt holds, or it leaks past the loop.
+                    with suppress(nats.errors.Error, TimeoutError):
+                        await aio_as_trio(nc.flush)(timeout=1)
+                if not nc.is_closed:
                     await aio_as_trio(nc.close)()
 
     @property
@@ -96,6 +166,14 @@ class Bus:
         _, js = self._client()
         return await aio_as_trio(_publish_all)(js, events)
 
+    async def pull_consumer(self, spec: ConsumerSpec) -> PullConsumer:
+        """Create or update the durable consumer `spec` and bind a pull subscription to it."""
+        _, js = self._client()
+        try:
+            return PullConsumer(await aio_as_trio(_bind_pull_consumer)(js, spec))
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"could not bind {spec.durable}: {exc!r}") from exc
+
     async def publish(self, subject: str, payload: bytes) -> None:
         nc, _ = self._client()
         await aio_as_trio(nc.publish)(subject, payload)
@@ -111,14 +189,14 @@ class Bus:
     @asynccontextmanager
     async def subscription(
         self, subject: str, *, buffer: int = 1000
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[Msg]]:
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Message]]:
         """Messages on `subject` as a Trio channel; a full channel drops (and logs)."""
         nc, _ = self._client()
-        send, receive = trio.open_memory_channel[Msg](buffer)
+        send, receive = trio.open_memory_channel[Message](buffer)
 
         async def deliver(msg: Msg) -> None:
             try:
-                send.send_nowait(msg)
+                send.send_nowait(Message(msg.subject, msg.data, dict(msg.headers or {})))
             except trio.WouldBlock:
                 log.warning("subscriber on %s is behind; dropped a message", subject)
 
@@ -144,6 +222,33 @@ async def _ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> 
             await js.add_stream(config)
         else:
             await js.update_stream(config)
+
+
+async def _bind_pull_consumer(
+    js: JetStreamContext, spec: ConsumerSpec
+) -> JetStreamContext.PullSubscription:
+    config = ConsumerConfig(
+        durable_name=spec.durable, name=spec.durable, filter_subject=spec.subject,
+        deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=spec.ack_wait_s, max_deliver=spec.max_deliver,
+    )
+    await js.add_consumer(spec.stream, config=config)
+    return await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+
+
+async def _settle(acked: list[Msg], terminated: list[Msg], retry: list[tuple[Msg, float]],
+                  in_progress: Sequence[Msg] = ()) -> None:
+    try:
+        for msg in acked:
+            await msg.ack()
+        for msg in terminated:
+            await msg.term()
+        for msg, delay in retry:
+            await msg.nak(delay=delay)
+        for msg in in_progress:
+            await msg.in_progress()
+    except (nats.errors.Error, OSError) as exc:
+        log.warning("jetstream settle failed (messages will be redelivered): %r", exc)
 
 
 async def _publish_all(js: JetStreamContext, events: Sequence[OutboxEvent]) -> list[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,6 +30,18 @@ STREAMS = (
 )
 
 
+class MalformedEvent(ValueError):
+    """An event whose payload can never be handled; retrying it would not help."""
+
+
+@dataclass(frozen=True)
+class UserRegistered:
+    user_id: uuid.UUID
+    username: str
+    email: str
+    registered_at: datetime
+
+
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -44,3 +57,26 @@ def character_created(character: Character) -> OutboxEvent:
                "name": character.name, "class": character.class_, "zone_id": character.zone_id,
                "x": character.x, "y": character.y, "created_at": iso(character.created_at)}
     return OutboxEvent(CHARACTER_CREATED, str(character.id), orjson.dumps(payload))
+
+
+def parse_user_registered(data: bytes) -> UserRegistered:
+    """The payload of a `user.registered`, checked field by field."""
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MalformedEvent("not a JSON object")
+    fields = {name: payload.get(name)
+              for name in ("userId", "username", "email", "registrationTimestamp")}
+    missing = [name for name, value in fields.items() if not isinstance(value, str) or not value]
+    if missing:
+        raise MalformedEvent(f"missing or not a string: {', '.join(missing)}")
+    try:
+        user_id = uuid.UUID(fields["userId"])
+        registered_at = datetime.fromisoformat(fields["registrationTimestamp"])
+    except ValueError as exc:
+        raise MalformedEvent(str(exc)) from None
+    if registered_at.tzinfo is None:
+        raise MalformedEvent("registrationTimestamp has no time zone")
+    return UserRegistered(user_id, fields["username"], fields["email"], registered_at)

@@ -53,6 +53,10 @@ class OutboxRelay:
                 # Not fatal: the rows stay in the outbox until the next attempt.
                 log.info("outbox relay waiting: %s", exc)
                 self._streams_ready = False
+            except Exception:
+                # Nor is anything else: the relay must outlive a bad moment of a driver.
+                log.exception("outbox relay failed; retrying at the next poll")
+                self._streams_ready = False
 
     async def _relay_batch(self) -> bool:
         """Relay one batch; True when a full batch went out and more may wait."""

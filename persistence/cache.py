@@ -34,11 +34,14 @@ end
 return 0
 """
 
-# Bump the generation (kept longer than any fill can take) and drop the value.
+# For each (key, key:gen) pair: bump the generation (kept longer than any fill can
+# take) and drop the value.
 _INVALIDATE = """
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[1])
+for i = 1, #KEYS, 2 do
+  redis.call('INCR', KEYS[i + 1])
+  redis.call('EXPIRE', KEYS[i + 1], ARGV[1])
+  redis.call('DEL', KEYS[i])
+end
 return 1
 """
 
@@ -77,8 +80,8 @@ class Cache:
                 await self._retry_now.wait()
                 await trio.sleep(_RETRY_EVERY_S)
                 self._retry_now = trio.Event()
-                for key in list(self._unconfirmed):
-                    await self.invalidate(key)
+                if self._unconfirmed:
+                    await self.invalidate(*self._unconfirmed)
         finally:
             with trio.move_on_after(2) as scope:
                 scope.shield = True
@@ -119,13 +122,15 @@ class Cache:
                                   value, ttl_s)
         return stored == 1
 
-    async def invalidate(self, key: str) -> None:
-        """Drop `key` and bump its generation; retried in the background until done."""
-        done = await self._call("eval", _INVALIDATE, 2, key, f"{key}:gen", _GEN_TTL_S)
+    async def invalidate(self, *keys: str) -> None:
+        """Drop `keys` and bump their generations (one call); retried in the background
+        until Redis confirms."""
+        pairs = [name for key in keys for name in (key, f"{key}:gen")]
+        done = await self._call("eval", _INVALIDATE, len(pairs), *pairs, _GEN_TTL_S)
         if done == 1:
-            self._unconfirmed.discard(key)
+            self._unconfirmed.difference_update(keys)
         else:
-            self._unconfirmed.add(key)
+            self._unconfirmed.update(keys)
             self._retry_now.set()
 
     async def ping(self) -> bool:

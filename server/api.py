@@ -20,6 +20,7 @@ from persistence.errors import (
     UnsupportedMediaType,
 )
 from server.characters import character_json
+from server.me import read_me
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,10 @@ def create_app(services: Services) -> Quart:
     async def list_characters() -> Response:
         listed = await services.characters.list_json(current_user())
         return _raw_json(b'{"characters":' + listed + b"}")
+
+    @app.get("/v1/me")
+    async def me() -> Response:
+        return json_response(await services.pg.transact(read_me, current_user()))
 
     @app.get("/healthz")
     async def healthz() -> Response:

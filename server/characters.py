@@ -13,12 +13,17 @@ import orjson
 
 from bus import events
 from persistence.cache import Cache, CacheMiss
-from persistence.characters import Character, insert_character, list_characters
+from persistence.characters import (
+    DEFAULT_CLASS,
+    Character,
+    cache_key,
+    insert_character,
+    list_characters,
+)
 from persistence.errors import ValidationFailed
 from persistence.postgres import Postgres
 
 CLASSES = ("recruit", "scout", "engineer", "medic", "heavy")
-DEFAULT_CLASS = "recruit"
 # Letters of any script, digits, space, _ and -; 2..24 characters, not blank.
 NAME = re.compile(r"[\w \-]+")
 NAME_MIN, NAME_MAX = 2, 24
@@ -30,10 +35,6 @@ def _name_chars_ok(name: str) -> bool:
     if unicodedata.category(name[0]).startswith("M"):
         return False
     return all(NAME.fullmatch(c) or unicodedata.category(c).startswith("M") for c in name)
-
-
-def cache_key(user_id: uuid.UUID) -> str:
-    return f"characters:user:{user_id}"
 
 
 def validate_character(body: Mapping[str, object]) -> tuple[str, str]:

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -16,7 +17,7 @@ from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
-from server.process import run_api, until_signalled
+from server.process import Roles, run_process, until_signalled
 
 log = logging.getLogger("outpost")
 
@@ -33,15 +34,16 @@ def _kept_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-async def _serve(settings: Settings, banner: str = "") -> None:
+async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(until_signalled, shutdown)
-        running = await nursery.start(lambda task_status: run_api(
-            settings, shutdown=shutdown, task_status=task_status))
-        print(f"outpost: HTTP {running.url}{banner}", flush=True)
+        running = await nursery.start(partial(run_process, settings, roles=roles,
+                                              shutdown=shutdown))
+        where = f"HTTP {running.url}" if running.url else f"running {roles.name}"
+        print(f"outpost: {where}{banner}", flush=True)
         await shutdown.wait()
-        # until_signalled has returned; run_api finishes its graceful shutdown by itself.
+        # until_signalled has returned; run_process finishes its graceful shutdown itself.
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
@@ -55,14 +57,20 @@ def cmd_dev(args: argparse.Namespace) -> int:
             where = "\n".join(
                 f"  {name}={url}{'  (embedded)' if name in missing else ''}"
                 for name, url in urls.items())
-            trio.run(_serve, settings, f"\n{where}\n  data in {data_dir}; Ctrl-C stops everything")
+            banner = f"\n{where}\n  data in {data_dir}; Ctrl-C stops everything"
+            trio.run(_serve, settings, Roles(http=True, provisioner=True), banner)
     except KeyboardInterrupt:
         pass  # Ctrl-C before the server was up; the stack is stopped by `with`
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    trio.run(_serve, load_settings(os.environ))
+    trio.run(_serve, load_settings(os.environ), Roles(http=True))
+    return 0
+
+
+def cmd_provisioner(args: argparse.Namespace) -> int:
+    trio.run(_serve, load_settings(os.environ), Roles(http=False, provisioner=True))
     return 0
 
 
@@ -89,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--data-dir", default=".outpost", help="where embedded services keep data")
     dev.set_defaults(run=cmd_dev)
     commands.add_parser("api", help="the HTTP API").set_defaults(run=cmd_api)
+    commands.add_parser("provisioner", help="the JetStream consumers that provision new users"
+                        ).set_defaults(run=cmd_provisioner)
     migrate = commands.add_parser("migrate", help="apply SQL migrations, then exit")
     migrate.set_defaults(run=cmd_migrate)
     args = parser.parse_args(argv)

@@ -9,7 +9,6 @@ restart the session's servers and always restart them in `finally`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from functools import partial
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,8 @@ import trio
 
 from server.config import Settings, load_settings
 from server.devstack import DevStack
-from server.process import RunningApi, run_api
+from server.process import Roles, Running
+from tests.helpers import running_process
 
 # Cheap hashing keeps the suite fast; production cost is argon2-cffi's default.
 TEST_ENV = {
@@ -42,14 +42,13 @@ def settings(stack: DevStack) -> Settings:
 
 
 @pytest.fixture
-async def api(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[RunningApi]:
-    shutdown = trio.Event()
-    running = await nursery.start(partial(run_api, settings, shutdown=shutdown))
-    yield running
-    shutdown.set()
+async def api(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
+    """An `outpost api` process, in-process: HTTP only, no provisioning consumers."""
+    async with running_process(settings, nursery, Roles()) as running:
+        yield running
 
 
 @pytest.fixture
-async def client(api: RunningApi) -> AsyncIterator[httpx.AsyncClient]:
+async def client(api: Running) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
         yield http

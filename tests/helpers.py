@@ -17,7 +17,7 @@ import trio
 import trio_asyncio
 
 from server.config import Settings
-from server.process import RunningApi, run_api
+from server.process import Roles, Running, run_process
 
 
 def unique_name(prefix: str = "u") -> str:
@@ -67,23 +67,32 @@ def assert_error(
 
 
 @asynccontextmanager
-async def api_client(
-    settings: Settings, nursery: trio.Nursery, **overrides: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A dedicated in-process API with `overrides` applied to its settings, and a client."""
+async def running_process(settings: Settings, nursery: trio.Nursery,
+                          roles: Roles) -> AsyncIterator[Running]:
+    """An Outpost process with `roles`, in-process in `nursery`; stopped on exit."""
     shutdown = trio.Event()
-    running = await nursery.start(
-        partial(run_api, dataclasses.replace(settings, **overrides), shutdown=shutdown))
+    running = await nursery.start(partial(run_process, settings, roles=roles,
+                                          shutdown=shutdown))
     try:
-        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
-            yield http
+        yield running
     finally:
         shutdown.set()
 
 
-def use_api_loop(api: RunningApi) -> None:
+@asynccontextmanager
+async def api_client(
+    settings: Settings, nursery: trio.Nursery, **overrides: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A dedicated in-process API with `overrides` applied to its settings, and a client."""
+    async with (running_process(dataclasses.replace(settings, **overrides), nursery,
+                                Roles()) as running,
+                httpx.AsyncClient(base_url=running.url, timeout=10) as http):
+        yield http
+
+
+def use_api_loop(api: Running) -> None:
     """Let this test task call the api's actors: they cross to asyncio through the
-    trio-asyncio loop `run_api` opened, which only its own task tree sees."""
+    trio-asyncio loop `run_process` opened, which only its own task tree sees."""
     trio_asyncio.current_loop.set(api.services.pg._pool._loop)  # type: ignore[union-attr]
 
 

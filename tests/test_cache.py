@@ -23,14 +23,13 @@ import trio
 import trio_asyncio
 
 from persistence.cache import CacheMiss
-from persistence.characters import list_characters
-from server.characters import cache_key
+from persistence.characters import cache_key, list_characters
 from server.devstack import DevStack
-from server.process import RunningApi
+from server.process import Running
 from tests.helpers import bearer, eventually, register, use_api_loop
 
 
-async def redis(api: RunningApi, command: str, *args: object) -> Any:
+async def redis(api: Running, command: str, *args: object) -> Any:
     """One raw command on the api's own Redis client (for checks the Cache does not offer)."""
     return await trio_asyncio.aio_as_trio(getattr(api.services.cache._redis, command))(*args)
 
@@ -51,7 +50,7 @@ def names(characters: list[dict[str, Any]]) -> list[str]:
     return [c["name"] for c in characters]
 
 
-async def cache_serves(api: RunningApi, client: httpx.AsyncClient, token: str, key: str,
+async def cache_serves(api: Running, client: httpx.AsyncClient, token: str, key: str,
                        expected: list[str]) -> bool:
     """One step of a recovery poll: the list answered must be current at every step
     (never a list older than a write); True once Redis holds the current list and reads
@@ -63,7 +62,7 @@ async def cache_serves(api: RunningApi, client: httpx.AsyncClient, token: str, k
 
 
 async def test_second_list_is_served_from_redis(
-    api: RunningApi, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    api: Running, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_api_loop(api)
     user = await register(client)
@@ -102,7 +101,7 @@ async def test_second_list_is_served_from_redis(
 
 
 async def test_create_invalidates_and_next_list_has_it(
-    api: RunningApi, client: httpx.AsyncClient
+    api: Running, client: httpx.AsyncClient
 ) -> None:
     use_api_loop(api)
     user = await register(client)
@@ -121,7 +120,7 @@ async def test_create_invalidates_and_next_list_has_it(
         assert [c["id"] for c in await listed(client, user["token"])] == expected
 
 
-async def test_fill_after_invalidate_is_refused(api: RunningApi) -> None:
+async def test_fill_after_invalidate_is_refused(api: Running) -> None:
     use_api_loop(api)
     cache = api.services.cache
     key = f"test:race:{uuid.uuid4()}"
@@ -145,7 +144,7 @@ async def test_fill_after_invalidate_is_refused(api: RunningApi) -> None:
 
 
 async def test_slow_reader_cannot_cache_a_list_older_than_a_write(
-    api: RunningApi, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    api: Running, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_api_loop(api)
     user = await register(client)
@@ -180,7 +179,7 @@ async def test_slow_reader_cannot_cache_a_list_older_than_a_write(
     assert [c["id"] for c in await listed(client, user["token"])] == [first["id"], second["id"]]
 
 
-async def test_unconfirmed_invalidation_is_never_served(stack: DevStack, api: RunningApi) -> None:
+async def test_unconfirmed_invalidation_is_never_served(stack: DevStack, api: Running) -> None:
     """A hung Redis keeps the old value of a key whose invalidation timed out; until the
     background retry confirms, this process must not serve that key from Redis, however
     late the retry runs."""
@@ -215,7 +214,7 @@ async def test_unconfirmed_invalidation_is_never_served(stack: DevStack, api: Ru
         await redis(api, "delete", key, f"{key}:gen")
 
 
-async def user_with_cached_list(api: RunningApi, client: httpx.AsyncClient) -> tuple[str, str]:
+async def user_with_cached_list(api: Running, client: httpx.AsyncClient) -> tuple[str, str]:
     """A new user whose list ["Before"] is cached in Redis; returns its token and key."""
     user = await register(client)
     key = cache_key(uuid.UUID(user["user_id"]))
@@ -226,7 +225,7 @@ async def user_with_cached_list(api: RunningApi, client: httpx.AsyncClient) -> t
 
 
 async def test_redis_stopped(
-    stack: DevStack, api: RunningApi, client: httpx.AsyncClient
+    stack: DevStack, api: Running, client: httpx.AsyncClient
 ) -> None:
     use_api_loop(api)
     cache = api.services.cache
@@ -254,7 +253,7 @@ async def test_redis_stopped(
     assert names(await listed(client, token)) == ["Before", "During"]  # now from Redis
 
 
-async def test_redis_hung(stack: DevStack, api: RunningApi, client: httpx.AsyncClient) -> None:
+async def test_redis_hung(stack: DevStack, api: Running, client: httpx.AsyncClient) -> None:
     use_api_loop(api)
     cache = api.services.cache
     token, key = await user_with_cached_list(api, client)

@@ -77,6 +77,15 @@ def test_dev_comes_up_stops_on_sigint_and_keeps_accounts(tmp_path: Path) -> None
         registered = httpx.post(f"{url}/v1/auth/register", timeout=10, json={
             "username": "newcomer", "email": "newcomer@example.com", "password": "correct horse"})
         assert registered.status_code == 201, registered.text
+        # dev runs the provisioning consumers in-process.
+        auth = {"Authorization": f"Bearer {registered.json()['token']}"}
+        for _ in range(100):
+            me = httpx.get(f"{url}/v1/me", timeout=10, headers=auth).json()
+            if me["active_character_id"] and me["player"] and me["progression"]:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"outpost dev did not provision the account: {me}")
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {alive}"
     assert gone

@@ -25,11 +25,11 @@ from nats.js.errors import NotFoundError
 from bus import events
 from persistence.outbox import OutboxEvent, add_event
 from server.devstack import DevStack
-from server.process import RunningApi
+from server.process import Running
 from tests.helpers import bearer, eventually, register, unique_name, use_api_loop
 
 
-async def connected_bus(api: RunningApi) -> None:
+async def connected_bus(api: Running) -> None:
     with trio.fail_after(10):
         await api.services.bus.connected_once.wait()
 
@@ -53,11 +53,11 @@ async def _read_stream(nc: NatsClient, stream: str) -> list[tuple[str | None, st
     return found
 
 
-async def stream_messages(api: RunningApi, stream: str) -> list[tuple[str | None, str, bytes]]:
+async def stream_messages(api: Running, stream: str) -> list[tuple[str | None, str, bytes]]:
     return await trio_asyncio.aio_as_trio(_read_stream)(api.services.bus._nc, stream)
 
 
-async def msg_id_counts(api: RunningApi, stream: str) -> Counter[str | None]:
+async def msg_id_counts(api: Running, stream: str) -> Counter[str | None]:
     return Counter(msg_id for msg_id, _, _ in await stream_messages(api, stream))
 
 
@@ -67,12 +67,12 @@ async def _outbox_msg_ids(conn: asyncpg.Connection, msg_ids: list[str]) -> set[s
     return {r["msg_id"] for r in rows}
 
 
-async def outbox_holds(api: RunningApi, msg_ids: list[str]) -> set[str]:
+async def outbox_holds(api: Running, msg_ids: list[str]) -> set[str]:
     return await api.services.pg.transact(_outbox_msg_ids, msg_ids)
 
 
 async def test_character_created_is_published(
-    api: RunningApi, client: httpx.AsyncClient
+    api: Running, client: httpx.AsyncClient
 ) -> None:
     use_api_loop(api)
     await connected_bus(api)
@@ -97,7 +97,7 @@ async def test_character_created_is_published(
 
 
 async def test_user_registered_lands_in_users_stream(
-    api: RunningApi, client: httpx.AsyncClient
+    api: Running, client: httpx.AsyncClient
 ) -> None:
     use_api_loop(api)
     await connected_bus(api)
@@ -125,7 +125,7 @@ async def test_user_registered_lands_in_users_stream(
 
 
 async def test_events_survive_a_nats_outage_exactly_once(
-    stack: DevStack, api: RunningApi, client: httpx.AsyncClient
+    stack: DevStack, api: Running, client: httpx.AsyncClient
 ) -> None:
     use_api_loop(api)
     await connected_bus(api)
@@ -169,7 +169,7 @@ async def test_events_survive_a_nats_outage_exactly_once(
     assert (await client.get("/readyz")).status_code == 200
 
 
-async def test_relay_drops_duplicate_outbox_rows(api: RunningApi) -> None:
+async def test_relay_drops_duplicate_outbox_rows(api: Running) -> None:
     use_api_loop(api)
     await connected_bus(api)
     user_id = str(uuid.uuid4())
