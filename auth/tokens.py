@@ -34,9 +34,14 @@ class Tokens:
             raise Unauthenticated("the token is not valid") from None
 
     def user_from_header(self, authorization: str | None) -> uuid.UUID:
-        if not authorization:
-            raise Unauthenticated("missing Authorization: Bearer <token>")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-        return self.verify(token.strip())[0]
+        return self.verify(bearer_token(authorization))[0]
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header; `Unauthenticated` otherwise."""
+    if not authorization:
+        raise Unauthenticated("missing Authorization: Bearer <token>")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
+    return token.strip()

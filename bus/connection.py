@@ -79,7 +79,7 @@ class PullConsumer:
         """Up to `batch` messages; [] when none arrived within `timeout_s`."""
         try:
             msgs = await aio_as_trio(self._sub.fetch)(batch, timeout=timeout_s)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises both its own and asyncio's: nothing came
             return []
         except (nats.errors.Error, OSError) as exc:
             raise BusUnavailable(f"fetch failed: {exc!r}") from exc
@@ -174,9 +174,10 @@ class Bus:
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BusUnavailable(f"could not bind {spec.durable}: {exc!r}") from exc
 
-    async def publish(self, subject: str, payload: bytes) -> None:
+    async def publish_many(self, subject: str, payloads: Sequence[bytes]) -> None:
+        """Core NATS, best effort (no ack): the whole batch in one crossing."""
         nc, _ = self._client()
-        await aio_as_trio(nc.publish)(subject, payload)
+        await aio_as_trio(_publish_many)(nc, subject, payloads)
 
     async def flush(self, timeout_s: float = 1.0) -> bool:
         try:
@@ -249,6 +250,11 @@ async def _settle(acked: list[Msg], terminated: list[Msg], retry: list[tuple[Msg
             await msg.in_progress()
     except (nats.errors.Error, OSError) as exc:
         log.warning("jetstream settle failed (messages will be redelivered): %r", exc)
+
+
+async def _publish_many(nc: NatsClient, subject: str, payloads: Sequence[bytes]) -> None:
+    for payload in payloads:
+        await nc.publish(subject, payload)
 
 
 async def _publish_all(js: JetStreamContext, events: Sequence[OutboxEvent]) -> list[bool]:

@@ -14,6 +14,7 @@ from persistence.users import User
 
 USER_REGISTERED = "user.registered"
 CHARACTER_CREATED = "character.created"
+PLAYER_MOVED = "player.moved"
 
 
 @dataclass(frozen=True)

@@ -124,3 +124,17 @@ async def list_characters(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[
         user_id,
     )
     return [_character(r) for r in rows]
+
+
+async def get_character(conn: asyncpg.Connection, character_id: uuid.UUID) -> Character | None:
+    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM characters.characters WHERE id = $1",
+                              character_id)
+    return _character(row) if row else None
+
+
+async def update_positions(conn: asyncpg.Connection,
+                           positions: list[tuple[uuid.UUID, str, float, float]]) -> None:
+    """Save (id, zone_id, x, y) of characters leaving or checkpointed by their zone."""
+    await conn.executemany(
+        "UPDATE characters.characters SET zone_id = $2, x = $3, y = $4 WHERE id = $1",
+        positions)

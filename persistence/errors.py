@@ -65,3 +65,9 @@ class Unavailable(DomainError):
     """A backing service is down; the request changed nothing."""
 
     code, status = "unavailable", 503
+
+
+class ZoneUnavailable(DomainError):
+    """The character's zone is not running (or not reachable) right now."""
+
+    code, status = "zone_unavailable", 503

@@ -53,19 +53,22 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         with stack:
             urls = {name: os.environ.get(name) or stack.urls()[name] for name in URL_VARIABLES}
-            settings = load_settings(os.environ, **urls, JWT_SECRET=_kept_secret(data_dir))
+            settings = load_settings(os.environ, **urls, JWT_SECRET=_kept_secret(data_dir),
+                                     WORLD_ALLOWED_ORIGINS="*")
             where = "\n".join(
                 f"  {name}={url}{'  (embedded)' if name in missing else ''}"
                 for name, url in urls.items())
             banner = f"\n{where}\n  data in {data_dir}; Ctrl-C stops everything"
-            trio.run(_serve, settings, Roles(http=True, provisioner=True), banner)
+            roles = Roles(http=True, provisioner=True, zones=(settings.world_zone_id,))
+            trio.run(_serve, settings, roles, banner)
     except KeyboardInterrupt:
         pass  # Ctrl-C before the server was up; the stack is stopped by `with`
     return 0
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    trio.run(_serve, load_settings(os.environ), Roles(http=True))
+    settings = load_settings(os.environ)
+    trio.run(_serve, settings, Roles(http=True, zones=(settings.world_zone_id,)))
     return 0
 
 

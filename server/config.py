@@ -6,6 +6,7 @@ operator never has to guess which of twenty knobs was wrong.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -44,12 +45,25 @@ class Settings:
     login_rate_per_address: int = 50
     login_rate_window_s: float = 60.0
     outbox_poll_s: float = 1.0
+    # The world (docs/protocol.md, "World"). Bounds: min_x, min_y, max_x, max_y.
+    world_bounds: tuple[float, float, float, float] = (-1000.0, -1000.0, 1000.0, 1000.0)
+    world_checkpoint_s: float = 5.0
+    # Browsers (requests with an Origin header) must come from one of these; "*" is any.
+    world_allowed_origins: tuple[str, ...] = ()
+    world_handshake_timeout_s: float = 5.0
+    world_join_timeout_s: float = 10.0
+    world_idle_timeout_s: float = 60.0
+    world_slow_close_s: float = 3.0
+    world_max_message_bytes: int = 4096
+    world_max_messages_per_s: float = 30.0
 
 
 # Variable name -> (field, parser). Each parser raises ValueError on bad input.
 def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
     def parse_positive(raw: str) -> T:
         value = parse(raw)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
         if not value > 0:  # type: ignore[operator]
             raise ValueError("must be greater than zero")
         return value
@@ -71,6 +85,22 @@ def _url(*schemes: str) -> Callable[[str], str]:
         return raw
 
     return parse_url
+
+
+def _bounds(raw: str) -> tuple[float, float, float, float]:
+    parts = [float(p) for p in raw.split(",")]
+    if len(parts) != 4 or not all(math.isfinite(p) for p in parts):
+        raise ValueError("must be four finite numbers: min_x,min_y,max_x,max_y")
+    min_x, min_y, max_x, max_y = parts
+    if not (min_x < max_x and min_y < max_y):
+        raise ValueError("min must be below max")
+    if not (min_x <= 0 <= max_x and min_y <= 0 <= max_y):
+        raise ValueError("must contain (0, 0), where new characters start")
+    return min_x, min_y, max_x, max_y
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
 def _nonempty(raw: str) -> str:
@@ -101,6 +131,15 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "LOGIN_RATE_PER_ADDRESS": ("login_rate_per_address", _positive(int)),
     "LOGIN_RATE_WINDOW": ("login_rate_window_s", _positive(float)),
     "OUTBOX_POLL_MS": ("outbox_poll_s", lambda raw: _positive(float)(raw) / 1000),
+    "WORLD_BOUNDS": ("world_bounds", _bounds),
+    "WORLD_CHECKPOINT": ("world_checkpoint_s", _positive(float)),
+    "WORLD_ALLOWED_ORIGINS": ("world_allowed_origins", _origins),
+    "WORLD_HANDSHAKE_TIMEOUT": ("world_handshake_timeout_s", _positive(float)),
+    "WORLD_JOIN_TIMEOUT": ("world_join_timeout_s", _positive(float)),
+    "WORLD_IDLE_TIMEOUT": ("world_idle_timeout_s", _positive(float)),
+    "WORLD_SLOW_CLOSE": ("world_slow_close_s", _positive(float)),
+    "WORLD_MAX_MESSAGE_BYTES": ("world_max_message_bytes", _positive(int)),
+    "WORLD_MAX_MESSAGES_PER_S": ("world_max_messages_per_s", _positive(float)),
 }
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")

@@ -1,9 +1,10 @@
 """Running a server process: the backing actors, the HTTP edge, and ordered shutdown.
 
-Shutdown order (hypercorn's own, in miniature): SIGINT/SIGTERM stops accepting
-and lets in-flight requests finish under a deadline; then the workers stop (the
-provisioning consumers settle what they hold); then the actors close (outbox
-relay, NATS drain, Redis, the Postgres pool), each under its own shield.
+Shutdown order (hypercorn's own, in miniature): SIGINT/SIGTERM stops accepting,
+closes world sessions with 1001 and lets in-flight requests finish under a
+deadline; then the workers stop (zones save every position, the provisioning
+consumers settle what they hold); then the actors close (outbox relay, NATS,
+Redis, the Postgres pool), each under its own shield.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from functools import partial
 import trio
 import trio_asyncio
 from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from bus.provisioning import Provisioner
 from server.api import create_app
 from server.config import Settings
+from server.edge import Edge
 from server.services import Services, start_services
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,12 @@ class Roles:
 
     http: bool = True
     provisioner: bool = False
+    zones: tuple[str, ...] = ()  # zone actors run in this process
 
     @property
     def name(self) -> str:
         parts = [r for r, on in (("api", self.http), ("provisioner", self.provisioner)) if on]
-        return "outpost-" + "+".join(parts)
+        return "outpost-" + "+".join(parts + [f"zone-{z}" for z in self.zones])
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ async def run_process(
     async with trio_asyncio.open_loop(), trio.open_nursery() as backends:
         services = await start_services(backends, settings, name=roles.name)
         async with trio.open_nursery() as workers:
+            for zone_id in roles.zones:
+                await services.world.start_zone(workers, zone_id)
             if roles.provisioner:
                 await workers.start(Provisioner(
                     services.pg, services.cache, services.bus, zone_id=settings.world_zone_id,
@@ -62,21 +66,20 @@ async def run_process(
             async with trio.open_nursery() as edge:
                 url = None
                 if roles.http:
-                    binds = await edge.start(partial(serve, create_app(services),
-                                                     _hypercorn_config(settings),
-                                                     shutdown_trigger=shutdown.wait))
-                    url = binds[0]
+                    url = await edge.start(partial(
+                        Edge(create_app(services), _hypercorn_config(settings), settings,
+                             services.world, services.tokens).serve, shutdown=shutdown))
                 task_status.started(Running(url, services))
                 await shutdown.wait()
-            # serve() has returned: no request is in flight. Workers finish what they
-            # hold (a consumer settles its batch), then the actors go.
+            # The edge has returned: no request is in flight and every world session has
+            # ended (its character left its zone). Workers finish what they hold (a zone
+            # saves every position, a consumer settles its batch), then the actors go.
             workers.cancel_scope.cancel()
         backends.cancel_scope.cancel()
 
 
 def _hypercorn_config(settings: Settings) -> Config:
     config = Config()
-    config.bind = [f"{settings.http_host}:{settings.http_port}"]
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.accesslog = None  # tokens may travel in query strings; never log them
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers only

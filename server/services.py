@@ -18,6 +18,7 @@ from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
 from server.characters import Characters
 from server.config import Settings
+from server.world import World
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Services:
     tokens: Tokens
     accounts: Accounts
     characters: Characters
+    world: World
 
 
 async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str) -> Services:
@@ -61,4 +63,5 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
         max_per_user=settings.max_characters_per_user,
         cache_ttl_s=settings.character_cache_ttl_s, on_committed=relay.wake,
     )
-    return Services(settings, pg, cache, bus, relay, tokens, accounts, characters)
+    world = World(settings, pg, cache, bus)
+    return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world)

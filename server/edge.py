@@ -1,0 +1,236 @@
+"""The API port: one listener, two paths.
+
+Every connection's request head is read here first. `GET /v1/world/ws` with a
+WebSocket upgrade stays on the world's fast path: our own handshake, then a
+Session writing prebuilt frames straight into the raw socket (see
+server/outlet.py). Every other connection is handed, head and all, to
+hypercorn's own connection handler for the quart-trio app, so HTTP behaves
+exactly as under `hypercorn.trio.serve`, whose startup and graceful shutdown
+this mirrors (lifespan, keep-alive close, a deadline for what is in flight).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import uuid
+
+import orjson
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, ConnectionState
+from hypercorn.utils import wrap_app
+from quart import Quart
+
+from auth.tokens import Tokens
+from persistence.errors import Unauthenticated
+from server import websocket as ws
+from server.config import Settings
+from server.outlet import FrameCache
+from server.readiness import ReadinessHub
+from server.session import Session, authenticate
+from server.world import World
+
+log = logging.getLogger(__name__)
+
+WORLD_PATH = "/v1/world/ws"
+HEAD_MAX_BYTES = 16 * 1024
+BACKLOG = 1024
+
+
+class _Replayed(trio.abc.HalfCloseableStream):
+    """A socket stream that first yields bytes already read from it (the request head)."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+        self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self._prefix = prefix
+
+    @property
+    def socket(self) -> trio.socket.SocketType:  # hypercorn reads the peer address here
+        return self._stream.socket
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._prefix:
+            data, self._prefix = self._prefix, b""
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+
+
+def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return ws.http_response(status, reason, body)
+
+
+class Edge:
+    def __init__(self, app: Quart, config: Config, settings: Settings, world: World,
+                 tokens: Tokens) -> None:
+        self._asgi: AppWrapper = wrap_app(app, config.wsgi_max_body_size, None)
+        self._config = config
+        self._settings = settings
+        self._world = world
+        self._tokens = tokens
+        self._context = WorkerContext(None)
+        self._state: dict[str, object] = {}
+        self._sessions: set[Session] = set()
+        self._hub = ReadinessHub()
+        self._frames = FrameCache()
+
+    async def serve(self, *, shutdown: trio.Event,
+                    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen until `shutdown`; report the URL once listening."""
+        lifespan = Lifespan(self._asgi, self._config, self._state)
+        with _listen(self._settings.http_host, self._settings.http_port) as listener:
+            await self._serve(listener, lifespan, shutdown, task_status)
+
+    async def _serve(self, listener: socket.socket, lifespan: Lifespan, shutdown: trio.Event,
+                     task_status: trio.TaskStatus[str]) -> None:
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as reading:
+                reading.start_soon(self._hub.run)
+                async with trio.open_nursery() as connections:
+                    async with trio.open_nursery() as accepting:
+                        accepting.start_soon(self._accept, listener, connections)
+                        host, port = listener.getsockname()[:2]
+                        task_status.started(f"http://{_url_host(host)}:{port}")
+                        await shutdown.wait()
+                        accepting.cancel_scope.cancel()
+                    listener.close()
+                    for session in list(self._sessions):
+                        session.close(1001, "server going away")
+                    await self._context.terminated.set()  # hypercorn: close idle keep-alives
+                    connections.cancel_scope.deadline = (
+                        trio.current_time() + self._config.graceful_timeout)
+                reading.cancel_scope.cancel()
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+    async def _accept(self, listener: socket.socket, connections: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(listener)
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                continue
+            except OSError as exc:  # out of file descriptors, say: wait, do not spin
+                log.warning("accept failed: %r", exc)
+                await trio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connections.start_soon(self._route, conn)
+
+    async def _route(self, conn: socket.socket) -> None:
+        try:
+            timeout_s = self._settings.world_handshake_timeout_s
+            with trio.move_on_after(timeout_s) as reading:
+                head, rest = await _read_head(conn)
+            if reading.cancelled_caught or (head is None and not rest):
+                return  # too slow to say anything, or closed
+            request = ws.parse_request_head(head) if head is not None else None
+            if request is not None and request.path == WORLD_PATH:
+                with trio.move_on_after(timeout_s):
+                    session = await self._open_session(conn, request, rest)
+                if session is not None:
+                    self._sessions.add(session)
+                    try:
+                        await session.run()
+                    finally:
+                        self._sessions.discard(session)
+                return
+            stream = _Replayed(conn, (head + b"\r\n\r\n" if head is not None else b"") + rest)
+            await TCPServer(self._asgi, self._config, self._context,
+                            ConnectionState(self._state.copy()), stream)  # type: ignore[arg-type]
+        finally:
+            conn.close()  # also when hypercorn's close was cut short by a cancellation
+
+    async def _open_session(self, conn: socket.socket, request: ws.Request,
+                            rest: bytes) -> Session | None:
+        """Answer the upgrade: a Session after the 101, None after a refusal."""
+        refusal = self._refuse(request)
+        if isinstance(refusal, bytes):
+            await send_all(conn, refusal)
+            return None
+        response = ws.handshake_response(request)
+        if response is None:
+            await send_all(conn, _refusal(400, "Bad Request", "validation_failed",
+                                          "not a valid WebSocket (version 13) handshake"))
+            return None
+        await send_all(conn, response)
+        user_id, expires_at = refusal
+        return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
+                       settings=self._settings, hub=self._hub, frames=self._frames)
+
+    def _refuse(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
+        """The refusal to send, or the session's user and token expiry."""
+        if not request.is_websocket_upgrade:
+            return _refusal(400, "Bad Request", "validation_failed",
+                            "this endpoint only speaks WebSocket")
+        try:
+            user_id, expires_at = authenticate(self._tokens, request.headers.get("authorization"),
+                                               request.query("token"))
+        except Unauthenticated as exc:
+            return _refusal(401, "Unauthorized", exc.code, exc.message)
+        origin = request.headers.get("origin")
+        allowed = self._settings.world_allowed_origins
+        if origin is not None and "*" not in allowed and origin.rstrip("/") not in allowed:
+            return _refusal(403, "Forbidden", "forbidden", "this origin may not open the world")
+        return user_id, expires_at
+
+
+async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
+    """(the request head without its blank line, what followed it); head None if the
+    peer closed first or sent more than HEAD_MAX_BYTES without one."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if len(data) > HEAD_MAX_BYTES:
+            return None, data
+        await trio.lowlevel.wait_readable(conn)
+        try:
+            chunk = conn.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return None, b""
+        if not chunk:
+            return None, data
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    listener.setblocking(False)
+    return listener
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+

@@ -1,0 +1,237 @@
+"""The zone actor: owns a zone's players and its tick loop.
+
+The boundary with sessions is small on purpose, so that it can later be
+crossed over NATS without touching either side: sessions hand in joins, moves
+and leaves; the zone hands each member's `Outlet` the encoded snapshot of every
+tick (the same bytes for all) and tells it when a newer session took its
+character over. Saving positions and publishing `player.moved` are hooks given
+at start, so the zone knows nothing of Postgres or NATS.
+
+Ticks are paced by deadlines (`start + n * period` on trio's clock), so they do
+not drift; a zone that falls more than a tick behind skips the missed ticks
+instead of bursting. The tick never waits on a client, on Postgres or on NATS:
+outlets never block, positions are saved by a separate task (on leave at once,
+every player every `checkpoint_s`, everything at shutdown), and a tick's
+`player.moved` batch goes to a publisher task through a small channel (a batch
+that does not fit is dropped and counted: the event is best effort).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+import trio
+
+from zones.simulation import Avatar, Rules, Simulation
+
+log = logging.getLogger(__name__)
+
+FANOUT_YIELD_EVERY = 256  # a fan-out over thousands of outlets must not hold the loop
+SHUTDOWN_SAVE_TIMEOUT_S = 5.0
+LAST_KNOWN_MAX = 10_000
+
+
+class Outlet(Protocol):
+    """Where a zone sends one member's output. Never blocks."""
+
+    def snapshot(self, payload: bytes) -> None:
+        """The encoded snapshot of a tick; a slow member keeps only the newest."""
+
+    def replaced(self) -> None:
+        """A newer session joined this character; this one must end."""
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """A character asking to enter, with its last saved position."""
+
+    character_id: str
+    user_id: str
+    name: str
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    zone_id: str
+    tick: int
+    tick_rate_hz: float
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Position:
+    character_id: str
+    user_id: str
+    zone_id: str
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class ZoneHooks:
+    save_positions: Callable[[list[Position]], Awaitable[None]]
+    publish_moves: Callable[[list[bytes]], Awaitable[None]]
+
+
+class ZoneActor:
+    def __init__(self, zone_id: str, rules: Rules, hooks: ZoneHooks, *, tick_rate_hz: float,
+                 checkpoint_s: float = 5.0) -> None:
+        self.zone_id = zone_id
+        self.tick_rate_hz = tick_rate_hz
+        self._sim = Simulation(zone_id, rules)
+        self._hooks = hooks
+        self._checkpoint_s = checkpoint_s
+        self._outlets: dict[str, Outlet] = {}
+        self._saved: dict[str, tuple[float, float]] = {}  # last position saved, per member
+        self._leaving: dict[str, Position] = {}  # left, position not saved yet
+        # Where members who left were, newest first out: a rejoin may read its row before
+        # the save of its leave has landed, and this zone knows better than that row.
+        self._last_known: OrderedDict[str, Position] = OrderedDict()
+        self._save_now = trio.Event()
+        self._moves_out, self._moves_in = trio.open_memory_channel[list[bytes]](2)
+        self.tick_durations_s: deque[float] = deque(maxlen=1200)
+        self.skipped_ticks = 0
+        self.dropped_inputs = 0
+        self.dropped_move_batches = 0
+
+    # --- the interface sessions use --------------------------------------------------------
+
+    async def join(self, entrant: Entrant, outlet: Outlet) -> Admission:
+        """Admit `entrant` (or take over its character from an older session)."""
+        older = self._outlets.get(entrant.character_id)
+        if older is not None and older is not outlet:
+            older.replaced()
+        known = self._last_known.pop(entrant.character_id, None)
+        x, y = (known.x, known.y) if known else (entrant.x, entrant.y)
+        avatar = self._sim.add(Avatar(entrant.character_id, entrant.user_id, entrant.name, x, y))
+        self._outlets[entrant.character_id] = outlet
+        self._saved.setdefault(entrant.character_id, (entrant.x, entrant.y))
+        return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, avatar.x, avatar.y)
+
+    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
+        if not self._sim.queue(character_id, dx, dy, seq):
+            self.dropped_inputs += 1
+
+    def leave(self, character_id: str, outlet: Outlet) -> None:
+        """`outlet`'s session ended; a no-op if a newer session owns the character now."""
+        if self._outlets.get(character_id) is not outlet:
+            return
+        del self._outlets[character_id]
+        avatar = self._sim.remove(character_id)
+        self._saved.pop(character_id, None)
+        if avatar is not None:
+            position = self._leaving[character_id] = self._position(avatar)
+            self._last_known[character_id] = position
+            if len(self._last_known) > LAST_KNOWN_MAX:
+                self._last_known.popitem(last=False)
+            self._save_now.set()
+
+    @property
+    def player_count(self) -> int:
+        return len(self._outlets)
+
+    @property
+    def tick(self) -> int:
+        return self._sim.tick
+
+    # --- the actor -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[ZoneActor] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._saver)
+                nursery.start_soon(self._publisher)
+                task_status.started(self)
+                await self._tick_loop()
+        finally:
+            with trio.move_on_after(SHUTDOWN_SAVE_TIMEOUT_S) as scope:
+                scope.shield = True
+                if not await self._save_changed(everyone=True):
+                    log.error("zone %s: positions not saved at shutdown", self.zone_id)
+
+    async def _tick_loop(self) -> None:
+        period = 1 / self.tick_rate_hz
+        start = trio.current_time()
+        n = 0
+        while True:
+            n += 1
+            behind = trio.current_time() - (start + n * period)
+            if behind > period:  # fell behind (a stall): skip, do not burst to catch up
+                skipped = int(behind / period)
+                self.skipped_ticks += skipped
+                n += skipped
+            await trio.sleep_until(start + n * period)
+            began = time.perf_counter()
+            await self._step()
+            self.tick_durations_s.append(time.perf_counter() - began)
+
+    async def _step(self) -> None:
+        moved = self._sim.step()
+        payload = self._sim.snapshot()
+        for i, outlet in enumerate(list(self._outlets.values()), 1):
+            outlet.snapshot(payload)
+            if i % FANOUT_YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()
+        if moved:
+            tick = self._sim.tick
+            batch = [orjson.dumps({"character_id": a.character_id, "user_id": a.user_id,
+                                   "zone_id": self.zone_id, "x": a.x, "y": a.y, "tick": tick})
+                     for a in moved]
+            try:
+                self._moves_out.send_nowait(batch)
+            except trio.WouldBlock:
+                self.dropped_move_batches += 1
+
+    async def _publisher(self) -> None:
+        async for batch in self._moves_in:
+            try:
+                await self._hooks.publish_moves(batch)
+            except Exception as exc:  # best effort: the bus may be down
+                log.warning("zone %s: player.moved batch lost: %r", self.zone_id, exc)
+
+    async def _saver(self) -> None:
+        checkpoint = trio.current_time() + self._checkpoint_s
+        while True:
+            with trio.move_on_at(checkpoint):
+                await self._save_now.wait()
+            self._save_now = trio.Event()
+            everyone = trio.current_time() >= checkpoint
+            if everyone:
+                checkpoint = trio.current_time() + self._checkpoint_s
+            await self._save_changed(everyone=everyone)
+
+    async def _save_changed(self, *, everyone: bool) -> bool:
+        """Save who left (and, with `everyone`, every member who moved since its last
+        save) in one batch; True if saved. A failure keeps them for the next try."""
+        positions = dict(self._leaving)
+        if everyone:
+            for avatar in self._sim.avatars.values():
+                if self._saved.get(avatar.character_id) != (avatar.x, avatar.y):
+                    positions[avatar.character_id] = self._position(avatar)
+        if not positions:
+            return True
+        try:
+            await self._hooks.save_positions(list(positions.values()))
+        except Exception as exc:
+            log.warning("zone %s: saving %d positions failed, will retry: %r", self.zone_id,
+                        len(positions), exc)
+            return False
+        for character_id, saved in positions.items():
+            if self._leaving.get(character_id) == saved:
+                del self._leaving[character_id]
+            if character_id in self._saved:
+                self._saved[character_id] = (saved.x, saved.y)
+        return True
+
+    def _position(self, avatar: Avatar) -> Position:
+        return Position(avatar.character_id, avatar.user_id, self.zone_id, avatar.x, avatar.y)
