@@ -49,6 +49,7 @@ class Outlet:
         self._behind_since: float | None = None
         self._closing = False
         self._wake = trio.Event()
+        self._waiting: trio.CancelScope | None = None
         self.ended = trio.Event()  # set when the socket is done: closed, broken or dropped
         self.skipped_snapshots = 0
 
@@ -93,11 +94,13 @@ class Outlet:
             while not self.ended.is_set():
                 await self._wake.wait()
                 self._wake = trio.Event()
-                while self._pending is not None and not self.ended.is_set():
-                    await trio.lowlevel.wait_writable(self._sock)
-                    self._write_pending()
-                    if self._pending is None:
-                        self._start_next()
+                with trio.CancelScope() as self._waiting:  # abort() ends a wait in vain
+                    while self._pending is not None:
+                        await trio.lowlevel.wait_writable(self._sock)
+                        if self._pending is not None:
+                            self._write_pending()
+                        if self._pending is None and not self.ended.is_set():
+                            self._start_next()
                 if self._closing and self._pending is None:
                     self.ended.set()
         finally:
@@ -156,3 +159,5 @@ class Outlet:
         self._closing = True
         self.ended.set()
         self._wake.set()
+        if self._waiting is not None:
+            self._waiting.cancel()

@@ -12,6 +12,7 @@ position.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import socket
@@ -105,7 +106,8 @@ class Session:
         now = trio.current_time()
         self._bucket = TokenBucket(settings.world_max_messages_per_s, now)
         self._deadline = now + settings.world_join_timeout_s  # no join, or idle, past this
-        self._closing = trio.Event()
+        self._closing = trio.Event()  # we are saying goodbye
+        self._peer_gone = trio.Event()  # the peer said goodbye, or vanished
 
     async def run(self) -> None:
         self._hub.register(self._sock.fileno(), self)
@@ -126,7 +128,7 @@ class Session:
 
     def on_readable(self) -> None:
         """Read what has arrived and handle it; called by the hub, never blocks."""
-        if self._closing.is_set():
+        if self._peer_gone.is_set():
             return
         try:
             while True:
@@ -136,15 +138,20 @@ class Session:
                     break
                 except OSError:
                     received = 0
-                if not received:
-                    self._closing.set()  # the peer is gone: nothing to say goodbye to
+                if not received:  # the peer is gone: nothing to say goodbye to
+                    self._peer_gone.set()
+                    self._closing.set()
                     self.outlet.abort()
                     return
                 self._reader.feed(memoryview(self._buffer)[:received])
                 if received < RECV_BYTES:
                     break
             for opcode, payload in self._reader.messages():
-                if not self._on_message(opcode, payload):
+                if self._closing.is_set():  # we said goodbye: wait for the peer's
+                    if opcode == ws.CLOSE:
+                        self._peer_gone.set()
+                        return
+                elif not self._on_message(opcode, payload):
                     return
         except ws.ProtocolViolation as exc:
             self.close(exc.code, exc.reason)
@@ -154,9 +161,12 @@ class Session:
         nursery.cancel_scope.cancel()
 
     async def _finish_closing(self, nursery: trio.Nursery) -> None:
+        """The closing handshake: our close frame out, then the peer's back (RFC 6455
+        wants the server to close TCP last), within CLOSE_FLUSH_S."""
         await self._closing.wait()
         with trio.move_on_after(CLOSE_FLUSH_S):
             await self.outlet.ended.wait()
+            await self._peer_gone.wait()
         nursery.cancel_scope.cancel()
 
     async def _watch_deadlines(self) -> None:
@@ -180,6 +190,7 @@ class Session:
         """Handle one message; False once the session is closing."""
         if opcode == ws.CLOSE:
             code = int.from_bytes(payload[:2], "big") if payload else 1000
+            self._peer_gone.set()
             self.close(code if 1000 <= code < 5000 else 1000, "bye")
             return False
         if opcode == ws.PING:
@@ -199,7 +210,7 @@ class Session:
         try:
             body = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            self._error("bad_json", "the message is not valid JSON")
+            self._error(*_not_json(payload))
             return True
         if not isinstance(body, dict):
             self._error("bad_json", "the message must be a JSON object")
@@ -270,3 +281,13 @@ class Session:
 
     def _error(self, code: str, message: str) -> None:
         self.outlet.send(error_message(code, message))
+
+
+def _not_json(payload: bytes) -> tuple[str, str]:
+    """The error for a message orjson refused: NaN, Infinity or a number too large for a
+    double are JSON-ish (the stdlib reads them) but not finite numbers."""
+    try:
+        json.loads(payload)
+    except ValueError:
+        return "bad_json", "the message is not valid JSON"
+    return "validation_failed", "numbers must be finite"

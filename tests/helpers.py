@@ -7,7 +7,6 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import h11
@@ -18,6 +17,8 @@ import trio_asyncio
 
 from server.config import Settings
 from server.process import Roles, Running, run_process
+
+STOP_TIMEOUT_S = 15
 
 
 def unique_name(prefix: str = "u") -> str:
@@ -69,14 +70,23 @@ def assert_error(
 @asynccontextmanager
 async def running_process(settings: Settings, nursery: trio.Nursery,
                           roles: Roles) -> AsyncIterator[Running]:
-    """An Outpost process with `roles`, in-process in `nursery`; stopped on exit."""
-    shutdown = trio.Event()
-    running = await nursery.start(partial(run_process, settings, roles=roles,
-                                          shutdown=shutdown))
+    """An Outpost process with `roles`, in-process in `nursery`; on exit, shut down as
+    SIGTERM would (gracefully: zones save their players) and wait until it is done."""
+    shutdown, stopped = trio.Event(), trio.Event()
+
+    async def run(task_status: trio.TaskStatus[Running]) -> None:
+        try:
+            await run_process(settings, roles=roles, shutdown=shutdown, task_status=task_status)
+        finally:
+            stopped.set()
+
+    running = await nursery.start(run)
     try:
         yield running
     finally:
         shutdown.set()
+        with trio.move_on_after(STOP_TIMEOUT_S):
+            await stopped.wait()
 
 
 @asynccontextmanager

@@ -110,11 +110,14 @@ class ZoneActor:
         older = self._outlets.get(entrant.character_id)
         if older is not None and older is not outlet:
             older.replaced()
-        known = self._last_known.pop(entrant.character_id, None)
-        x, y = (known.x, known.y) if known else (entrant.x, entrant.y)
-        avatar = self._sim.add(Avatar(entrant.character_id, entrant.user_id, entrant.name, x, y))
-        self._outlets[entrant.character_id] = outlet
-        self._saved.setdefault(entrant.character_id, (entrant.x, entrant.y))
+        character_id = entrant.character_id
+        avatar = self._sim.avatars.get(character_id)
+        if avatar is None:
+            known = self._last_known.pop(character_id, None)
+            x, y = (known.x, known.y) if known else (entrant.x, entrant.y)
+            self._saved[character_id] = (x, y)  # what the row holds, or will once saved
+            avatar = self._sim.add(Avatar(character_id, entrant.user_id, entrant.name, x, y))
+        self._outlets[character_id] = outlet
         return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, avatar.x, avatar.y)
 
     def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:

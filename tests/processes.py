@@ -1,0 +1,77 @@
+"""Outpost as operators run it: real `outpost <command>` subprocesses for tests.
+
+A process's output goes to a log file in the test's folder; `started` waits
+(bounded) for its banner line and fails with the log if it never comes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from server.config import Settings
+
+START_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 30
+
+
+@dataclass
+class Outpost:
+    process: trio.Process
+    log: Path
+    banner: str  # what followed "outpost: " on its first line
+
+    @property
+    def url(self) -> str:
+        return self.banner.removeprefix("HTTP ").strip()
+
+    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Signal it and wait (bounded) for it to exit; its exit code."""
+        self.process.send_signal(sig)
+        with trio.fail_after(STOP_TIMEOUT_S):
+            return await self.process.wait()
+
+
+def process_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a process that uses the test session's services."""
+    return {**os.environ, "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url, "NATS_URL": settings.nats_url,
+            "JWT_SECRET": settings.jwt_secret, "ARGON2_TIME_COST": "1",
+            "ARGON2_MEMORY_KIB": "1024", "HTTP_PORT": "0", **extra}
+
+
+@asynccontextmanager
+async def started(folder: Path, *args: str, env: dict[str, str]) -> AsyncIterator[Outpost]:
+    """`outpost *args` running until the block ends (then killed if still alive)."""
+    log = folder / f"outpost-{'-'.join(args)}-{uuid.uuid4().hex[:8]}.log"
+    with open(log, "wb") as output:  # noqa: ASYNC230  (opening a local file: instant)
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "server.cli", *args], stdout=output,
+            stderr=subprocess.STDOUT, env=env)
+    try:
+        yield Outpost(process, log, await _banner(process, log))
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.move_on_after(STOP_TIMEOUT_S):
+                await process.wait()
+
+
+async def _banner(process: trio.Process, log: Path) -> str:
+    with trio.move_on_after(START_TIMEOUT_S):
+        while process.returncode is None:
+            for line in (await trio.Path(log).read_text()).splitlines():
+                if line.startswith("outpost: "):
+                    return line.removeprefix("outpost: ")
+            await trio.sleep(0.05)
+    output = await trio.Path(log).read_text()
+    raise AssertionError(f"outpost {process.args} did not come up:\n{output}")

@@ -1,0 +1,258 @@
+"""Unit tests of server/outlet.py, the one writer of a world socket: snapshots and control
+messages as unmasked frames, a reader that stops reading (snapshots skipped, control
+messages kept, no interleaved bytes), the slow-reader drop after `slow_close_s`, close()
+after queued data, and FrameCache; plus server.session.TokenBucket (pure logic).
+
+Rules: a real socket.socketpair(), both ends non-blocking with 4 KiB kernel buffers so
+that a large snapshot fills them at once; the test holds the client end and parses what
+arrives frame by frame. `outlet.run()` runs in a nursery the test cancels at the end.
+Time is trio's MockClock with autojump (`autojump_clock`): sleeps are in mock time and
+every wait is bounded by `trio.fail_after`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from server import websocket as ws
+from server.outlet import FrameCache, Outlet
+from server.session import TokenBucket
+
+BUFFER_BYTES = 4096
+Frame = tuple[int, bytes]
+
+
+def big(n: int) -> bytes:
+    """A 200 KB snapshot payload, distinct for each `n`."""
+    return b'{"type":"snapshot","tick":%d,"pad":"%s"}' % (n, b"x" * 200_000)
+
+
+def parse(data: bytes | bytearray) -> tuple[list[Frame], int]:
+    """The whole server frames at the start of `data`, and how many bytes follow them.
+    Every frame must be final, unmasked, with no reserved bits."""
+    frames: list[Frame] = []
+    at = 0
+    while len(data) - at >= 2:
+        first, second = data[at], data[at + 1]
+        assert first & 0xF0 == 0x80, f"bad first byte {first:#x} at {at}"
+        assert not second & 0x80, "server frames are unmasked"
+        length, start = second & 0x7F, at + 2
+        if length == 126:
+            (length,), start = struct.unpack_from("!H", data, at + 2), at + 4
+        elif length == 127:
+            (length,), start = struct.unpack_from("!Q", data, at + 2), at + 10
+        if len(data) < start + length:
+            break
+        frames.append((first & 0x0F, bytes(data[start:start + length])))
+        at = start + length
+    return frames, len(data) - at
+
+
+class Peer:
+    """The client end of the pair: collects what arrives."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.data = bytearray()
+
+    def drain(self) -> None:
+        """Read everything the kernel holds now."""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            if not chunk:
+                return
+            self.data += chunk
+
+    async def frames(self, n: int, within: float = 10.0) -> list[Frame]:
+        """Read until `n` whole frames have arrived; exactly those, nothing left over."""
+        with trio.fail_after(within):
+            while len(parse(self.data)[0]) < n:
+                await trio.lowlevel.wait_readable(self.sock)
+                self.drain()
+        assert parse(self.data) == (parse(self.data)[0][:n], 0)
+        return parse(self.data)[0]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(the outlet's end, the client's end)."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        for sock in (ours, theirs):
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+        yield ours, theirs
+
+
+@asynccontextmanager
+async def running(outlet: Outlet) -> AsyncIterator[trio.Event]:
+    """`outlet.run()` in a nursery, cancelled when the block ends; the event is set if
+    run() returns by itself."""
+    returned = trio.Event()
+
+    async def run() -> None:
+        await outlet.run()
+        returned.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        yield returned
+        nursery.cancel_scope.cancel()
+
+
+async def stay_behind(outlet: Outlet, slow_close_s: float) -> None:
+    """Fan snapshots out to an outlet whose reader never reads, every 0.25 s of mock time
+    and once just before `slow_close_s`, checking it is kept; then once past it."""
+    start = trio.current_time()
+    outlet.snapshot(big(0))  # the kernel takes a few KB of it: behind from now on
+    for i, at in enumerate((0.25, 0.5, 0.75, 0.95), 1):
+        await trio.sleep_until(start + at * slow_close_s)
+        outlet.snapshot(big(i))
+        assert not outlet.ended.is_set()
+    await trio.sleep_until(start + 1.05 * slow_close_s)
+    outlet.snapshot(big(5))
+
+
+async def test_snapshots_and_control_messages_arrive_as_text_frames_in_order(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    peer = Peer(client)
+    outlet = Outlet(sock, FrameCache(), slow_close_s=10)
+    snapshot = b'{"type":"snapshot","tick":1,"players":[%s]}' % b",".join([b"{}"] * 100)
+    controls = [b'{"type":"welcome"}', b'{"type":"pong","t":1}', b'{"type":"error"}']
+    async with running(outlet):
+        outlet.snapshot(snapshot)
+        for control in controls:
+            outlet.send(control)
+        frames = await peer.frames(4)
+        assert not outlet.ended.is_set()
+    assert peer.data.startswith(b"\x81\x7e" + struct.pack("!H", len(snapshot)) + snapshot)
+    assert frames == [(ws.TEXT, snapshot)] + [(ws.TEXT, control) for control in controls]
+    assert outlet.skipped_snapshots == 0
+
+
+async def test_a_reader_that_stops_reading_skips_snapshots_but_keeps_control_messages(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    peer = Peer(client)
+    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    payloads = [big(n) for n in range(40)]
+    pong, error = b'{"type":"pong","t":7}', b'{"type":"error"}'
+    async with running(outlet):
+        for n, payload in enumerate(payloads):
+            outlet.snapshot(payload)
+            if n == 10:
+                outlet.send(pong)
+            if n == 20:
+                outlet.send(error, ws.BINARY)
+            await trio.sleep(0.05)
+        # The first is being written, the newest waits; the 38 between were skipped.
+        assert outlet.skipped_snapshots == 38
+        frames = await peer.frames(4)  # the client reads at last
+        outlet.snapshot(b'{"tick":41}')  # caught up: written straight away again
+        assert (await peer.frames(5))[4] == (ws.TEXT, b'{"tick":41}')
+        assert not outlet.ended.is_set()
+    assert frames == [(ws.TEXT, payloads[0]), (ws.TEXT, pong), (ws.BINARY, error),
+                      (ws.TEXT, payloads[-1])]
+
+
+async def test_a_reader_behind_for_longer_than_slow_close_s_is_dropped(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    outlet = Outlet(sock, FrameCache(), slow_close_s=2.0)
+    async with running(outlet):
+        await stay_behind(outlet, 2.0)
+        assert outlet.ended.is_set()
+        outlet.send(b"too late")
+        outlet.close(1000, "too late")
+    peer = Peer(client)
+    peer.drain()
+    assert 0 < len(peer.data) < len(ws.frame(big(0)))
+    assert peer.data == ws.frame(big(0))[:len(peer.data)]  # part of the first, nothing else
+
+
+async def test_after_a_slow_drop_the_writer_returns_cleanly(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    outlet = Outlet(sock, FrameCache(), slow_close_s=2.0)
+    async with running(outlet) as returned:
+        await stay_behind(outlet, 2.0)
+        assert outlet.ended.is_set()
+        with trio.move_on_after(5):
+            await returned.wait()  # Session._write waits on run() to end the session
+        Peer(client).drain()  # the client reads at last: the socket turns writable
+        with trio.fail_after(5):
+            await returned.wait()
+
+
+async def test_close_sends_a_close_frame_after_queued_data_then_ends(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    peer = Peer(client)
+    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    first, error = big(0), b'{"type":"error"}'
+    async with running(outlet) as returned:
+        outlet.snapshot(first)  # partly written
+        outlet.send(error)
+        outlet.snapshot(big(1))  # not started yet: stale once closing
+        outlet.close(4008, "idle for too long")
+        outlet.send(b"after close")
+        outlet.snapshot(big(2))
+        assert not outlet.ended.is_set()
+        frames = await peer.frames(3)
+        with trio.fail_after(5):
+            await returned.wait()
+    assert outlet.ended.is_set()
+    assert frames == [(ws.TEXT, first), (ws.TEXT, error),
+                      (ws.CLOSE, struct.pack("!H", 4008) + b"idle for too long")]
+    assert frames[2][1][:2] == (4008).to_bytes(2, "big")
+
+
+async def test_close_of_an_idle_outlet_ends_it_at_once(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    peer = Peer(client)
+    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    async with running(outlet) as returned:
+        outlet.replaced()
+        with trio.fail_after(1):
+            await returned.wait()
+        assert await peer.frames(1) == [(ws.CLOSE, ws.close_frame(4009, "replaced by a newer "
+                                                                  "session")[2:])]
+
+
+def test_frame_cache_reuses_the_frame_of_the_same_payload_object() -> None:
+    cache = FrameCache()
+    payload = b'{"type":"snapshot","tick":1}'
+    framed = cache.frame(payload)
+    assert framed == ws.frame(payload)
+    assert cache.frame(payload) is framed
+    equal = bytes(bytearray(payload))  # same bytes, another object: framed anew
+    assert cache.frame(equal) is not framed
+    assert cache.frame(equal) == framed
+    assert cache.frame(b'{"tick":2}') == ws.frame(b'{"tick":2}')
+
+
+def test_token_bucket_allows_bursts_of_twice_the_rate_then_refills() -> None:
+    bucket = TokenBucket(rate=5, now=100.0)
+    assert [bucket.take(100.0) for _ in range(11)] == [True] * 10 + [False]
+    assert not bucket.take(100.1)  # half a token
+    assert bucket.take(100.2)  # one token back after 1 / rate seconds
+    assert not bucket.take(100.2)
+    assert [bucket.take(160.0) for _ in range(11)] == [True] * 10 + [False]  # capped at 2x
