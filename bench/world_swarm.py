@@ -59,9 +59,19 @@ class Player:
         self.snapshots = 0
         self.bytes = 0
         self.errors: list[str] = []
-        self.joined = trio.Event()
+        self.joined = trio.Event()  # welcomed in the zone it is meant to play in
+        self.zone: str | None = None  # the zone of its last welcome
+        self._welcomed = trio.Event()
         self.send: Callable[[str], Awaitable[None]] | None = None
         self.seq = 0
+        self.target_zone: str | None = None  # --zones: where it travels after joining
+
+    async def welcome(self) -> str:
+        """Wait for the next welcome; the zone it is for."""
+        await self._welcomed.wait()
+        self._welcomed = trio.Event()
+        assert self.zone is not None
+        return self.zone
 
     def received(self, message: str | bytearray, start: int, end: int, now: float,
                  measuring: bool) -> None:
@@ -70,7 +80,8 @@ class Player:
         if not message.startswith(_SNAPSHOT[kind], start):
             body = orjson.loads(message[start:end])
             if body.get("type") == "welcome":
-                self.joined.set()
+                self.zone = body["zone"]
+                self._welcomed.set()
             elif body.get("type") == "error":
                 self.errors.append(body.get("code", "error"))
             return
@@ -149,9 +160,16 @@ class Swarm:
 
     async def _play(self, player: Player, receive: Callable[[], Awaitable[None]],
                     send: Callable[[str], Awaitable[None]]) -> None:
-        await send(orjson.dumps({"type": "join", "character_id": player.character_id}).decode())
-        player.send = send  # the mover starts moving it once it is welcomed
-        await receive()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive)
+            await send(orjson.dumps({"type": "join",
+                                     "character_id": player.character_id}).decode())
+            zone = await player.welcome()
+            if player.target_zone and zone != player.target_zone:
+                await send(orjson.dumps({"type": "travel", "zone": player.target_zone}).decode())
+                await player.welcome()
+            player.send = send  # the mover moves it from now on
+            player.joined.set()
 
     async def mover(self) -> None:
         """Move every joined player at --move-hz, spread over the period in 10 slots: one
@@ -254,6 +272,8 @@ async def run(args: argparse.Namespace) -> None:
             nursery.start_soon(swarm.hub.run)
             for i, user in enumerate(users):
                 player = Player(user)
+                if args.zones:
+                    player.target_zone = args.zones[i % len(args.zones)]
                 swarm.players.append(player)
                 nursery.start_soon(swarm.run_player, player, ws_base + user["token"])
                 if i % 25 == 24:
@@ -330,6 +350,9 @@ def main() -> None:
     parser.add_argument("--ramp-s", type=float, default=5.0, help="seconds to join everyone")
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--users-file", default=".swarm-users.json")
+    parser.add_argument("--zones", type=lambda raw: raw.split(","), default=[],
+                        help="spread the players over these zones (they travel there after "
+                             "joining), e.g. z1,z2")
     parser.add_argument("--client", choices=("trio-websocket", "raw"), default="trio-websocket",
                         help="raw: a lean client that does not decode snapshots, for swarms "
                              "larger than one core can drive with trio-websocket")

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import nats
+import nats.js.errors
 import trio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -26,6 +28,8 @@ from bus.events import StreamSpec
 from persistence.outbox import OutboxEvent
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CONNECT_RETRY_S = 0.5
 PUBLISH_TIMEOUT_S = 2.0
@@ -42,6 +46,7 @@ class Message:
     subject: str
     data: bytes
     headers: dict[str, str]
+    reply: str = ""  # where a request wants its answer
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,26 @@ class Bus:
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BusUnavailable(f"could not bind {spec.durable}: {exc!r}") from exc
 
+    async def request(self, subject: str, payload: bytes, *, timeout_s: float) -> bytes:
+        """Core NATS request/reply; BusUnavailable if nobody answers in time."""
+        nc, _ = self._client()
+        try:
+            reply = await aio_as_trio(nc.request)(subject, payload, timeout=timeout_s)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"no answer on {subject}: {exc!r}") from exc
+        return bytes(reply.data)
+
+    async def on_jetstream(self, work: Callable[..., Awaitable[T]], *args: object) -> T:
+        """Run `work(js, *args)`, an asyncio coroutine of the bus package, in one crossing;
+        NATS errors other than a `nats.js.errors.KeyValueError` become BusUnavailable."""
+        _, js = self._client()
+        try:
+            return await aio_as_trio(work)(js, *args)
+        except nats.js.errors.KeyValueError:
+            raise
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"jetstream: {exc!r}") from exc
+
     async def publish_many(self, subject: str, payloads: Sequence[bytes]) -> None:
         """Core NATS, best effort (no ack): the whole batch in one crossing."""
         nc, _ = self._client()
@@ -197,7 +222,8 @@ class Bus:
 
         async def deliver(msg: Msg) -> None:
             try:
-                send.send_nowait(Message(msg.subject, msg.data, dict(msg.headers or {})))
+                send.send_nowait(Message(msg.subject, msg.data, dict(msg.headers or {}),
+                                         msg.reply))
             except trio.WouldBlock:
                 log.warning("subscriber on %s is behind; dropped a message", subject)
 

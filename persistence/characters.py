@@ -134,7 +134,16 @@ async def get_character(conn: asyncpg.Connection, character_id: uuid.UUID) -> Ch
 
 async def update_positions(conn: asyncpg.Connection,
                            positions: list[tuple[uuid.UUID, str, float, float]]) -> None:
-    """Save (id, zone_id, x, y) of characters leaving or checkpointed by their zone."""
+    """Save (id, zone_id, x, y) of characters leaving or checkpointed by their zone; a
+    character that has travelled to another zone since keeps the row travel wrote."""
     await conn.executemany(
-        "UPDATE characters.characters SET zone_id = $2, x = $3, y = $4 WHERE id = $1",
+        "UPDATE characters.characters SET x = $3, y = $4 WHERE id = $1 AND zone_id = $2",
         positions)
+
+
+async def move_to_zone(conn: asyncpg.Connection, character_id: uuid.UUID, zone_id: str,
+                       x: float, y: float) -> None:
+    """Travel: the character is in `zone_id` at (x, y) from now on."""
+    await conn.execute(
+        "UPDATE characters.characters SET zone_id = $2, x = $3, y = $4 WHERE id = $1",
+        character_id, zone_id, x, y)

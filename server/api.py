@@ -22,7 +22,6 @@ from persistence.errors import (
 from server.characters import character_json
 from server.me import read_me
 from server.services import Services
-from zones.actor import ZoneActor
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +66,6 @@ async def json_object(max_bytes: int) -> dict[str, object]:
     if not isinstance(body, dict):
         raise BadJson("the body must be a JSON object")
     return body
-
-
-def zone_json(zone: ZoneActor) -> dict[str, object]:
-    durations = sorted(zone.tick_durations_s)
-
-    def ms(q: float) -> float | None:
-        return round(1000 * durations[min(len(durations) - 1, int(q * len(durations)))], 3) \
-            if durations else None
-
-    return {"zone": zone.zone_id, "up": True, "players": zone.player_count, "tick": zone.tick,
-            "tick_rate": zone.tick_rate_hz,
-            "tick_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0)}}
 
 
 def create_app(services: Services) -> Quart:
@@ -136,7 +123,7 @@ def create_app(services: Services) -> Quart:
 
     @app.get("/v1/world/zones")
     async def world_zones() -> Response:
-        return json_response({"zones": [zone_json(zone) for zone in services.world.zones.values()]})
+        return json_response({"zones": await services.world.zone_list()})
 
     @app.get("/healthz")
     async def healthz() -> Response:

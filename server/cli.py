@@ -67,8 +67,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    settings = load_settings(os.environ)
-    trio.run(_serve, settings, Roles(http=True, zones=(settings.world_zone_id,)))
+    trio.run(_serve, load_settings(os.environ), Roles(http=True))
+    return 0
+
+
+def cmd_zone(args: argparse.Namespace) -> int:
+    trio.run(_serve, load_settings(os.environ), Roles(http=False, zones=(args.zone_id,)))
     return 0
 
 
@@ -99,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     dev = commands.add_parser("dev", help="everything in one process, embedded services if no URLs")
     dev.add_argument("--data-dir", default=".outpost", help="where embedded services keep data")
     dev.set_defaults(run=cmd_dev)
-    commands.add_parser("api", help="the HTTP API").set_defaults(run=cmd_api)
+    commands.add_parser("api", help="the HTTP API and the world's WebSocket edge"
+                        ).set_defaults(run=cmd_api)
+    zone = commands.add_parser("zone", help="run one zone (or stand by for it)")
+    zone.add_argument("zone_id", help="the zone's id, e.g. z1")
+    zone.set_defaults(run=cmd_zone)
     commands.add_parser("provisioner", help="the JetStream consumers that provision new users"
                         ).set_defaults(run=cmd_provisioner)
     migrate = commands.add_parser("migrate", help="apply SQL migrations, then exit")

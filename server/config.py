@@ -56,6 +56,14 @@ class Settings:
     world_slow_close_s: float = 3.0
     world_max_message_bytes: int = 4096
     world_max_messages_per_s: float = 30.0
+    # The zones a world has (listed by GET /v1/world/zones, reachable by travel), and the
+    # lease a zone process holds in the zone directory: a standby takes over after it.
+    world_zones: tuple[str, ...] = ()  # empty: just WORLD_ZONE_ID
+    zone_lease_s: float = 3.0
+
+    @property
+    def zones(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.world_zone_id, *self.world_zones)))
 
 
 # Variable name -> (field, parser). Each parser raises ValueError on bad input.
@@ -100,6 +108,7 @@ def _bounds(raw: str) -> tuple[float, float, float, float]:
 
 
 def _origins(raw: str) -> tuple[str, ...]:
+    """A comma-separated list (origins lose a trailing slash)."""
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
@@ -140,6 +149,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORLD_SLOW_CLOSE": ("world_slow_close_s", _positive(float)),
     "WORLD_MAX_MESSAGE_BYTES": ("world_max_message_bytes", _positive(int)),
     "WORLD_MAX_MESSAGES_PER_S": ("world_max_messages_per_s", _positive(float)),
+    "WORLD_ZONES": ("world_zones", _origins),
+    "ZONE_LEASE": ("zone_lease_s", _positive(float)),
 }
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")

@@ -23,6 +23,7 @@ from server.api import create_app
 from server.config import Settings
 from server.edge import Edge
 from server.services import Services, start_services
+from server.zonehost import ZoneHost
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ async def run_process(
         services = await start_services(backends, settings, name=roles.name)
         async with trio.open_nursery() as workers:
             for zone_id in roles.zones:
-                await services.world.start_zone(workers, zone_id)
+                await workers.start(ZoneHost(zone_id, services.world, services.bus).run)
             if roles.provisioner:
                 await workers.start(Provisioner(
                     services.pg, services.cache, services.bus, zone_id=settings.world_zone_id,

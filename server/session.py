@@ -18,6 +18,7 @@ import math
 import socket
 import time
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +32,7 @@ from server.characters import character_json
 from server.config import Settings
 from server.outlet import FrameCache, Outlet
 from server.readiness import ReadinessHub
-from server.world import Entered, World
-from zones.actor import ZoneActor
+from server.world import Entered, World, ZoneLink
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Joined:
     last_seq: int = -1
 
     @property
-    def zone(self) -> ZoneActor:
+    def zone(self) -> ZoneLink:
         return self.entered.zone
 
 
@@ -102,7 +102,9 @@ class Session:
         self._reader.feed(leftover)
         self._buffer = bytearray(RECV_BYTES)
         self._joined: Joined | None = None
+        # Joins, travels and automatic re-joins wait here for the session's own task.
         self._joins_in, self._joins_out = trio.open_memory_channel[dict[str, Any]](JOIN_QUEUE)
+        self.session_id = uuid.uuid4().hex
         now = trio.current_time()
         self._bucket = TokenBucket(settings.world_max_messages_per_s, now)
         self._deadline = now + settings.world_join_timeout_s  # no join, or idle, past this
@@ -184,7 +186,22 @@ class Session:
 
     async def _serve_joins(self) -> None:
         async for body in self._joins_out:
-            await self._join(body)
+            if body["type"] == "travel":
+                await self._travel(body)
+            else:
+                await self._join(body)
+
+    # --- what a zone link asks of its member -----------------------------------------------
+
+    def zone_lost(self) -> None:
+        self._error("zone_unavailable", "your zone stopped answering; you will be back "
+                    "in it as soon as it is")
+
+    def rejoin(self) -> None:
+        if self._joined is not None:
+            with suppress(trio.WouldBlock):  # a join is pending already: that will do
+                self._joins_in.send_nowait({"type": "join", "quiet": True,
+                                            "character_id": self._joined.character_id})
 
     def _on_message(self, opcode: int, payload: bytes) -> bool:
         """Handle one message; False once the session is closing."""
@@ -218,15 +235,15 @@ class Session:
         match body.get("type"):
             case "move":
                 self._move(body)
-            case "join":
+            case "join" | "travel":
                 try:
-                    self._joins_in.send_nowait(body)
+                    self._joins_in.send_nowait({**body, "quiet": False})
                 except trio.WouldBlock:
                     self._error("rate_limited", "wait for the answer to your last join")
             case "ping":
                 self.outlet.send(orjson.dumps({"type": "pong", "t": body.get("t")}))
             case _:
-                self._error("validation_failed", "type must be join, move or ping")
+                self._error("validation_failed", "type must be join, move, travel or ping")
         return True
 
     async def _join(self, body: dict[str, Any]) -> None:
@@ -239,17 +256,34 @@ class Session:
             self._error("validation_failed", "character_id must be a character's uuid")
             return
         try:
-            entered = await self._world.enter(self._user_id, character_id, self.outlet)
+            entered = await self._world.enter(self._user_id, character_id, self)
         except DomainError as exc:
-            self._error(exc.code, exc.message)  # the socket stays open for another join
+            if not body["quiet"]:  # an automatic re-join keeps trying without a word
+                self._error(exc.code, exc.message)  # the socket stays open for another join
             return
         last_seq = -1
         if self._joined and self._joined.character_id == str(character_id):
             last_seq = self._joined.last_seq  # the same character again: seq goes on
         else:
             self._leave()  # a session plays one character at a time
-        self._joined = Joined(entered, str(character_id), last_seq)
+        self._welcome(Joined(entered, str(character_id), last_seq))
+
+    async def _travel(self, body: dict[str, Any]) -> None:
+        joined = self._joined
+        if joined is None:
+            self._error("not_joined", "join a character before travelling")
+            return
+        try:
+            entered = await self._world.travel(joined.entered, body.get("zone"), self)
+        except DomainError as exc:
+            self._error(exc.code, exc.message)  # still where it was
+            return
+        self._welcome(Joined(entered, joined.character_id, joined.last_seq))
+
+    def _welcome(self, joined: Joined) -> None:
+        self._joined = joined
         self._deadline = trio.current_time() + self._settings.world_idle_timeout_s
+        entered = joined.entered
         admission = entered.admission
         character = {**character_json(entered.character), "zone_id": admission.zone_id,
                      "x": admission.x, "y": admission.y}
@@ -276,7 +310,7 @@ class Session:
 
     def _leave(self) -> None:
         if self._joined is not None:
-            self._joined.zone.leave(self._joined.character_id, self.outlet)
+            self._joined.zone.leave(self._joined.character_id, self)
             self._joined = None
 
     def _error(self, code: str, message: str) -> None:

@@ -1,34 +1,88 @@
-"""The world as sessions see it: the zones this process runs, and the way in.
+"""The world as the sessions of one process see it: the zones, and the ways in.
 
-`World.enter` checks ownership through the character service, finds the
-character's zone and joins it; the zone's hooks save positions through the
-character store (and invalidate the cached lists they change) and publish
-`player.moved` in one batch per tick.
+A zone is reached through a ZoneLink: in-process when this process runs the
+zone (a LocalZone around its ZoneActor), otherwise over NATS (a RemoteZone, see
+server/remote.py). `enter` checks ownership through the character service,
+finds the character's zone and joins it; `travel` moves a joined character to
+another zone. The zone hooks save positions through the character store (and
+invalidate the cached lists they change) and publish `player.moved`.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+import orjson
 import trio
 
 from bus import events
-from bus.connection import Bus
+from bus.connection import Bus, BusUnavailable
+from bus.directory import ZoneDirectory
 from persistence.cache import Cache
-from persistence.characters import Character, cache_key, get_character, update_positions
-from persistence.errors import Forbidden, NotFound, ZoneUnavailable
+from persistence.characters import (
+    Character,
+    cache_key,
+    get_character,
+    move_to_zone,
+    update_positions,
+)
+from persistence.errors import Forbidden, NotFound, ValidationFailed, ZoneUnavailable
 from persistence.postgres import Postgres
 from server.config import Settings
+from server.remote import RemoteZone
 from zones.actor import Admission, Entrant, Outlet, Position, ZoneActor, ZoneHooks
 from zones.simulation import Bounds, Rules
+
+SPAWN = (0.0, 0.0)  # where a character arrives in a zone it travels to
+DIRECTORY_TIMEOUT_S = 1.0
+
+
+class Member(Protocol):
+    """A session, as a zone link sees it."""
+
+    outlet: Outlet
+    session_id: str
+
+    def zone_lost(self) -> None:
+        """Its zone stopped answering; tell the client (it stays connected)."""
+
+    def rejoin(self) -> None:
+        """Try to join its character again (the zone may be back)."""
+
+
+class ZoneLink(Protocol):
+    zone_id: str
+
+    async def join(self, entrant: Entrant, member: Member) -> Admission: ...
+
+    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None: ...
+
+    def leave(self, character_id: str, member: Member) -> None: ...
+
+
+class LocalZone:
+    """A zone actor of this process, behind the same link as a remote zone."""
+
+    def __init__(self, actor: ZoneActor) -> None:
+        self.zone_id = actor.zone_id
+        self.actor = actor
+        self.move = actor.move  # the hot path: no extra call
+
+    async def join(self, entrant: Entrant, member: Member) -> Admission:
+        return await self.actor.join(entrant, member.outlet)
+
+    def leave(self, character_id: str, member: Member) -> None:
+        self.actor.leave(character_id, member.outlet)
 
 
 @dataclass(frozen=True)
 class Entered:
     character: Character
     admission: Admission
-    zone: ZoneActor
+    zone: ZoneLink
 
 
 class World:
@@ -37,29 +91,114 @@ class World:
         self._pg = pg
         self._cache = cache
         self._bus = bus
-        self.zones: dict[str, ZoneActor] = {}
+        self.directory = ZoneDirectory(bus, lease_s=settings.zone_lease_s)
+        self.instance_id = uuid.uuid4().hex  # this process, for zones in others
+        self.zones: dict[str, ZoneActor] = {}  # the zones this process runs now
+        self._remote: dict[str, RemoteZone] = {}
+        self._nursery: trio.Nursery | None = None
 
-    async def start_zone(self, nursery: trio.Nursery, zone_id: str) -> ZoneActor:
+    async def run(self, *, task_status: trio.TaskStatus[World] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Own the tasks of the remote zone links, and hear what zones tell this process."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._hear_zones)
+            task_status.started(self)
+
+    def new_zone(self, zone_id: str, *,
+                 publish_snapshot: Callable[[bytes], None] | None = None) -> ZoneActor:
+        """A zone actor for `zone_id`, with hooks into this process's services."""
         s = self._settings
         rules = Rules(Bounds(*s.world_bounds), max_step=s.world_max_step)
-        zone = ZoneActor(zone_id, rules, ZoneHooks(self._save_positions, self._publish_moves),
-                         tick_rate_hz=s.world_tick_rate_hz, checkpoint_s=s.world_checkpoint_s)
-        self.zones[zone_id] = await nursery.start(zone.run)
-        return zone
+        hooks = ZoneHooks(self._save_positions, self._publish_moves, publish_snapshot)
+        return ZoneActor(zone_id, rules, hooks, tick_rate_hz=s.world_tick_rate_hz,
+                         checkpoint_s=s.world_checkpoint_s)
+
+    def link(self, zone_id: str) -> ZoneLink:
+        if zone_id in self.zones:
+            return LocalZone(self.zones[zone_id])
+        remote = self._remote.get(zone_id)
+        if remote is None:
+            assert self._nursery is not None, "World actor not started"
+            remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id,
+                                                        self._settings)
+            self._nursery.start_soon(remote.run)
+        return remote
 
     async def enter(self, user_id: uuid.UUID, character_id: uuid.UUID,
-                    outlet: Outlet) -> Entered:
+                    member: Member) -> Entered:
         character = await self._pg.transact(get_character, character_id)
         if character is None:
             raise NotFound("no such character")
         if character.user_id != user_id:
             raise Forbidden("that character is not yours")
-        zone = self.zones.get(character.zone_id)
-        if zone is None:
-            raise ZoneUnavailable(f"zone {character.zone_id} is not available")
+        zone = self.link(character.zone_id)
         entrant = Entrant(str(character.id), str(character.user_id), character.name,
                           character.x, character.y)
-        return Entered(character, await zone.join(entrant, outlet), zone)
+        return Entered(character, await zone.join(entrant, member), zone)
+
+    async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
+        """Move a joined character to `zone_id`'s spawn point; on failure it stays."""
+        if not isinstance(zone_id, str) or not zone_id:
+            raise ValidationFailed("zone must be a zone id")
+        if not await self.is_up(zone_id):
+            raise ZoneUnavailable(f"zone {zone_id} is not available")
+        character, old = entered.character, entered.zone
+        to = self.link(zone_id)
+        old.leave(str(character.id), member)  # the old zone saves where it was
+        await self._pg.transact(move_to_zone, character.id, zone_id, *SPAWN)
+        await self._cache.invalidate(cache_key(character.user_id))
+        entrant = Entrant(str(character.id), str(character.user_id), character.name, *SPAWN,
+                          placed=True)
+        try:
+            admission = await to.join(entrant, member)
+        except ZoneUnavailable:
+            # Back where it was: the old zone remembers its last position.
+            await self._pg.transact(move_to_zone, character.id, old.zone_id,
+                                    entered.admission.x, entered.admission.y)
+            await self._cache.invalidate(cache_key(character.user_id))
+            await old.join(Entrant(str(character.id), str(character.user_id), character.name,
+                                   entered.admission.x, entered.admission.y), member)
+            raise
+        return Entered(character, admission, to)
+
+    async def zone_list(self) -> list[dict[str, object]]:
+        """Every zone of the world: up or not, with its stats when up."""
+        known = sorted({*self._settings.zones, *self.zones})
+        held = await self.directory_entries([z for z in known if z not in self.zones])
+        return [self.zones[z].stats() if z in self.zones
+                else {"zone": z, "players": 0, **held[z], "up": True} if z in held
+                else {"zone": z, "up": False, "players": 0} for z in known]
+
+    async def is_up(self, zone_id: str) -> bool:
+        if zone_id in self.zones:
+            return True
+        if zone_id not in self._settings.zones:
+            return False
+        return zone_id in await self.directory_entries([zone_id])
+
+    async def directory_entries(self, zone_ids: list[str]) -> dict[str, dict[str, object]]:
+        """Who runs these zones, from the directory; nothing known while NATS is down."""
+        try:
+            with trio.fail_after(DIRECTORY_TIMEOUT_S):
+                return await self.directory.entries(zone_ids)
+        except (BusUnavailable, trio.TooSlowError):
+            return {}
+
+    async def _hear_zones(self) -> None:
+        """What zones in other processes say to this one: a session was taken over."""
+        while True:
+            try:
+                await self._bus.connected_once.wait()
+                async with self._bus.subscription(f"api.{self.instance_id}.events") as heard:
+                    async for message in heard:
+                        body = orjson.loads(message.data)
+                        for zone_id, character_id, session_id in body.get("replaced", ()):
+                            remote = self._remote.get(zone_id)
+                            if remote is not None:
+                                remote.replaced(character_id, session_id)
+            except BusUnavailable:
+                await trio.sleep(1)
 
     async def _save_positions(self, positions: list[Position]) -> None:
         await self._pg.transact(update_positions, [
@@ -69,3 +208,4 @@ class World:
 
     async def _publish_moves(self, payloads: list[bytes]) -> None:
         await self._bus.publish_many(events.PLAYER_MOVED, payloads)
+

@@ -60,10 +60,11 @@ async def started(folder: Path, *args: str, env: dict[str, str]) -> AsyncIterato
     try:
         yield Outpost(process, log, await _banner(process, log))
     finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.move_on_after(STOP_TIMEOUT_S):
-                await process.wait()
+        with trio.move_on_after(STOP_TIMEOUT_S) as scope:
+            scope.shield = True  # reap it even when the block ends by cancellation
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
 
 
 async def _banner(process: trio.Process, log: Path) -> str:

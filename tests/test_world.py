@@ -519,7 +519,8 @@ async def test_plain_http_on_the_world_path_is_refused(world: Running) -> None:
 async def test_sigterm_saves_every_position_and_says_going_away(
     settings: Settings, tmp_path: Path
 ) -> None:
-    async with started(tmp_path, "api", env=process_env(settings)) as api:
+    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"))
+    async with started(tmp_path, "dev", env=env) as api:  # the api with its zone in-process
         running = _remote(api.url)
         async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
             players = [await new_player(http, f"Term{i}") for i in range(3)]

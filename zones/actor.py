@@ -56,6 +56,7 @@ class Entrant:
     name: str
     x: float
     y: float
+    placed: bool = False  # put it at (x, y) exactly (a travel's spawn point), whatever it knows
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class Position:
 class ZoneHooks:
     save_positions: Callable[[list[Position]], Awaitable[None]]
     publish_moves: Callable[[list[bytes]], Awaitable[None]]
+    # Each tick's snapshot, once, for members in other processes; must not block.
+    publish_snapshot: Callable[[bytes], None] | None = None
 
 
 class ZoneActor:
@@ -114,7 +117,7 @@ class ZoneActor:
         avatar = self._sim.avatars.get(character_id)
         if avatar is None:
             known = self._last_known.pop(character_id, None)
-            x, y = (known.x, known.y) if known else (entrant.x, entrant.y)
+            x, y = (known.x, known.y) if known and not entrant.placed else (entrant.x, entrant.y)
             self._saved[character_id] = (x, y)  # what the row holds, or will once saved
             avatar = self._sim.add(Avatar(character_id, entrant.user_id, entrant.name, x, y))
         self._outlets[character_id] = outlet
@@ -145,6 +148,19 @@ class ZoneActor:
     @property
     def tick(self) -> int:
         return self._sim.tick
+
+    def stats(self) -> dict[str, object]:
+        """What GET /v1/world/zones says of this zone: its players and recent tick times."""
+        durations = sorted(self.tick_durations_s)
+
+        def ms(q: float) -> float | None:
+            if not durations:
+                return None
+            return round(1000 * durations[min(len(durations) - 1, int(q * len(durations)))], 3)
+
+        return {"zone": self.zone_id, "up": True, "players": self.player_count,
+                "tick": self.tick, "tick_rate": self.tick_rate_hz,
+                "tick_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0)}}
 
     # --- the actor -------------------------------------------------------------------------
 
@@ -185,6 +201,8 @@ class ZoneActor:
             outlet.snapshot(payload)
             if i % FANOUT_YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
+        if self._hooks.publish_snapshot is not None:
+            self._hooks.publish_snapshot(payload)
         if moved:
             tick = self._sim.tick
             batch = [orjson.dumps({"character_id": a.character_id, "user_id": a.user_id,

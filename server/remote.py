@@ -1,0 +1,177 @@
+"""A zone run by another process, as the sessions of this one see it (over NATS).
+
+Subjects (docs/protocol.md, "Zones across processes"):
+
+    zone.<id>.join       request/reply: a session asks to join a character
+    zone.<id>.input      this process's moves and leaves, one message per drain
+    zone.<id>.snapshot   the zone's snapshot, once per tick, for every process
+    api.<instance>.events   what a zone tells this process (a character taken over)
+
+Inputs are batched: a session's move only appends to a list, and one task sends
+whatever has accumulated in one message (one bridge crossing per drain, never
+one per client). Each snapshot arrives once and is fanned out to this process's
+members, the same bytes for all. When snapshots stop for `DOWN_AFTER_S`, the
+members are told the zone is unavailable (they stay connected) and are re-joined
+every `REJOIN_EVERY_S` until the zone, restarted or taken over by a standby,
+answers: they get a new welcome at their last saved positions.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+import trio
+
+from bus.connection import Bus, BusUnavailable
+from persistence.errors import DomainError, ZoneUnavailable
+from server.config import Settings
+from zones.actor import Admission, Entrant
+
+if TYPE_CHECKING:
+    from server.world import Member
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_S = 2.0
+DOWN_AFTER_S = 1.5
+REJOIN_EVERY_S = 1.0
+HEARTBEAT_S = 1.0  # an input message at least this often tells the zone we are alive
+
+
+def join_subject(zone_id: str) -> str:
+    return f"zone.{zone_id}.join"
+
+
+def input_subject(zone_id: str) -> str:
+    return f"zone.{zone_id}.input"
+
+
+def snapshot_subject(zone_id: str) -> str:
+    return f"zone.{zone_id}.snapshot"
+
+
+def events_subject(instance_id: str) -> str:
+    return f"api.{instance_id}.events"
+
+
+class RemoteZone:
+    def __init__(self, zone_id: str, bus: Bus, instance_id: str, settings: Settings) -> None:
+        self.zone_id = zone_id
+        self._bus = bus
+        self._instance_id = instance_id
+        self._settings = settings
+        self._members: dict[str, Member] = {}
+        self._lost: set[str] = set()  # members to re-join once the zone answers again
+        self._moves: list[tuple[str, float, float, int]] = []
+        self._leaves: list[tuple[str, str]] = []
+        self._wake = trio.Event()
+        self._last_snapshot = 0.0
+        self._last_rejoin = 0.0
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._receive_snapshots)
+            nursery.start_soon(self._send_inputs)
+            nursery.start_soon(self._watch)
+
+    # --- the ZoneLink sessions use ---------------------------------------------------------
+
+    async def join(self, entrant: Entrant, member: Member) -> Admission:
+        request = orjson.dumps({
+            "character_id": entrant.character_id, "user_id": entrant.user_id,
+            "name": entrant.name, "x": entrant.x, "y": entrant.y, "placed": entrant.placed,
+            "api": self._instance_id, "session": member.session_id})
+        try:
+            reply = orjson.loads(await self._bus.request(join_subject(self.zone_id), request,
+                                                         timeout_s=JOIN_TIMEOUT_S))
+        except BusUnavailable:
+            raise ZoneUnavailable(f"zone {self.zone_id} is not available") from None
+        if "error" in reply:
+            raise _Refused(reply["error"], reply.get("message", "refused by the zone"))
+        self._members[entrant.character_id] = member
+        self._lost.discard(entrant.character_id)
+        self._last_snapshot = max(self._last_snapshot, trio.current_time())
+        return Admission(self.zone_id, reply["tick"], reply["tick_rate"], reply["x"], reply["y"])
+
+    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
+        if character_id not in self._lost:
+            self._moves.append((character_id, dx, dy, seq))
+            self._wake.set()
+
+    def leave(self, character_id: str, member: Member) -> None:
+        if self._members.get(character_id) is member:
+            del self._members[character_id]
+            self._lost.discard(character_id)
+            self._leaves.append((character_id, member.session_id))
+            self._wake.set()
+
+    def replaced(self, character_id: str, session_id: str) -> None:
+        """The zone says a newer session (maybe in another process) took this one over."""
+        member = self._members.get(character_id)
+        if member is not None and member.session_id == session_id:
+            del self._members[character_id]
+            member.outlet.replaced()
+
+    # --- the tasks -------------------------------------------------------------------------
+
+    async def _receive_snapshots(self) -> None:
+        while True:
+            try:
+                await self._bus.connected_once.wait()
+                async with self._bus.subscription(snapshot_subject(self.zone_id),
+                                                  buffer=4) as snapshots:
+                    async for message in snapshots:
+                        self._last_snapshot = trio.current_time()
+                        payload = message.data
+                        for member in list(self._members.values()):
+                            member.outlet.snapshot(payload)
+            except BusUnavailable:
+                await trio.sleep(REJOIN_EVERY_S)
+
+    async def _send_inputs(self) -> None:
+        while True:
+            with trio.move_on_after(HEARTBEAT_S):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            if not (self._moves or self._leaves or self._members):
+                continue
+            moves, leaves = self._moves, self._leaves
+            self._moves, self._leaves = [], []
+            batch = orjson.dumps({"api": self._instance_id, "moves": moves, "leaves": leaves})
+            try:
+                await self._bus.publish_many(input_subject(self.zone_id), [batch])
+            except BusUnavailable as exc:
+                # Moves are stale by the time NATS is back; a leave must still arrive.
+                log.warning("zone %s: inputs not sent: %s", self.zone_id, exc)
+                self._leaves = leaves + self._leaves
+                await trio.sleep(REJOIN_EVERY_S)
+
+    async def _watch(self) -> None:
+        """Notice a silent zone, tell its members, and re-join them until it answers."""
+        while True:
+            await trio.sleep(REJOIN_EVERY_S / 4)
+            silent = trio.current_time() - self._last_snapshot > DOWN_AFTER_S
+            if silent and self._members.keys() - self._lost:
+                log.warning("zone %s stopped answering; %d players wait for it", self.zone_id,
+                            len(self._members))
+                for character_id, member in self._members.items():
+                    if character_id not in self._lost:
+                        self._lost.add(character_id)
+                        member.zone_lost()
+                self._last_rejoin = trio.current_time()
+            if self._lost and trio.current_time() - self._last_rejoin >= REJOIN_EVERY_S:
+                self._last_rejoin = trio.current_time()
+                for character_id in list(self._lost):
+                    member = self._members.get(character_id)
+                    if member is not None:
+                        member.rejoin()
+
+
+class _Refused(DomainError):
+    """A zone refused a join with a PROTOCOL.md error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

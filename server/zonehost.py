@@ -1,0 +1,221 @@
+"""Hosting a zone for the whole world: the lease, and the zone's NATS side.
+
+A ZoneHost claims its zone in the directory and, while it holds the lease, runs
+the zone actor and serves it to every process: joins (request/reply), inputs,
+one snapshot per tick. Without the lease it stands by and claims again every
+third of the lease, so it takes over within a lease of the holder's death. A
+holder that fails to renew stops its zone (saving every position) and goes
+back to standing by; a graceful stop releases the lease at once.
+
+Members in other processes are represented here by RemoteMembers. Their
+processes send inputs at least every second; a process silent for
+`SILENT_AFTER_S` is gone, and its members leave (their positions saved).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from contextlib import suppress
+
+import orjson
+import trio
+
+from bus.connection import Bus, BusUnavailable, Message
+from persistence.errors import DomainError
+from server.remote import events_subject, input_subject, join_subject, snapshot_subject
+from server.world import World
+from zones.actor import Entrant, ZoneActor
+
+log = logging.getLogger(__name__)
+
+SILENT_AFTER_S = 5.0
+
+
+class RemoteMember:
+    """A member whose session lives in another process."""
+
+    def __init__(self, host: ZoneHost, api: str, session: str) -> None:
+        self._host = host
+        self.api = api
+        self.session = session
+
+    def snapshot(self, payload: bytes) -> None:
+        pass  # the host publishes each snapshot once, for all remote members
+
+    def replaced(self) -> None:
+        self._host.replaced(self.api, self.session)
+
+
+class ZoneHost:
+    def __init__(self, zone_id: str, world: World, bus: Bus) -> None:
+        self.zone_id = zone_id
+        self._world = world
+        self._bus = bus
+        self._directory = world.directory
+        self.active = False
+        self._members: dict[str, RemoteMember] = {}  # character id -> remote member
+        self._heard: dict[str, float] = {}  # api instance -> when it last sent inputs
+        self._snapshots_out, self._snapshots_in = trio.open_memory_channel[bytes](1)
+        self._news: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        self._news_ready = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[ZoneHost] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Reports ready once it runs the zone or knows it must stand by."""
+        await self._bus.connected_once.wait()
+        lease = self._directory.lease_s
+        while True:
+            revision = await self._claim()
+            if revision is None:
+                task_status.started(self)
+                task_status = trio.TASK_STATUS_IGNORED
+                log.info("zone %s is held elsewhere; standing by", self.zone_id)
+                await trio.sleep(lease / 3)
+                continue
+            log.info("zone %s: running it", self.zone_id)
+            try:
+                await self._host(revision, task_status)
+            except BusUnavailable as exc:  # NATS went away before the zone was served
+                log.warning("zone %s: stopped hosting: %s", self.zone_id, exc)
+                await trio.sleep(lease / 3)
+            task_status = trio.TASK_STATUS_IGNORED
+
+    async def _claim(self) -> int | None:
+        try:
+            return await self._directory.claim(self.zone_id, {"owner": self._world.instance_id})
+        except BusUnavailable as exc:
+            log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
+            return None
+
+    async def _host(self, revision: int, task_status: trio.TaskStatus[ZoneHost]) -> None:
+        actor = self._world.new_zone(self.zone_id, publish_snapshot=self._publish_snapshot)
+        held = [revision]
+        try:
+            async with trio.open_nursery() as hosting:
+                await hosting.start(actor.run)
+                self._world.zones[self.zone_id] = actor
+                self.active = True
+                hosting.start_soon(self._renew, actor, held, hosting.cancel_scope)
+                hosting.start_soon(self._serve_joins, actor)
+                hosting.start_soon(self._serve_inputs, actor)
+                hosting.start_soon(self._send_snapshots)
+                hosting.start_soon(self._send_news)
+                hosting.start_soon(self._reap_silent, actor)
+                task_status.started(self)
+        finally:
+            self.active = False
+            self._world.zones.pop(self.zone_id, None)
+            self._members.clear()
+            with trio.move_on_after(2) as scope:
+                scope.shield = True
+                if held[0]:
+                    await self._directory.release(self.zone_id, held[0])
+
+    async def _renew(self, actor: ZoneActor, held: list[int],
+                     hosting: trio.CancelScope) -> None:
+        """Renew the lease with the zone's stats; stop hosting if it is lost."""
+        while True:
+            await trio.sleep(self._directory.lease_s / 3)
+            try:
+                stats = {**actor.stats(), "owner": self._world.instance_id}
+                renewed = await self._directory.renew(self.zone_id, stats, held[0])
+            except BusUnavailable as exc:
+                log.warning("zone %s: lease not renewed (%s)", self.zone_id, exc)
+                continue  # the lease may still hold: try again
+            if renewed is None:
+                log.error("zone %s: lease lost to another process; stopping", self.zone_id)
+                held[0] = 0
+                hosting.cancel()
+                return
+            held[0] = renewed
+
+    async def _serve_joins(self, actor: ZoneActor) -> None:
+        async with self._bus.subscription(join_subject(self.zone_id)) as joins:
+            async for message in joins:
+                answer = await self._join(actor, message)
+                try:
+                    await self._bus.publish_many(message.reply, [orjson.dumps(answer)])
+                except BusUnavailable:
+                    log.warning("zone %s: a join answer was lost", self.zone_id)
+
+    async def _join(self, actor: ZoneActor, message: Message) -> dict[str, object]:
+        try:
+            body = orjson.loads(message.data)
+            entrant = Entrant(body["character_id"], body["user_id"], body["name"],
+                              float(body["x"]), float(body["y"]), bool(body["placed"]))
+            member = RemoteMember(self, body["api"], body["session"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.error("zone %s: malformed join %r", self.zone_id, message.data)
+            return {"error": "validation_failed", "message": "malformed join"}
+        try:
+            admission = await actor.join(entrant, member)
+        except DomainError as exc:
+            return {"error": exc.code, "message": exc.message}
+        self._members[entrant.character_id] = member
+        self._heard[member.api] = trio.current_time()
+        return {"tick": admission.tick, "tick_rate": admission.tick_rate_hz,
+                "x": admission.x, "y": admission.y}
+
+    async def _serve_inputs(self, actor: ZoneActor) -> None:
+        async with self._bus.subscription(input_subject(self.zone_id), buffer=10_000) as inputs:
+            async for message in inputs:
+                try:
+                    body = orjson.loads(message.data)
+                    self._heard[body["api"]] = trio.current_time()
+                    for character_id, dx, dy, seq in body["moves"]:
+                        actor.move(character_id, float(dx), float(dy), int(seq))
+                    for character_id, session in body["leaves"]:
+                        self._leave(actor, character_id, session)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    log.error("zone %s: malformed input %r", self.zone_id, message.data[:200])
+
+    def _leave(self, actor: ZoneActor, character_id: str, session: str) -> None:
+        member = self._members.get(character_id)
+        if member is not None and member.session == session:
+            del self._members[character_id]
+            actor.leave(character_id, member)
+
+    async def _reap_silent(self, actor: ZoneActor) -> None:
+        """Members of a process that stopped talking leave (its sessions are gone)."""
+        while True:
+            await trio.sleep(1)
+            now = trio.current_time()
+            for character_id, member in list(self._members.items()):
+                if now - self._heard.get(member.api, now) > SILENT_AFTER_S:
+                    log.info("zone %s: %s silent, %s leaves", self.zone_id, member.api,
+                             character_id)
+                    self._leave(actor, character_id, member.session)
+
+    def _publish_snapshot(self, payload: bytes) -> None:
+        if self._members:
+            # Full: the previous one is still going out, and the next tick's will follow.
+            with suppress(trio.WouldBlock):
+                self._snapshots_out.send_nowait(payload)
+
+    async def _send_snapshots(self) -> None:
+        subject = snapshot_subject(self.zone_id)
+        async for payload in self._snapshots_in:
+            with suppress(BusUnavailable):  # remote members will notice the silence
+                await self._bus.publish_many(subject, [payload])
+
+    def replaced(self, api: str, session: str) -> None:
+        """Tell `api` (soon, from a task) that its `session` was taken over."""
+        for character_id, member in list(self._members.items()):
+            if member.session == session:
+                del self._members[character_id]
+                self._news[api].append((self.zone_id, character_id, session))
+        self._news_ready.set()
+
+    async def _send_news(self) -> None:
+        while True:
+            await self._news_ready.wait()
+            self._news_ready = trio.Event()
+            news, self._news = self._news, defaultdict(list)
+            for api, replaced in news.items():
+                try:
+                    await self._bus.publish_many(events_subject(api), [orjson.dumps(
+                        {"replaced": replaced})])
+                except BusUnavailable:
+                    log.warning("zone %s: could not tell %s its session was replaced",
+                                self.zone_id, api)

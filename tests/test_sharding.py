@@ -1,0 +1,226 @@
+"""Zones in processes of their own (docs/protocol.md, "Zones across processes").
+
+Covers: an api process, two zone processes and a provisioner as real subprocesses;
+a client joined through the api sees its zone's snapshots; travel to the other zone
+and back, and to an unknown zone; clients in different zones do not see each other;
+kill -9 of a zone process (its clients hear zone_unavailable and are re-joined at
+their checkpointed positions when it restarts, while the other zone never stalls);
+a standby process for a zone takes over within the lease; two api processes serving
+clients of one zone.
+
+Rules: every process is `python -m server.cli ...` against the session's services,
+addressed only through HTTP, WebSockets and the zone directory, as an operator
+would. Waits are bounded polls or `trio.fail_after`.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from server.config import Settings
+from tests.helpers import eventually
+from tests.processes import Outpost, process_env, started
+from tests.test_world import (
+    _remote,
+    connect,
+    joined,
+    new_player,
+    next_of,
+    send,
+    snapshot_with,
+    stored_characters,
+    ws_url,
+)
+
+ZONES = ("z1", "z2")
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    return process_env(settings, WORLD_ZONES=",".join(ZONES), WORLD_CHECKPOINT="1")
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, env: dict[str, str]) -> AsyncIterator[dict[str, Outpost]]:
+    """api, zone z1, zone z2 and a provisioner, each its own process."""
+    async with AsyncExitStack() as stack:
+        processes = {
+            name: await stack.enter_async_context(started(tmp_path, *args, env=env))
+            for name, args in [("api", ("api",)), ("z1", ("zone", "z1")),
+                               ("z2", ("zone", "z2")), ("provisioner", ("provisioner",))]}
+        await zones_up(processes["api"].url, *ZONES)
+        yield processes
+
+
+async def zone_list(url: str) -> dict[str, dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        response = await http.get("/v1/world/zones")
+    assert response.status_code == 200, response.text
+    return {z["zone"]: z for z in response.json()["zones"]}
+
+
+async def zones_up(url: str, *zone_ids: str) -> None:
+    async def up() -> bool:
+        listed = await zone_list(url)
+        return all(listed.get(z, {}).get("up") for z in zone_ids)
+
+    await eventually(up, f"zones {zone_ids} up", tries=200)
+
+
+async def players(api: Outpost, n: int) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        return [await new_player(http, f"Shard{i}") for i in range(n)]
+
+
+async def test_zones_through_the_api_travel_and_isolation(cluster: dict[str, Outpost]) -> None:
+    api = cluster["api"]
+    ada, bob = await players(api, 2)
+    a_id, b_id = ada["character"]["id"], bob["character"]["id"]
+    async with (connect(ws_url(_remote(api.url), ada["token"])) as a,
+                connect(ws_url(_remote(api.url), bob["token"])) as b):
+        assert (await joined(a, a_id))["zone"] == "z1"
+        await joined(b, b_id)
+        await send(a, {"type": "move", "dx": 1.0, "dy": 0.0, "seq": 1})
+        seen = await snapshot_with(b, a_id, lambda e: e["seq"] == 1)
+        assert seen["zone"] == "z1"
+
+        await send(b, {"type": "move", "dx": 0.0, "dy": 3.0, "seq": 1})
+        await snapshot_with(b, b_id, lambda e: e["seq"] == 1)
+        await send(b, {"type": "travel", "zone": "z2"})
+        welcome = await next_of(b, "welcome")
+        assert (welcome["zone"], welcome["character"]["zone_id"]) == ("z2", "z2")
+        assert (welcome["character"]["x"], welcome["character"]["y"]) == (0.0, 0.0)
+        for _ in range(5):  # each sees its own zone only
+            in_z2 = await next_of(b, "snapshot")
+            assert in_z2["zone"] == "z2"
+            assert [p["id"] for p in in_z2["players"]] == [b_id]
+        await eventually(lambda: _without(a, b_id), "z1's snapshots to drop the traveller")
+
+        error = await _error_for(b, {"type": "travel", "zone": "z9"})
+        assert error["code"] == "zone_unavailable"
+        await send(b, {"type": "travel", "zone": "z1"})
+        assert (await next_of(b, "welcome"))["zone"] == "z1"
+        await snapshot_with(a, b_id, lambda e: (e["x"], e["y"]) == (0.0, 0.0))
+    listed = await zone_list(api.url)
+    assert listed["z1"]["up"] and listed["z2"]["up"]
+
+
+async def _without(conn: Any, character_id: str) -> bool:
+    snapshot = await next_of(conn, "snapshot")
+    return all(p["id"] != character_id for p in snapshot["players"])
+
+
+async def _error_for(conn: Any, message: dict[str, Any]) -> dict[str, Any]:
+    await send(conn, message)
+    return await next_of(conn, "error")
+
+
+async def test_a_killed_zone_comes_back_and_the_other_never_stalls(
+    cluster: dict[str, Outpost], tmp_path: Path, env: dict[str, str]
+) -> None:
+    api = cluster["api"]
+    ada, cyd = await players(api, 2)
+    a_id, c_id = ada["character"]["id"], cyd["character"]["id"]
+    async with (connect(ws_url(_remote(api.url), ada["token"])) as a,
+                connect(ws_url(_remote(api.url), cyd["token"])) as c):
+        await joined(a, a_id)
+        await joined(c, c_id)
+        await send(c, {"type": "travel", "zone": "z2"})
+        await next_of(c, "welcome")
+        await send(a, {"type": "move", "dx": 2.0, "dy": 0.0, "seq": 1})
+        await snapshot_with(a, a_id, lambda e: e["seq"] == 1)
+        await trio.sleep(2.5)  # the zone's checkpoint (1 s) runs at least twice
+
+        async with trio.open_nursery() as nursery:
+            ticks: list[int] = []
+            nursery.start_soon(_record_ticks, c, ticks)
+            cluster["z1"].process.send_signal(signal.SIGKILL)
+            with trio.fail_after(4):
+                assert (await next_of(a, "error"))["code"] == "zone_unavailable"
+            async with started(tmp_path, "zone", "z1", env=env):
+                with trio.fail_after(15):
+                    welcome = await next_of(a, "welcome")
+                assert (welcome["zone"], welcome["character"]["x"]) == ("z1", 2.0)
+                await send(a, {"type": "move", "dx": 1.0, "dy": 0.0, "seq": 2})
+                await snapshot_with(a, a_id, lambda e: e["x"] == 3.0)
+                nursery.cancel_scope.cancel()
+    assert len(ticks) > 40, "z2 kept ticking for its client throughout"
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), "z2 stalled or skipped"
+
+
+async def _record_ticks(conn: Any, ticks: list[int]) -> None:
+    while True:
+        ticks.append((await next_of(conn, "snapshot"))["tick"])
+
+
+async def test_a_standby_takes_over_within_the_lease(
+    cluster: dict[str, Outpost], tmp_path: Path, env: dict[str, str], settings: Settings
+) -> None:
+    api = cluster["api"]
+    owner = (await zone_list(api.url))["z2"]["owner"]
+    async with started(tmp_path, "zone", "z2", env=env) as standby:
+        assert "zone-z2" in standby.banner
+        await trio.sleep(settings.zone_lease_s)  # it tries to claim, and must not get it
+        assert (await zone_list(api.url))["z2"]["owner"] == owner, "only one runs z2"
+        killed_at = trio.current_time()
+        cluster["z2"].process.send_signal(signal.SIGKILL)
+
+        async def taken_over() -> bool:
+            z2 = (await zone_list(api.url))["z2"]
+            return z2["up"] and z2["owner"] != owner
+
+        await eventually(taken_over, "the standby to take z2 over", tries=200)
+        assert trio.current_time() - killed_at < 2 * settings.zone_lease_s
+        assert await standby.stop() == 0
+
+
+async def test_two_api_processes_serve_one_zone(
+    cluster: dict[str, Outpost], tmp_path: Path, env: dict[str, str]
+) -> None:
+    async with started(tmp_path, "api", env=env) as second:
+        one, two = (await players(cluster["api"], 1))[0], (await players(second, 1))[0]
+        ids = {one["character"]["id"], two["character"]["id"]}
+        async with (connect(ws_url(_remote(cluster["api"].url), one["token"])) as x,
+                    connect(ws_url(_remote(second.url), two["token"])) as y):
+            await joined(x, one["character"]["id"])
+            await joined(y, two["character"]["id"])
+            for conn in (x, y):
+                with trio.fail_after(5):
+                    while {p["id"] for p in (await next_of(conn, "snapshot"))["players"]} \
+                            < ids:
+                        pass
+
+            async def counted() -> bool:
+                return (await zone_list(cluster["api"].url))["z1"]["players"] == 2
+
+            await eventually(counted, "z1 to count both players")
+        assert await second.stop() == 0
+
+        async def gone() -> bool:
+            return (await zone_list(cluster["api"].url))["z1"]["players"] == 0
+
+        await eventually(gone, "both players to have left z1")
+
+
+async def test_sigterm_of_a_zone_saves_positions_first(
+    cluster: dict[str, Outpost], settings: Settings
+) -> None:
+    api = cluster["api"]
+    (eve,) = await players(api, 1)
+    e_id = eve["character"]["id"]
+    async with connect(ws_url(_remote(api.url), eve["token"])) as conn:
+        await joined(conn, e_id)
+        await send(conn, {"type": "move", "dx": -1.5, "dy": 0.5, "seq": 1})
+        await snapshot_with(conn, e_id, lambda e: e["seq"] == 1)
+        assert await cluster["z1"].stop(signal.SIGTERM) == 0
+        assert (await next_of(conn, "error"))["code"] == "zone_unavailable"
+    [row] = await stored_characters(settings, [e_id])
+    assert (row.x, row.y) == (-1.5, 0.5)
