@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import trio
 
 from server.readiness import ReadinessHub
-from server.websocket import CLOSE, TEXT, unmask
+from server.websocket import CLOSE, TEXT, payload_extent, unmask
 
 OnText = Callable[[bytearray, int, int], None]
 RECV_BYTES = 1 << 18
@@ -120,17 +120,9 @@ class RawWebSocket:
 
 def _frame_at(buf: bytearray, offset: int) -> tuple[int, int, int] | None:
     """(opcode, payload start, payload end) of a whole unmasked frame at `offset`."""
-    if len(buf) - offset < 2:
+    extent = payload_extent(buf, offset)
+    if extent is None:
         return None
-    opcode, length = buf[offset] & 0x0F, buf[offset + 1] & 0x7F
-    start = offset + 2
-    if length == 126:
-        if len(buf) - offset < 4:
-            return None
-        length, start = struct.unpack_from("!H", buf, offset + 2)[0], offset + 4
-    elif length == 127:
-        if len(buf) - offset < 10:
-            return None
-        length, start = struct.unpack_from("!Q", buf, offset + 2)[0], offset + 10
+    start, length = extent
     end = start + length
-    return (opcode, start, end) if end <= len(buf) else None
+    return (buf[offset] & 0x0F, start, end) if end <= len(buf) else None

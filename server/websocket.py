@@ -111,6 +111,19 @@ def frame(payload: bytes, opcode: int = TEXT) -> bytes:
     return frame_header(len(payload), opcode) + payload
 
 
+def payload_extent(buf: bytearray, at: int) -> tuple[int, int] | None:
+    """(where the frame's mask or payload starts, payload length) of the frame at `at`,
+    once its header is complete; for server and client frames alike."""
+    if len(buf) - at < 2:
+        return None
+    length = buf[at + 1] & 0x7F
+    if length == 126:
+        return (at + 4, struct.unpack_from("!H", buf, at + 2)[0]) if len(buf) - at >= 4 else None
+    if length == 127:
+        return (at + 10, struct.unpack_from("!Q", buf, at + 2)[0]) if len(buf) - at >= 10 else None
+    return at + 2, length
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     return frame(struct.pack("!H", code) + reason.encode()[:120], CLOSE)
 
@@ -186,15 +199,10 @@ class FrameReader:
             raise ProtocolViolation(1002, "unknown opcode")
         if not second & 0x80:
             raise ProtocolViolation(1002, "client frames must be masked")
-        length, offset = second & 0x7F, at + 2
-        if length == 126:
-            if len(buf) - at < 4:
-                return None
-            length, offset = struct.unpack_from("!H", buf, at + 2)[0], at + 4
-        elif length == 127:
-            if len(buf) - at < 10:
-                return None
-            length, offset = struct.unpack_from("!Q", buf, at + 2)[0], at + 10
+        extent = payload_extent(buf, at)
+        if extent is None:
+            return None
+        offset, length = extent
         fin = bool(first & 0x80)
         if opcode in _CONTROL and (length > 125 or not fin):
             raise ProtocolViolation(1002, "bad control frame")
