@@ -312,7 +312,9 @@ async def _report_while(swarm: Swarm, duration_s: float) -> None:
 
 def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
             zones: list[dict[str, Any]]) -> dict[str, object]:
-    players = swarm.players
+    # Per-client figures are over the players that got into their zone; the others
+    # show up in "joined" and "errors" (a zone that is not running, say).
+    players = [p for p in swarm.players if p.joined.is_set()]
     rates = [p.snapshots / elapsed for p in players]
     latencies = [x for p in players for x in p.latencies_s]
 
@@ -322,11 +324,11 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
                 "max": round(max(values, default=math.nan), 2)}
 
     errors: dict[str, int] = {}
-    for p in players:
+    for p in swarm.players:
         for code in p.errors:
             errors[code] = errors.get(code, 0) + 1
     result: dict[str, object] = {
-        "players": len(players), "joined": sum(p.joined.is_set() for p in players),
+        "players": len(swarm.players), "joined": len(players),
         "measured_s": round(elapsed, 1),
         "snapshots_per_s_per_client": per_client(rates),
         "clients_under_19_5_per_s": sum(r < 19.5 for r in rates),
