@@ -58,6 +58,9 @@ async def run_process(
     async with trio_asyncio.open_loop(), trio.open_nursery() as backends:
         services = await start_services(backends, settings, name=roles.name)
         async with trio.open_nursery() as workers:
+            # Among the workers, so that at shutdown the leaves of sessions that ended
+            # still reach zones in other processes before the bus closes.
+            await workers.start(services.world.run)
             for zone_id in roles.zones:
                 await workers.start(ZoneHost(zone_id, services.world, services.bus).run)
             if roles.provisioner:

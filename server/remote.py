@@ -38,6 +38,7 @@ JOIN_TIMEOUT_S = 2.0
 DOWN_AFTER_S = 1.5
 REJOIN_EVERY_S = 1.0
 HEARTBEAT_S = 1.0  # an input message at least this often tells the zone we are alive
+SHUTDOWN_SEND_S = 1.0
 
 
 def join_subject(zone_id: str) -> str:
@@ -131,22 +132,32 @@ class RemoteZone:
                 await trio.sleep(REJOIN_EVERY_S)
 
     async def _send_inputs(self) -> None:
-        while True:
-            with trio.move_on_after(HEARTBEAT_S):
-                await self._wake.wait()
-            self._wake = trio.Event()
-            if not (self._moves or self._leaves or self._members):
-                continue
-            moves, leaves = self._moves, self._leaves
-            self._moves, self._leaves = [], []
-            batch = orjson.dumps({"api": self._instance_id, "moves": moves, "leaves": leaves})
-            try:
-                await self._bus.publish_many(input_subject(self.zone_id), [batch])
-            except BusUnavailable as exc:
-                # Moves are stale by the time NATS is back; a leave must still arrive.
-                log.warning("zone %s: inputs not sent: %s", self.zone_id, exc)
-                self._leaves = leaves + self._leaves
-                await trio.sleep(REJOIN_EVERY_S)
+        try:
+            while True:
+                with trio.move_on_after(HEARTBEAT_S):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                if (self._moves or self._leaves or self._members) and not await self._send():
+                    await trio.sleep(REJOIN_EVERY_S)
+        finally:
+            with trio.move_on_after(SHUTDOWN_SEND_S) as scope:
+                scope.shield = True  # the leaves of sessions that ended at shutdown
+                if self._leaves:
+                    await self._send()
+
+    async def _send(self) -> bool:
+        """Send what has gathered, in one message; False if NATS did not take it."""
+        moves, leaves = self._moves, self._leaves
+        self._moves, self._leaves = [], []
+        batch = orjson.dumps({"api": self._instance_id, "moves": moves, "leaves": leaves})
+        try:
+            await self._bus.publish_many(input_subject(self.zone_id), [batch])
+        except BusUnavailable as exc:
+            # Moves are stale by the time NATS is back; a leave must still arrive.
+            log.warning("zone %s: inputs not sent: %s", self.zone_id, exc)
+            self._leaves = leaves + self._leaves
+            return False
+        return True
 
     async def _watch(self) -> None:
         """Notice a silent zone, tell its members, and re-join them until it answers."""

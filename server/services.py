@@ -63,5 +63,5 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
         max_per_user=settings.max_characters_per_user,
         cache_ttl_s=settings.character_cache_ttl_s, on_committed=relay.wake,
     )
-    world = await nursery.start(World(settings, pg, cache, bus).run)
+    world = World(settings, pg, cache, bus)  # started by run_process, among the workers
     return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world)
