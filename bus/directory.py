@@ -57,6 +57,8 @@ class ZoneDirectory:
 
 
 async def _bucket(js: JetStreamContext, lease_s: float) -> KeyValue:
+    # The first process to need the bucket creates it with its ZONE_LEASE as the TTL;
+    # later ones use it as it is, so every process of a world must agree on ZONE_LEASE.
     try:
         return await js.key_value(BUCKET)
     except nats.js.errors.BucketNotFoundError:
