@@ -29,7 +29,13 @@ from persistence.characters import (
     move_to_zone,
     update_positions,
 )
-from persistence.errors import Forbidden, NotFound, ValidationFailed, ZoneUnavailable
+from persistence.errors import (
+    DomainError,
+    Forbidden,
+    NotFound,
+    ValidationFailed,
+    ZoneUnavailable,
+)
 from persistence.postgres import Postgres
 from server.config import Settings
 from server.remote import RemoteZone
@@ -76,6 +82,10 @@ class LocalZone:
 
     def leave(self, character_id: str, member: Member) -> None:
         self.actor.leave(character_id, member.outlet)
+
+
+def _entrant(character: Character, x: float, y: float, *, placed: bool = False) -> Entrant:
+    return Entrant(str(character.id), str(character.user_id), character.name, x, y, placed)
 
 
 @dataclass(frozen=True)
@@ -133,9 +143,8 @@ class World:
         if character.user_id != user_id:
             raise Forbidden("that character is not yours")
         zone = self.link(character.zone_id)
-        entrant = Entrant(str(character.id), str(character.user_id), character.name,
-                          character.x, character.y)
-        return Entered(character, await zone.join(entrant, member), zone)
+        admission = await zone.join(_entrant(character, character.x, character.y), member)
+        return Entered(character, admission, zone)
 
     async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
         """Move a joined character to `zone_id`'s spawn point; on failure it stays."""
@@ -143,24 +152,24 @@ class World:
             raise ValidationFailed("zone must be a zone id")
         if not await self.is_up(zone_id):
             raise ZoneUnavailable(f"zone {zone_id} is not available")
-        character, old = entered.character, entered.zone
+        character, old, was = entered.character, entered.zone, entered.admission
         to = self.link(zone_id)
-        old.leave(str(character.id), member)  # the old zone saves where it was
-        await self._pg.transact(move_to_zone, character.id, zone_id, *SPAWN)
-        await self._cache.invalidate(cache_key(character.user_id))
-        entrant = Entrant(str(character.id), str(character.user_id), character.name, *SPAWN,
-                          placed=True)
+        # The row first: if Postgres is down, nothing has changed yet. The old zone's save
+        # of the leave is then dropped (it is guarded by zone_id): it is left behind anyway.
+        await self._move_row(character, zone_id, *SPAWN)
+        old.leave(str(character.id), member)
         try:
-            admission = await to.join(entrant, member)
-        except ZoneUnavailable:
-            # Back where it was: the old zone remembers its last position.
-            await self._pg.transact(move_to_zone, character.id, old.zone_id,
-                                    entered.admission.x, entered.admission.y)
-            await self._cache.invalidate(cache_key(character.user_id))
-            await old.join(Entrant(str(character.id), str(character.user_id), character.name,
-                                   entered.admission.x, entered.admission.y), member)
+            admission = await to.join(_entrant(character, *SPAWN, placed=True), member)
+        except DomainError:
+            # Back where it was: the old zone remembers where it left, and says so.
+            await self._move_row(character, old.zone_id, was.x, was.y)
+            await old.join(_entrant(character, was.x, was.y), member)
             raise
         return Entered(character, admission, to)
+
+    async def _move_row(self, character: Character, zone_id: str, x: float, y: float) -> None:
+        await self._pg.transact(move_to_zone, character.id, zone_id, x, y)
+        await self._cache.invalidate(cache_key(character.user_id))
 
     async def zone_list(self) -> list[dict[str, object]]:
         """Every zone of the world: up or not, with its stats when up."""
