@@ -22,6 +22,7 @@ from server.config import Settings
 
 START_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
+GRACE_S = 10  # for a process still running when its block ends
 
 
 @dataclass
@@ -51,7 +52,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def started(folder: Path, *args: str, env: dict[str, str]) -> AsyncIterator[Outpost]:
-    """`outpost *args` running until the block ends (then killed if still alive)."""
+    """`outpost *args` running until the block ends (then stopped with SIGTERM, or killed
+    if that does not do it in GRACE_S)."""
     log = folder / f"outpost-{'-'.join(args)}-{uuid.uuid4().hex[:8]}.log"
     with open(log, "wb") as output:  # noqa: ASYNC230  (opening a local file: instant)
         process = await trio.lowlevel.open_process(
@@ -60,8 +62,14 @@ async def started(folder: Path, *args: str, env: dict[str, str]) -> AsyncIterato
     try:
         yield Outpost(process, log, await _banner(process, log))
     finally:
+        # Stopped as an operator would, so that it gives its zone leases back: a killed
+        # zone's lease would make the next test's zone stand by until the lease expires.
         with trio.move_on_after(STOP_TIMEOUT_S) as scope:
             scope.shield = True  # reap it even when the block ends by cancellation
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                with trio.move_on_after(GRACE_S):
+                    await process.wait()
             if process.returncode is None:
                 process.kill()
             await process.wait()
