@@ -302,7 +302,8 @@ def _cpu(args: argparse.Namespace) -> float:
 async def _report_while(swarm: Swarm, duration_s: float) -> None:
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < duration_s:
-        await trio.sleep(1)
+        await trio.sleep(min(1.0, duration_s - elapsed))
+        elapsed = time.perf_counter() - started  # what the counts cover
         rates = [p.snapshots / elapsed for p in swarm.players]
         latencies = [x for p in swarm.players for x in p.latencies_s[-50:]]
         progress(f"t={elapsed:4.0f}s snapshots/s p50 {percentile(rates, 50):5.1f} "
