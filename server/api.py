@@ -22,6 +22,7 @@ from persistence.errors import (
 from server.characters import character_json
 from server.me import read_me
 from server.services import Services
+from server.websocket import NOT_AN_UPGRADE, UPGRADE_FIRST
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,16 @@ def create_app(services: Services) -> Quart:
     @app.get("/v1/me")
     async def me() -> Response:
         return json_response(await services.pg.transact(read_me, current_user()))
+
+    # The edge answers /v1/world/ws itself when it is a connection's first request;
+    # these answer it later on a kept-alive HTTP connection, which hypercorn serves.
+    @app.get("/v1/world/ws")
+    async def world_over_plain_http() -> Response:
+        return error_response(400, "validation_failed", NOT_AN_UPGRADE)
+
+    @app.websocket("/v1/world/ws")
+    async def world_on_a_kept_alive_connection() -> Response:
+        return error_response(400, "validation_failed", UPGRADE_FIRST)
 
     @app.get("/v1/world/zones")
     async def world_zones() -> Response:

@@ -189,8 +189,7 @@ class Edge:
     def _refuse(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
         """The refusal to send, or the session's user and token expiry."""
         if not request.is_websocket_upgrade:
-            return _refusal(400, "Bad Request", "validation_failed",
-                            "this endpoint only speaks WebSocket")
+            return _refusal(400, "Bad Request", "validation_failed", ws.NOT_AN_UPGRADE)
         try:
             user_id, expires_at = authenticate(self._tokens, request.headers.get("authorization"),
                                                request.query("token"))

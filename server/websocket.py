@@ -22,6 +22,13 @@ _CONTROL = (CLOSE, PING, PONG)
 _OPCODES = (TEXT, BINARY, CONTINUATION, *_CONTROL)
 
 
+# The refusals of requests to the world's path that are not a WebSocket handshake the
+# fast path can take: the edge and the HTTP app both answer them.
+NOT_AN_UPGRADE = "this endpoint only speaks WebSocket"
+UPGRADE_FIRST = ("open the WebSocket as the first request of a connection, "
+                 "not on a kept-alive HTTP one")
+
+
 class ProtocolViolation(Exception):
     """The peer broke RFC 6455; close with `code`."""
 

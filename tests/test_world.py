@@ -5,7 +5,9 @@ move errors keep the socket open); ping/pong; 4009 on a second join; 401 on the
 upgrade and 4001 when the token expires; 4008 for oversized frames, floods, no
 join and idleness; the Origin allowlist; positions restored after a reconnect and
 checkpointed while connected; player.moved on NATS; a client that never reads
-neither delays the others' snapshots nor stays connected; GET /v1/world/zones.
+neither delays the others' snapshots nor stays connected; GET /v1/world/zones;
+no server log holds a token from a query string; the world's path on a kept-alive
+HTTP connection.
 
 Rules: an in-process api with the zone in-process (`Roles(zones=...)`), real
 services, trio-websocket as the client (raw sockets where a client must misbehave).
@@ -16,6 +18,7 @@ where the server's own clock must run out (timeouts set to fractions of a second
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -386,6 +389,30 @@ async def server_close_code(stream: trio.SocketStream) -> int:
             reader = reader[offset:]
 
 
+async def test_tokens_in_the_query_string_never_reach_the_logs(
+    world: Running, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    me = await new_player(http)
+    tampered = me["token"][:-4] + "AAAA"
+    async with connect(ws_url(world, me["token"])) as conn:
+        await joined(conn, me["character"]["id"])
+    stream, head = await raw_upgrade(world, tampered)
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 401"), head
+    not_upgraded = await http.get(f"/v1/world/ws?token={me['token']}")
+    assert not_upgraded.status_code == 400
+    listed = await http.get(f"/v1/characters?token={me['token']}")
+    assert listed.status_code == 401  # the query string is no way to call the HTTP API
+    # The test's own clients log their URLs; what counts is what the server logs.
+    clients = ("httpx", "httpcore", "trio-websocket")
+    server = [r for r in caplog.records if not r.name.startswith(clients)]
+    assert server, "the server logged nothing at all: this test would prove nothing"
+    logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in server)
+    for token in (me["token"], tampered, me["token"].split(".")[2]):
+        assert token not in logged
+
+
 @pytest.mark.parametrize("origin, status", [
     ("https://good.example", b"101"), ("https://evil.example", b"403"), (None, b"101")])
 async def test_the_origin_allowlist(
@@ -509,9 +536,34 @@ async def test_world_zones_lists_the_zone(world: Running, http: httpx.AsyncClien
 
 async def test_plain_http_on_the_world_path_is_refused(world: Running) -> None:
     async with httpx.AsyncClient(base_url=world.url) as http:
-        response = await http.get("/v1/world/ws")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "validation_failed"
+        first = await http.get("/v1/world/ws")
+        kept_alive = await http.get("/v1/world/ws")  # the same connection: hypercorn's now
+    for response in (first, kept_alive):
+        assert response.status_code == 400
+        assert response.json()["error"] == {"code": "validation_failed",
+                                             "message": "this endpoint only speaks WebSocket"}
+
+
+async def test_an_upgrade_on_a_kept_alive_connection_is_refused(world: Running) -> None:
+    host, port = world.url.removeprefix("http://").split(":")
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        answered = b""
+        with trio.fail_after(5):
+            while b'"status":"ok"' not in answered:
+                answered += await stream.receive_some(65536)
+        await stream.send_all(
+            f"GET /v1/world/ws HTTP/1.1\r\nHost: {host}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            "\r\n".encode())
+        refusal = b""
+        with trio.fail_after(5):
+            while b"open the WebSocket as the first request" not in refusal:
+                chunk = await stream.receive_some(65536)
+                assert chunk, f"closed without the refusal: {refusal!r}"
+                refusal += chunk
+        assert refusal.startswith(b"HTTP/1.1 400"), refusal
 
 
 
