@@ -349,16 +349,26 @@ async def raw_upgrade(running: Running, token: str | None, *, origin: str | None
     await sock.connect((host, int(port)))
     stream = trio.SocketStream(sock)
     target = "/v1/world/ws" + (f"?token={token}" if token is not None else "")
-    head = (f"GET {target} HTTP/1.1\r\nHost: {host}\r\n"
+    await stream.send_all(upgrade_request(host, target, origin))
+    return stream, await received_until(stream, b"\r\n\r\n")
+
+
+def upgrade_request(host: str, target: str, origin: str | None = None) -> bytes:
+    return (f"GET {target} HTTP/1.1\r\nHost: {host}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
-    await stream.send_all(head.encode())
+            + (f"Origin: {origin}\r\n" if origin else "") + "\r\n").encode()
+
+
+async def received_until(stream: trio.SocketStream, marker: bytes) -> bytes:
+    """What the server sent, up to and including `marker` (and what came with it)."""
     data = b""
     with trio.fail_after(5):
-        while b"\r\n\r\n" not in data:
-            data += await stream.receive_some(65536)
-    return stream, data
+        while marker not in data:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"closed before {marker!r}: {data!r}"
+            data += chunk
+    return data
 
 
 def client_frame(payload: bytes, opcode: int = ws.TEXT) -> bytes:
@@ -548,21 +558,9 @@ async def test_an_upgrade_on_a_kept_alive_connection_is_refused(world: Running) 
     host, port = world.url.removeprefix("http://").split(":")
     async with await trio.open_tcp_stream(host, int(port)) as stream:
         await stream.send_all(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        answered = b""
-        with trio.fail_after(5):
-            while b'"status":"ok"' not in answered:
-                answered += await stream.receive_some(65536)
-        await stream.send_all(
-            f"GET /v1/world/ws HTTP/1.1\r\nHost: {host}\r\n"
-            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-            "\r\n".encode())
-        refusal = b""
-        with trio.fail_after(5):
-            while b"open the WebSocket as the first request" not in refusal:
-                chunk = await stream.receive_some(65536)
-                assert chunk, f"closed without the refusal: {refusal!r}"
-                refusal += chunk
+        await received_until(stream, b'"status":"ok"')
+        await stream.send_all(upgrade_request(host, "/v1/world/ws"))
+        refusal = await received_until(stream, b"open the WebSocket as the first request")
         assert refusal.startswith(b"HTTP/1.1 400"), refusal
 
 
