@@ -4,7 +4,7 @@ server frames in, scanned in place without copying or decoding them.
 trio-websocket parses and decodes every frame into a str in a task of its own; at
 hundreds of clients receiving ~50 KB snapshots 20 times a second that needs
 several cores, so a single-core swarm would measure itself rather than the
-server. Here every client socket sits in one ReadinessHub (the server's own
+server. Here every client socket sits in one EpollHub (the server's own
 epoll demultiplexer): one wakeup reads every socket that has data, and each
 text payload is handed to a callback as (buffer, start, end).
 """
@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import trio
 
-from server.readiness import ReadinessHub
-from server.websocket import CLOSE, TEXT, payload_extent, unmask
+from server.ws.codec import CLOSE, TEXT, payload_extent, unmask
+from server.ws.hub import EpollHub
 
 OnText = Callable[[bytearray, int, int], None]
 RECV_BYTES = 1 << 18
@@ -113,7 +113,7 @@ class RawWebSocket:
         self.close_code = code
         self.closed.set()
 
-    def aclose(self, hub: ReadinessHub) -> None:
+    def aclose(self, hub: EpollHub) -> None:
         hub.unregister(self._sock.fileno())
         self._sock.close()
 

@@ -34,7 +34,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from bench.rawws import RawWebSocket
 from bench.report import distribution, emit, percentile, progress
-from server.readiness import ReadinessHub
+from server.ws.hub import EpollHub
 
 
 class Closed(Exception):
@@ -112,7 +112,7 @@ class Swarm:
         self.players: list[Player] = []
         self.measuring = False
         self.closed: dict[str, int] = {}
-        self.hub = ReadinessHub()  # the raw clients' sockets
+        self.hub = EpollHub()  # the raw clients' sockets
 
     async def run_player(self, player: Player, ws_url: str) -> None:
         try:

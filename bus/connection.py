@@ -24,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 from trio_asyncio import aio_as_trio
 
-from bus.events import StreamSpec
+from bus.subjects import StreamSpec
 from persistence.outbox import OutboxEvent
 
 log = logging.getLogger(__name__)

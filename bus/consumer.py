@@ -22,7 +22,8 @@ from typing import Generic, TypeVar
 import trio
 
 from bus.connection import Bus, BusUnavailable, ConsumerSpec, Delivery, PullConsumer
-from bus.events import STREAMS, MalformedEvent
+from bus.events import MalformedEvent
+from bus.subjects import STREAMS
 from persistence.errors import Unavailable
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Bus subjects, streams and event payloads (PROTOCOL.md, "Bus events")."""
+"""Event payloads on the bus (docs/protocol.md, "Bus events"); subjects are in
+bus/subjects.py."""
 
 from __future__ import annotations
 
@@ -8,27 +9,10 @@ from datetime import datetime
 
 import orjson
 
+from bus.subjects import CHARACTER_CREATED, USER_REGISTERED
 from persistence.characters import Character
 from persistence.outbox import OutboxEvent
 from persistence.users import User
-
-USER_REGISTERED = "user.registered"
-CHARACTER_CREATED = "character.created"
-PLAYER_MOVED = "player.moved"
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    subjects: tuple[str, ...]
-    # Longer than any outbox retry, so a re-sent event is dropped by its Nats-Msg-Id.
-    duplicate_window_s: float = 3600.0
-
-
-STREAMS = (
-    StreamSpec("USERS", ("user.>",)),
-    StreamSpec("CHARACTERS", ("character.>",)),
-)
 
 
 class MalformedEvent(ValueError):

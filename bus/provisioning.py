@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from bus import events
+from bus import events, subjects
 from bus.connection import Bus, ConsumerSpec
 from bus.consumer import ConsumerWorker
 from bus.events import UserRegistered
@@ -27,7 +27,7 @@ SERVICES = ("player-service", "character-service", "progression-service", "build
 
 
 def consumer_spec(durable: str) -> ConsumerSpec:
-    return ConsumerSpec(stream="USERS", durable=durable, subject=events.USER_REGISTERED)
+    return ConsumerSpec(stream="USERS", durable=durable, subject=subjects.USER_REGISTERED)
 
 
 class Provisioner:

@@ -15,7 +15,7 @@ import logging
 import trio
 
 from bus.connection import Bus, BusUnavailable
-from bus.events import STREAMS
+from bus.subjects import STREAMS
 from persistence.errors import Unavailable
 from persistence.outbox import delete_events, pending_events
 from persistence.postgres import Postgres

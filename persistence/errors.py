@@ -1,7 +1,11 @@
-"""Domain errors: each carries the PROTOCOL.md code; one place per edge maps them.
+"""Domain errors: what went wrong, as a docs/protocol.md error code and a message.
 
-They live at the bottom of the package graph (persistence is imported by auth,
-bus and server alike) so every layer raises the same small hierarchy.
+Each layer raises these (a store a Conflict, auth an InvalidCredentials, the world a
+NotFound); each edge maps the code to its own shape, in one place: HTTP statuses in
+server/http/errors.py, WebSocket `error` messages in server/ws/session.py. They sit
+at the bottom of the package graph (persistence is imported by auth, bus, zones and
+server alike) and know nothing of HTTP. Errors only one edge can meet live there
+(a body that is not JSON: server/http/errors.py; a zone not running: zones/errors.py).
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 
 class DomainError(Exception):
     code = "internal"
-    status = 500
 
     def __init__(self, message: str, *, fields: dict[str, str] | None = None) -> None:
         super().__init__(message)
@@ -18,43 +21,31 @@ class DomainError(Exception):
 
 
 class ValidationFailed(DomainError):
-    code, status = "validation_failed", 400
-
-
-class BadJson(DomainError):
-    code, status = "bad_json", 400
+    code = "validation_failed"
 
 
 class Unauthenticated(DomainError):
-    code, status = "unauthenticated", 401
+    code = "unauthenticated"
 
 
 class InvalidCredentials(DomainError):
-    code, status = "invalid_credentials", 401
+    code = "invalid_credentials"
 
 
 class Forbidden(DomainError):
-    code, status = "forbidden", 403
+    code = "forbidden"
 
 
 class NotFound(DomainError):
-    code, status = "not_found", 404
+    code = "not_found"
 
 
 class Conflict(DomainError):
-    code, status = "conflict", 409
-
-
-class TooLarge(DomainError):
-    code, status = "too_large", 413
-
-
-class UnsupportedMediaType(DomainError):
-    code, status = "unsupported_media_type", 415
+    code = "conflict"
 
 
 class RateLimited(DomainError):
-    code, status = "rate_limited", 429
+    code = "rate_limited"
 
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message)
@@ -64,10 +55,4 @@ class RateLimited(DomainError):
 class Unavailable(DomainError):
     """A backing service is down; the request changed nothing."""
 
-    code, status = "unavailable", 503
-
-
-class ZoneUnavailable(DomainError):
-    """The character's zone is not running (or not reachable) right now."""
-
-    code, status = "zone_unavailable", 503
+    code = "unavailable"

@@ -19,11 +19,11 @@ import trio_asyncio
 from hypercorn.config import Config
 
 from bus.provisioning import Provisioner
-from server.api import create_app
 from server.config import Settings
-from server.edge import Edge
+from server.http.app import create_app
 from server.services import Services, start_services
-from server.zonehost import ZoneHost
+from server.ws.edge import Edge
+from zones.host import ZoneHost
 
 log = logging.getLogger(__name__)
 

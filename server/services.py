@@ -16,9 +16,10 @@ from bus.relay import OutboxRelay
 from persistence.cache import Cache
 from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
-from server.characters import Characters
 from server.config import Settings
-from server.world import World
+from server.http.characters import Characters
+from zones.simulation import Bounds, Rules
+from zones.world import World, WorldConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,5 +64,12 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
         max_per_user=settings.max_characters_per_user,
         cache_ttl_s=settings.character_cache_ttl_s, on_committed=relay.wake,
     )
-    world = World(settings, pg, cache, bus)  # started by run_process, among the workers
+    world = World(world_config(settings), pg, cache, bus)  # run_process starts it
     return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world)
+
+
+def world_config(settings: Settings) -> WorldConfig:
+    return WorldConfig(
+        rules=Rules(Bounds(*settings.world_bounds), max_step=settings.world_max_step),
+        tick_rate_hz=settings.world_tick_rate_hz, checkpoint_s=settings.world_checkpoint_s,
+        lease_s=settings.zone_lease_s, listed=settings.zones)

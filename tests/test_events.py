@@ -22,7 +22,7 @@ import trio_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
-from bus import events
+from bus import subjects
 from persistence.outbox import OutboxEvent, add_event
 from server.devstack import DevStack
 from server.process import Running
@@ -77,7 +77,7 @@ async def test_character_created_is_published(
     use_api_loop(api)
     await connected_bus(api)
     user = await register(client)
-    async with api.services.bus.subscription(events.CHARACTER_CREATED) as messages:
+    async with api.services.bus.subscription(subjects.CHARACTER_CREATED) as messages:
         response = await client.post("/v1/characters", json={"name": "Herald", "class": "medic"},
                                      headers=bearer(user["token"]))
         assert response.status_code == 201, response.text
@@ -173,7 +173,7 @@ async def test_relay_drops_duplicate_outbox_rows(api: Running) -> None:
     use_api_loop(api)
     await connected_bus(api)
     user_id = str(uuid.uuid4())
-    event = OutboxEvent(events.USER_REGISTERED, user_id, orjson.dumps({
+    event = OutboxEvent(subjects.USER_REGISTERED, user_id, orjson.dumps({
         "userId": user_id, "username": unique_name("dup"), "email": "dup@example.com",
         "registrationTimestamp": "2024-01-01T00:00:00Z"}))
 

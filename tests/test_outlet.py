@@ -20,9 +20,9 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from server import websocket as ws
-from server.outlet import FrameCache, Outlet
-from server.session import TokenBucket
+from server.ws import codec as ws
+from server.ws.outlet import FrameCache, Outlet
+from server.ws.session import TokenBucket
 
 BUFFER_BYTES = 4096
 Frame = tuple[int, bytes]

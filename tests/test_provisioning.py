@@ -28,8 +28,8 @@ import trio
 import trio_asyncio
 from nats.aio.client import Client as NatsClient
 
-from bus.events import STREAMS, USER_REGISTERED
 from bus.provisioning import SERVICES
+from bus.subjects import STREAMS, USER_REGISTERED
 from persistence.buildings import provision_buildings
 from persistence.progression import provision_progressions
 from server.config import Settings

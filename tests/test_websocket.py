@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from server import websocket as ws
+from server.ws import codec as ws
 
 MASK = b"\x37\xfa\x21\x3d"
 UPGRADE_HEAD = (

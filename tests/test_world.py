@@ -43,9 +43,9 @@ from trio_websocket import (
 
 from auth.tokens import Tokens
 from persistence.characters import Character, get_character
-from server import websocket as ws
 from server.config import Settings
 from server.process import Roles, Running
+from server.ws import codec as ws
 from tests.helpers import bearer, eventually, register, running_process, use_api_loop
 from tests.processes import process_env, started
 from zones.actor import Entrant

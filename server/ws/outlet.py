@@ -19,7 +19,7 @@ from collections import deque
 
 import trio
 
-from server import websocket as ws
+from server.ws import codec as ws
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from quart import Quart
 
 from auth.tokens import Tokens
 from persistence.errors import Unauthenticated
-from server import websocket as ws
 from server.config import Settings
-from server.outlet import FrameCache
-from server.readiness import ReadinessHub
-from server.session import Session, authenticate
-from server.world import World
+from server.ws import codec as ws
+from server.ws.hub import EpollHub
+from server.ws.outlet import FrameCache
+from server.ws.session import Session, authenticate
+from zones.world import World
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Edge:
         self._context = WorkerContext(None)
         self._state: dict[str, object] = {}
         self._sessions: set[Session] = set()
-        self._hub = ReadinessHub()
+        self._hub = EpollHub()
         self._frames = FrameCache()
 
     async def serve(self, *, shutdown: trio.Event,

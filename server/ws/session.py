@@ -3,7 +3,7 @@
 A session is a nursery: the writer (its Outlet: what the zone and the session
 produced), the joins it is waiting on (each asks the character service), the
 deadlines (token expiry, first join, idle), and the closing handshake. Reading
-is event-driven through the process's ReadinessHub, which calls `on_readable`
+is event-driven through the process's EpollHub, which calls `on_readable`
 when the socket has input: parse, validate, route to the zone, without a task
 switch per message. When the peer goes, the writer breaks, or the session
 closes, the nursery ends: the character leaves its zone, which saves its
@@ -27,12 +27,12 @@ import trio
 
 from auth.tokens import Tokens, bearer_token
 from persistence.errors import DomainError, Unauthenticated
-from server import websocket as ws
-from server.characters import character_json
 from server.config import Settings
-from server.outlet import FrameCache, Outlet
-from server.readiness import ReadinessHub
-from server.world import Entered, World, ZoneLink
+from server.http.characters import character_json
+from server.ws import codec as ws
+from server.ws.hub import EpollHub
+from server.ws.outlet import FrameCache, Outlet
+from zones.world import Entered, World, ZoneLink
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,10 @@ def authenticate(tokens: Tokens, authorization: str | None,
 
 
 class Session:
-    """Reads through the ReadinessHub (`on_readable`), writes through its Outlet."""
+    """Reads through the EpollHub (`on_readable`), writes through its Outlet."""
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, user_id: uuid.UUID,
-                 expires_at: float, world: World, settings: Settings, hub: ReadinessHub,
+                 expires_at: float, world: World, settings: Settings, hub: EpollHub,
                  frames: FrameCache) -> None:
         self._sock = sock
         self._user_id = user_id

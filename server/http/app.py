@@ -1,4 +1,4 @@
-"""The HTTP edge: quart-trio routes and the one place that maps errors to PROTOCOL.md."""
+"""The HTTP API: quart-trio routes (docs/protocol.md); errors map to HTTP in errors.py."""
 
 from __future__ import annotations
 
@@ -12,17 +12,20 @@ from quart import Quart, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from persistence.errors import (
+from persistence.errors import DomainError
+from server.http.characters import character_json
+from server.http.errors import (
     BadJson,
-    DomainError,
-    RateLimited,
     TooLarge,
     UnsupportedMediaType,
+    domain_error_response,
+    error_response,
+    json_response,
+    raw_json_response,
 )
-from server.characters import character_json
-from server.me import read_me
+from server.http.me import read_me
 from server.services import Services
-from server.websocket import NOT_AN_UPGRADE, UPGRADE_FIRST
+from server.ws.codec import NOT_AN_UPGRADE, UPGRADE_FIRST
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +33,6 @@ READY_TIMEOUT_S = 2.0
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-
-
-Headers = dict[str, str] | None
-
-
-def json_response(body: object, status: int = 200, headers: Headers = None) -> Response:
-    return _raw_json(orjson.dumps(body), status, headers)
-
-
-def _raw_json(body: bytes, status: int = 200, headers: Headers = None) -> Response:
-    return Response(body, status=status, headers=headers, content_type="application/json")
-
-
-def error_response(
-    status: int, code: str, message: str, fields: dict[str, str] | None = None,
-    headers: Headers = None,
-) -> Response:
-    error: dict[str, Any] = {"code": code, "message": message}
-    if fields:
-        error["fields"] = fields
-    return json_response({"error": error}, status, headers)
 
 
 async def json_object(max_bytes: int) -> dict[str, object]:
@@ -79,8 +61,7 @@ def create_app(services: Services) -> Quart:
 
     @app.errorhandler(DomainError)
     async def domain_error(exc: DomainError) -> Response:
-        headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
-        return error_response(exc.status, exc.code, exc.message, exc.fields, headers)
+        return domain_error_response(exc)
 
     @app.errorhandler(HTTPException)
     async def framework_error(exc: HTTPException) -> Response:
@@ -116,7 +97,7 @@ def create_app(services: Services) -> Quart:
     @app.get("/v1/characters")
     async def list_characters() -> Response:
         listed = await services.characters.list_json(current_user())
-        return _raw_json(b'{"characters":' + listed + b"}")
+        return raw_json_response(b'{"characters":' + listed + b"}")
 
     @app.get("/v1/me")
     async def me() -> Response:

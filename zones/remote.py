@@ -1,11 +1,8 @@
 """A zone run by another process, as the sessions of this one see it (over NATS).
 
-Subjects (docs/protocol.md, "Zones across processes"):
-
-    zone.<id>.join       request/reply: a session asks to join a character
-    zone.<id>.input      this process's moves and leaves, one message per drain
-    zone.<id>.snapshot   the zone's snapshot, once per tick, for every process
-    api.<instance>.events   what a zone tells this process (a character taken over)
+Subjects (bus/subjects.py; docs/protocol.md, "Zones across processes"):
+`zone.<id>.join` (request/reply), `zone.<id>.input` (this process's moves and
+leaves), `zone.<id>.snapshot` (once per tick) and `api.<instance>.events`.
 
 Inputs are batched: a session's move only appends to a list, and one task sends
 whatever has accumulated in one message (one bridge crossing per drain, never
@@ -19,18 +16,15 @@ answers: they get a new welcome at their last saved positions.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import orjson
 import trio
 
+from bus import subjects
 from bus.connection import Bus, BusUnavailable
-from persistence.errors import DomainError, ZoneUnavailable
-from server.config import Settings
 from zones.actor import Admission, Entrant
-
-if TYPE_CHECKING:
-    from server.world import Member
+from zones.errors import Refused, ZoneUnavailable
+from zones.link import Member
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +35,11 @@ HEARTBEAT_S = 1.0  # an input message at least this often tells the zone we are 
 SHUTDOWN_SEND_S = 1.0
 
 
-def join_subject(zone_id: str) -> str:
-    return f"zone.{zone_id}.join"
-
-
-def input_subject(zone_id: str) -> str:
-    return f"zone.{zone_id}.input"
-
-
-def snapshot_subject(zone_id: str) -> str:
-    return f"zone.{zone_id}.snapshot"
-
-
-def events_subject(instance_id: str) -> str:
-    return f"api.{instance_id}.events"
-
-
 class RemoteZone:
-    def __init__(self, zone_id: str, bus: Bus, instance_id: str, settings: Settings) -> None:
+    def __init__(self, zone_id: str, bus: Bus, instance_id: str) -> None:
         self.zone_id = zone_id
         self._bus = bus
         self._instance_id = instance_id
-        self._settings = settings
         self._members: dict[str, Member] = {}
         self._lost: set[str] = set()  # members to re-join once the zone answers again
         self._moves: list[tuple[str, float, float, int]] = []
@@ -85,12 +62,12 @@ class RemoteZone:
             "name": entrant.name, "x": entrant.x, "y": entrant.y, "placed": entrant.placed,
             "api": self._instance_id, "session": member.session_id})
         try:
-            reply = orjson.loads(await self._bus.request(join_subject(self.zone_id), request,
+            reply = orjson.loads(await self._bus.request(subjects.zone_join(self.zone_id), request,
                                                          timeout_s=JOIN_TIMEOUT_S))
         except BusUnavailable:
             raise ZoneUnavailable(f"zone {self.zone_id} is not available") from None
         if "error" in reply:
-            raise _Refused(reply["error"], reply.get("message", "refused by the zone"))
+            raise Refused(reply["error"], reply.get("message", "refused by the zone"))
         self._members[entrant.character_id] = member
         self._lost.discard(entrant.character_id)
         self._last_snapshot = max(self._last_snapshot, trio.current_time())
@@ -121,7 +98,7 @@ class RemoteZone:
         while True:
             try:
                 await self._bus.connected_once.wait()
-                async with self._bus.subscription(snapshot_subject(self.zone_id),
+                async with self._bus.subscription(subjects.zone_snapshot(self.zone_id),
                                                   buffer=4) as snapshots:
                     async for message in snapshots:
                         self._last_snapshot = trio.current_time()
@@ -151,7 +128,7 @@ class RemoteZone:
         self._moves, self._leaves = [], []
         batch = orjson.dumps({"api": self._instance_id, "moves": moves, "leaves": leaves})
         try:
-            await self._bus.publish_many(input_subject(self.zone_id), [batch])
+            await self._bus.publish_many(subjects.zone_input(self.zone_id), [batch])
         except BusUnavailable as exc:
             # Moves are stale by the time NATS is back; a leave must still arrive.
             log.warning("zone %s: inputs not sent: %s", self.zone_id, exc)
@@ -178,11 +155,3 @@ class RemoteZone:
                     member = self._members.get(character_id)
                     if member is not None:
                         member.rejoin()
-
-
-class _Refused(DomainError):
-    """A zone refused a join with a PROTOCOL.md error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code

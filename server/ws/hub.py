@@ -25,7 +25,7 @@ class Readable(Protocol):
         """Read what the socket has (without blocking) and handle it."""
 
 
-class ReadinessHub:
+class EpollHub:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._targets: dict[int, Readable] = {}

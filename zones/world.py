@@ -1,8 +1,8 @@
 """The world as the sessions of one process see it: the zones, and the ways in.
 
-A zone is reached through a ZoneLink: in-process when this process runs the
-zone (a LocalZone around its ZoneActor), otherwise over NATS (a RemoteZone, see
-server/remote.py). `enter` checks ownership through the character service,
+A zone is reached through a ZoneLink (zones/link.py): in-process when this
+process runs the zone (a LocalZone around its ZoneActor), otherwise over NATS
+(a RemoteZone, zones/remote.py). `enter` checks ownership through the character service,
 finds the character's zone and joins it; `travel` moves a joined character to
 another zone. The zone hooks save positions through the character store (and
 invalidate the cached lists they change) and publish `player.moved`.
@@ -13,12 +13,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import orjson
 import trio
 
-from bus import events
+from bus import subjects
 from bus.connection import Bus, BusUnavailable
 from bus.directory import ZoneDirectory
 from persistence.cache import Cache
@@ -29,59 +28,16 @@ from persistence.characters import (
     move_to_zone,
     update_positions,
 )
-from persistence.errors import (
-    DomainError,
-    Forbidden,
-    NotFound,
-    ValidationFailed,
-    ZoneUnavailable,
-)
+from persistence.errors import DomainError, Forbidden, NotFound, ValidationFailed
 from persistence.postgres import Postgres
-from server.config import Settings
-from server.remote import RemoteZone
-from zones.actor import Admission, Entrant, Outlet, Position, ZoneActor, ZoneHooks
-from zones.simulation import Bounds, Rules
+from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
+from zones.errors import ZoneUnavailable
+from zones.link import LocalZone, Member, ZoneLink
+from zones.remote import RemoteZone
+from zones.simulation import Rules
 
 SPAWN = (0.0, 0.0)  # where a character arrives in a zone it travels to
 DIRECTORY_TIMEOUT_S = 1.0
-
-
-class Member(Protocol):
-    """A session, as a zone link sees it."""
-
-    outlet: Outlet
-    session_id: str
-
-    def zone_lost(self) -> None:
-        """Its zone stopped answering; tell the client (it stays connected)."""
-
-    def rejoin(self) -> None:
-        """Try to join its character again (the zone may be back)."""
-
-
-class ZoneLink(Protocol):
-    zone_id: str
-
-    async def join(self, entrant: Entrant, member: Member) -> Admission: ...
-
-    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None: ...
-
-    def leave(self, character_id: str, member: Member) -> None: ...
-
-
-class LocalZone:
-    """A zone actor of this process, behind the same link as a remote zone."""
-
-    def __init__(self, actor: ZoneActor) -> None:
-        self.zone_id = actor.zone_id
-        self.actor = actor
-        self.move = actor.move  # the hot path: no extra call
-
-    async def join(self, entrant: Entrant, member: Member) -> Admission:
-        return await self.actor.join(entrant, member.outlet)
-
-    def leave(self, character_id: str, member: Member) -> None:
-        self.actor.leave(character_id, member.outlet)
 
 
 def _entrant(character: Character, x: float, y: float, *, placed: bool = False) -> Entrant:
@@ -95,13 +51,24 @@ class Entered:
     zone: ZoneLink
 
 
+@dataclass(frozen=True)
+class WorldConfig:
+    """What the world of a process is made of (from server/config.py's Settings)."""
+
+    rules: Rules
+    tick_rate_hz: float
+    checkpoint_s: float
+    lease_s: float  # a zone's lease in the zone directory
+    listed: tuple[str, ...]  # zones listed by GET /v1/world/zones even while down
+
+
 class World:
-    def __init__(self, settings: Settings, pg: Postgres, cache: Cache, bus: Bus) -> None:
-        self._settings = settings
+    def __init__(self, config: WorldConfig, pg: Postgres, cache: Cache, bus: Bus) -> None:
+        self._config = config
         self._pg = pg
         self._cache = cache
         self._bus = bus
-        self.directory = ZoneDirectory(bus, lease_s=settings.zone_lease_s)
+        self.directory = ZoneDirectory(bus, lease_s=config.lease_s)
         self.instance_id = uuid.uuid4().hex  # this process, for zones in others
         self.zones: dict[str, ZoneActor] = {}  # the zones this process runs now
         self._remote: dict[str, RemoteZone] = {}
@@ -118,11 +85,10 @@ class World:
     def new_zone(self, zone_id: str, *,
                  publish_snapshot: Callable[[bytes], None] | None = None) -> ZoneActor:
         """A zone actor for `zone_id`, with hooks into this process's services."""
-        s = self._settings
-        rules = Rules(Bounds(*s.world_bounds), max_step=s.world_max_step)
+        c = self._config
         hooks = ZoneHooks(self._save_positions, self._publish_moves, publish_snapshot)
-        return ZoneActor(zone_id, rules, hooks, tick_rate_hz=s.world_tick_rate_hz,
-                         checkpoint_s=s.world_checkpoint_s)
+        return ZoneActor(zone_id, c.rules, hooks, tick_rate_hz=c.tick_rate_hz,
+                         checkpoint_s=c.checkpoint_s)
 
     def link(self, zone_id: str) -> ZoneLink:
         if zone_id in self.zones:
@@ -130,8 +96,7 @@ class World:
         remote = self._remote.get(zone_id)
         if remote is None:
             assert self._nursery is not None, "World actor not started"
-            remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id,
-                                                        self._settings)
+            remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id)
             self._nursery.start_soon(remote.run)
         return remote
 
@@ -173,7 +138,7 @@ class World:
 
     async def zone_list(self) -> list[dict[str, object]]:
         """Every zone of the world: up or not, with its stats when up."""
-        known = sorted({*self._settings.zones, *self.zones})
+        known = sorted({*self._config.listed, *self.zones})
         held = await self.directory_entries([z for z in known if z not in self.zones])
         return [self.zones[z].stats() if z in self.zones
                 else {"zone": z, "players": 0, **held[z], "up": True} if z in held
@@ -182,7 +147,7 @@ class World:
     async def is_up(self, zone_id: str) -> bool:
         if zone_id in self.zones:
             return True
-        if zone_id not in self._settings.zones:
+        if zone_id not in self._config.listed:
             return False
         return zone_id in await self.directory_entries([zone_id])
 
@@ -199,7 +164,7 @@ class World:
         while True:
             try:
                 await self._bus.connected_once.wait()
-                async with self._bus.subscription(f"api.{self.instance_id}.events") as heard:
+                async with self._bus.subscription(subjects.api_events(self.instance_id)) as heard:
                     async for message in heard:
                         body = orjson.loads(message.data)
                         for zone_id, character_id, session_id in body.get("replaced", ()):
@@ -216,5 +181,5 @@ class World:
         await self._cache.invalidate(*{cache_key(uuid.UUID(p.user_id)) for p in positions})
 
     async def _publish_moves(self, payloads: list[bytes]) -> None:
-        await self._bus.publish_many(events.PLAYER_MOVED, payloads)
+        await self._bus.publish_many(subjects.PLAYER_MOVED, payloads)
 

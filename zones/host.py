@@ -21,11 +21,11 @@ from contextlib import suppress
 import orjson
 import trio
 
+from bus import subjects
 from bus.connection import Bus, BusUnavailable, Message
 from persistence.errors import DomainError
-from server.remote import events_subject, input_subject, join_subject, snapshot_subject
-from server.world import World
 from zones.actor import Entrant, ZoneActor
+from zones.world import World
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class ZoneHost:
             held[0] = renewed
 
     async def _serve_joins(self, actor: ZoneActor) -> None:
-        async with self._bus.subscription(join_subject(self.zone_id)) as joins:
+        async with self._bus.subscription(subjects.zone_join(self.zone_id)) as joins:
             async for message in joins:
                 answer = await self._join(actor, message)
                 try:
@@ -158,7 +158,8 @@ class ZoneHost:
                 "x": admission.x, "y": admission.y}
 
     async def _serve_inputs(self, actor: ZoneActor) -> None:
-        async with self._bus.subscription(input_subject(self.zone_id), buffer=10_000) as inputs:
+        subject = subjects.zone_input(self.zone_id)
+        async with self._bus.subscription(subject, buffer=10_000) as inputs:
             async for message in inputs:
                 try:
                     body = orjson.loads(message.data)
@@ -194,7 +195,7 @@ class ZoneHost:
                 self._snapshots_out.send_nowait(payload)
 
     async def _send_snapshots(self) -> None:
-        subject = snapshot_subject(self.zone_id)
+        subject = subjects.zone_snapshot(self.zone_id)
         async for payload in self._snapshots_in:
             with suppress(BusUnavailable):  # remote members will notice the silence
                 await self._bus.publish_many(subject, [payload])
@@ -214,7 +215,7 @@ class ZoneHost:
             news, self._news = self._news, defaultdict(list)
             for api, replaced in news.items():
                 try:
-                    await self._bus.publish_many(events_subject(api), [orjson.dumps(
+                    await self._bus.publish_many(subjects.api_events(api), [orjson.dumps(
                         {"replaced": replaced})])
                 except BusUnavailable:
                     log.warning("zone %s: could not tell %s its session was replaced",

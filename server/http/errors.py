@@ -1,0 +1,52 @@
+"""The one place that maps errors to HTTP (docs/protocol.md, "Errors (HTTP)"): the
+status of every error code, the error body, and the errors only a request body meets."""
+
+from __future__ import annotations
+
+import orjson
+from quart import Response
+
+from persistence.errors import DomainError, RateLimited
+
+STATUS = {
+    "validation_failed": 400, "bad_json": 400, "unauthenticated": 401,
+    "invalid_credentials": 401, "forbidden": 403, "not_found": 404,
+    "method_not_allowed": 405, "conflict": 409, "too_large": 413,
+    "unsupported_media_type": 415, "rate_limited": 429, "internal": 500,
+    "unavailable": 503, "zone_unavailable": 503,
+}
+
+
+class BadJson(DomainError):
+    code = "bad_json"
+
+
+class TooLarge(DomainError):
+    code = "too_large"
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+
+
+def json_response(body: object, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    return raw_json_response(orjson.dumps(body), status, headers)
+
+
+def raw_json_response(body: bytes, status: int = 200,
+                      headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status=status, headers=headers, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    error: dict[str, object] = {"code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return json_response({"error": error}, status, headers)
+
+
+def domain_error_response(exc: DomainError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+    return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.fields, headers)

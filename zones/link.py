@@ -1,0 +1,51 @@
+"""How a session reaches its zone: a ZoneLink, the same whether the zone runs in this
+process (a LocalZone around its actor) or in another one (zones/remote.py), and what
+a link asks of the session it serves (a Member)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from zones.actor import Admission, Entrant, Outlet, ZoneActor
+
+
+class Member(Protocol):
+    """A session, as a zone link sees it."""
+
+    @property
+    def outlet(self) -> Outlet: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    def zone_lost(self) -> None:
+        """Its zone stopped answering; tell the client (it stays connected)."""
+
+    def rejoin(self) -> None:
+        """Try to join its character again (the zone may be back)."""
+
+
+class ZoneLink(Protocol):
+    @property
+    def zone_id(self) -> str: ...
+
+    async def join(self, entrant: Entrant, member: Member) -> Admission: ...
+
+    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None: ...
+
+    def leave(self, character_id: str, member: Member) -> None: ...
+
+
+class LocalZone:
+    """A zone actor of this process, behind the same link as a remote zone."""
+
+    def __init__(self, actor: ZoneActor) -> None:
+        self.zone_id = actor.zone_id
+        self.actor = actor
+        self.move = actor.move  # the hot path: no extra call
+
+    async def join(self, entrant: Entrant, member: Member) -> Admission:
+        return await self.actor.join(entrant, member.outlet)
+
+    def leave(self, character_id: str, member: Member) -> None:
+        self.actor.leave(character_id, member.outlet)
