@@ -1,12 +1,16 @@
-"""A lean WebSocket client for big swarms: the handshake, masked text frames out, and
-server frames in, scanned in place without copying or decoding them.
+"""A hand-made WebSocket client: the handshake, masked client frames, and server frames
+scanned in place. The swarm drives hundreds of these; the tests use the same pieces
+to misbehave on purpose (floods, oversized frames, bad masks) where a WebSocket
+library would refuse to.
 
 trio-websocket parses and decodes every frame into a str in a task of its own; at
 hundreds of clients receiving ~50 KB snapshots 20 times a second that needs
 several cores, so a single-core swarm would measure itself rather than the
-server. Here every client socket sits in one EpollHub (the server's own
-epoll demultiplexer): one wakeup reads every socket that has data, and each
-text payload is handed to a callback as (buffer, start, end).
+server. `RawWebSocket` puts every client socket in one EpollHub (the server's own
+epoll demultiplexer): one wakeup reads every socket that has data, and each text
+payload is handed to a callback as (buffer, start, end). The stream helpers at the
+end (`open_upgraded`, `received_until`, `close_of`) do the same over a trio stream,
+one socket at a time, for tests.
 """
 
 from __future__ import annotations
@@ -25,6 +29,50 @@ from server.ws.hub import EpollHub
 
 OnText = Callable[[bytearray, int, int], None]
 RECV_BYTES = 1 << 18
+TIMEOUT_S = 5.0
+
+
+def upgrade_request(host: str, target: str, *, origin: str | None = None) -> bytes:
+    """A WebSocket upgrade request for `target` (path and query)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
+            + (f"Origin: {origin}\r\n" if origin else "") + "\r\n").encode()
+
+
+def client_frame(payload: bytes, opcode: int = TEXT, *, fin: bool = True, masked: bool = True,
+                 rsv: int = 0, length: int | None = None) -> bytes:
+    """One client frame, masked as a browser masks it; `length` overrides the declared
+    payload length (for a header that promises more than follows)."""
+    n = len(payload) if length is None else length
+    first = (0x80 if fin else 0) | rsv | opcode
+    mask_bit = 0x80 if masked else 0
+    if n < 126:
+        header = struct.pack("!BB", first, mask_bit | n)
+    elif n < 1 << 16:
+        header = struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        header = struct.pack("!BBQ", first, mask_bit | 127, n)
+    if not masked:
+        return header + payload
+    mask = os.urandom(4)
+    return header + mask + unmask(payload, mask)  # masking is the same XOR
+
+
+def frame_at(buf: bytes | bytearray, offset: int) -> tuple[int, int, int] | None:
+    """(opcode, payload start, payload end) of a whole unmasked frame at `offset`."""
+    extent = payload_extent(buf, offset)
+    if extent is None:
+        return None
+    start, length = extent
+    end = start + length
+    return (buf[offset] & 0x0F, start, end) if end <= len(buf) else None
+
+
+def close_code(payload: bytes | bytearray) -> int:
+    """The code of a close frame's payload (1005: none given)."""
+    return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
 
 
 class RawWebSocket:
@@ -44,11 +92,8 @@ class RawWebSocket:
         await tsock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
         sock = socket.socket(fileno=tsock.detach())
         sock.setblocking(False)
-        key = base64.b64encode(os.urandom(16)).decode()
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        sock.send((f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        sock.send(upgrade_request(parts.netloc, target))
         data = b""
         while b"\r\n\r\n" not in data:
             await trio.lowlevel.wait_readable(sock)
@@ -67,12 +112,7 @@ class RawWebSocket:
         return self._sock.fileno()
 
     async def send_text(self, payload: bytes) -> None:
-        mask = os.urandom(4)
-        n = len(payload)
-        header = (struct.pack("!BB", 0x80 | TEXT, 0x80 | n) if n < 126
-                  else struct.pack("!BBH", 0x80 | TEXT, 0x80 | 126, n))
-        frame = header + mask + unmask(payload, mask)
-        view = memoryview(frame)
+        view = memoryview(client_frame(payload))
         while view:
             try:
                 view = view[self._sock.send(view):]
@@ -98,13 +138,12 @@ class RawWebSocket:
 
     def _drain(self) -> None:
         buf, offset = self._buffer, 0
-        while (frame := _frame_at(buf, offset)) is not None:
+        while (frame := frame_at(buf, offset)) is not None:
             opcode, start, end = frame
             if opcode == TEXT:
                 self._on_text(buf, start, end)
             elif opcode == CLOSE:
-                self._close(int.from_bytes(buf[start:start + 2], "big") if end > start
-                            else 1005)
+                self._close(close_code(buf[start:end]))
                 return
             offset = end
         del buf[:offset]
@@ -118,11 +157,48 @@ class RawWebSocket:
         self._sock.close()
 
 
-def _frame_at(buf: bytearray, offset: int) -> tuple[int, int, int] | None:
-    """(opcode, payload start, payload end) of a whole unmasked frame at `offset`."""
-    extent = payload_extent(buf, offset)
-    if extent is None:
-        return None
-    start, length = extent
-    end = start + length
-    return (buf[offset] & 0x0F, start, end) if end <= len(buf) else None
+# --- one socket over a trio stream, for tests ----------------------------------------------
+
+async def open_upgraded(url: str, target: str, *, origin: str | None = None,
+                        rcvbuf: int | None = None) -> tuple[trio.SocketStream, bytes]:
+    """Connect to `url` (http://host:port), send an upgrade for `target`; the stream and
+    what the server answered up to the end of its response head (and what came with it)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    sock = trio.socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect((host, parts.port or 80))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(upgrade_request(host, target, origin=origin))
+    return stream, await received_until(stream, b"\r\n\r\n")
+
+
+async def received_until(stream: trio.abc.ReceiveStream, marker: bytes) -> bytes:
+    """What the server sent, up to and including `marker` (and what came with it)."""
+    data = b""
+    with trio.fail_after(TIMEOUT_S):
+        while marker not in data:
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"closed before {marker!r}: {data!r}"
+            data += chunk
+    return data
+
+
+async def close_of(stream: trio.abc.ReceiveStream, buffered: bytes = b"",
+                   timeout_s: float = 2 * TIMEOUT_S) -> tuple[int, str]:
+    """Read server frames until a close frame: its code and reason. Raises
+    ConnectionResetError (or AssertionError on EOF) if the connection ends without one."""
+    data = bytearray(buffered)
+    with trio.fail_after(timeout_s):
+        while True:
+            offset = 0
+            while (frame := frame_at(data, offset)) is not None:
+                opcode, start, end = frame
+                if opcode == CLOSE:
+                    return close_code(data[start:end]), data[start + 2:end].decode()
+                offset = end
+            del data[:offset]
+            chunk = await stream.receive_some(65536)
+            assert chunk, "the connection ended without a close frame"
+            data += chunk

@@ -1,7 +1,7 @@
-"""Unit tests of server/outlet.py, the one writer of a world socket: snapshots and control
+"""Unit tests of server/ws/outlet.py, the one writer of a world socket: snapshots and control
 messages as unmasked frames, a reader that stops reading (snapshots skipped, control
 messages kept, no interleaved bytes), the slow-reader drop after `slow_close_s`, close()
-after queued data, and FrameCache; plus server.session.TokenBucket (pure logic).
+after queued data, and FrameCache.
 
 Rules: a real socket.socketpair(), both ends non-blocking with 4 KiB kernel buffers so
 that a large snapshot fills them at once; the test holds the client end and parses what
@@ -22,7 +22,6 @@ import trio
 
 from server.ws import codec as ws
 from server.ws.outlet import FrameCache, Outlet
-from server.ws.session import TokenBucket
 
 BUFFER_BYTES = 4096
 Frame = tuple[int, bytes]
@@ -168,6 +167,21 @@ async def test_a_reader_that_stops_reading_skips_snapshots_but_keeps_control_mes
                       (ws.TEXT, payloads[-1])]
 
 
+async def test_pongs_to_a_ping_flood_keep_only_the_newest_while_the_reader_is_behind(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    peer = Peer(client)
+    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    async with running(outlet):
+        outlet.pong(b"first")  # the socket is idle: written at once
+        outlet.snapshot(big(0))  # fills the kernel's buffers: behind from now on
+        for n in range(1000):
+            outlet.pong(b"%d" % n)
+        frames = await peer.frames(3)  # the client reads at last
+    assert frames == [(ws.PONG, b"first"), (ws.TEXT, big(0)), (ws.PONG, b"999")]
+
+
 async def test_a_reader_behind_for_longer_than_slow_close_s_is_dropped(
     pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -247,12 +261,3 @@ def test_frame_cache_reuses_the_frame_of_the_same_payload_object() -> None:
     assert cache.frame(equal) is not framed
     assert cache.frame(equal) == framed
     assert cache.frame(b'{"tick":2}') == ws.frame(b'{"tick":2}')
-
-
-def test_token_bucket_allows_bursts_of_twice_the_rate_then_refills() -> None:
-    bucket = TokenBucket(rate=5, now=100.0)
-    assert [bucket.take(100.0) for _ in range(11)] == [True] * 10 + [False]
-    assert not bucket.take(100.1)  # half a token
-    assert bucket.take(100.2)  # one token back after 1 / rate seconds
-    assert not bucket.take(100.2)
-    assert [bucket.take(160.0) for _ in range(11)] == [True] * 10 + [False]  # capped at 2x

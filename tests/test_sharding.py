@@ -28,8 +28,7 @@ import trio
 from server.config import Settings
 from tests.helpers import eventually
 from tests.processes import Outpost, process_env, started
-from tests.test_world import (
-    _remote,
+from tests.world import (
     connect,
     joined,
     new_player,
@@ -84,8 +83,8 @@ async def test_zones_through_the_api_travel_and_isolation(cluster: dict[str, Out
     api = cluster["api"]
     ada, bob = await players(api, 2)
     a_id, b_id = ada["character"]["id"], bob["character"]["id"]
-    async with (connect(ws_url(_remote(api.url), ada["token"])) as a,
-                connect(ws_url(_remote(api.url), bob["token"])) as b):
+    async with (connect(ws_url(api.url, ada["token"])) as a,
+                connect(ws_url(api.url, bob["token"])) as b):
         assert (await joined(a, a_id))["zone"] == "z1"
         await joined(b, b_id)
         await send(a, {"type": "move", "dx": 1.0, "dy": 0.0, "seq": 1})
@@ -129,8 +128,8 @@ async def test_a_killed_zone_comes_back_and_the_other_never_stalls(
     api = cluster["api"]
     ada, cyd = await players(api, 2)
     a_id, c_id = ada["character"]["id"], cyd["character"]["id"]
-    async with (connect(ws_url(_remote(api.url), ada["token"])) as a,
-                connect(ws_url(_remote(api.url), cyd["token"])) as c):
+    async with (connect(ws_url(api.url, ada["token"])) as a,
+                connect(ws_url(api.url, cyd["token"])) as c):
         await joined(a, a_id)
         await joined(c, c_id)
         await send(c, {"type": "travel", "zone": "z2"})
@@ -188,8 +187,8 @@ async def test_two_api_processes_serve_one_zone(
     async with started(tmp_path, "api", env=env) as second:
         one, two = (await players(cluster["api"], 1))[0], (await players(second, 1))[0]
         ids = {one["character"]["id"], two["character"]["id"]}
-        async with (connect(ws_url(_remote(cluster["api"].url), one["token"])) as x,
-                    connect(ws_url(_remote(second.url), two["token"])) as y):
+        async with (connect(ws_url(cluster["api"].url, one["token"])) as x,
+                    connect(ws_url(second.url, two["token"])) as y):
             await joined(x, one["character"]["id"])
             await joined(y, two["character"]["id"])
             for conn in (x, y):
@@ -216,7 +215,7 @@ async def test_sigterm_of_a_zone_saves_positions_first(
     api = cluster["api"]
     (eve,) = await players(api, 1)
     e_id = eve["character"]["id"]
-    async with connect(ws_url(_remote(api.url), eve["token"])) as conn:
+    async with connect(ws_url(api.url, eve["token"])) as conn:
         await joined(conn, e_id)
         await send(conn, {"type": "move", "dx": -1.5, "dy": 0.5, "seq": 1})
         await snapshot_with(conn, e_id, lambda e: e["seq"] == 1)

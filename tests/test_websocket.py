@@ -1,10 +1,10 @@
-"""Unit tests of server/websocket.py, the sans-IO RFC 6455 codec: the accept key, the HTTP
+"""Unit tests of server/ws/codec.py, the sans-IO RFC 6455 codec: the accept key, the HTTP
 request head parser and the 101 handshake, server frame headers for each length encoding,
 close frames, and FrameReader (unmasking, several frames per feed, frames split across
 feeds, fragments, control frames, and each ProtocolViolation with its close code).
 
 Rules: pure logic, no sockets, no trio, no services. Client frames are built by
-`client_frame` below, masked as a browser would mask them.
+`client_frame` of bench/rawws.py, masked as a browser masks them.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import struct
 
 import pytest
 
+from bench.rawws import client_frame
 from server.ws import codec as ws
 
-MASK = b"\x37\xfa\x21\x3d"
 UPGRADE_HEAD = (
     b"GET /world?token=abc&zone=z1 HTTP/1.1\r\n"
     b"Host: example.com\r\n"
@@ -26,24 +26,6 @@ UPGRADE_HEAD = (
     b"X-Tag: one\r\n"
     b"x-tag: two"
 )
-
-
-def client_frame(payload: bytes, opcode: int = ws.TEXT, *, fin: bool = True,
-                 masked: bool = True, rsv: int = 0, length: int | None = None) -> bytes:
-    """One client frame; `length` overrides the declared payload length (header only)."""
-    n = len(payload) if length is None else length
-    first = (0x80 if fin else 0) | rsv | opcode
-    mask_bit = 0x80 if masked else 0
-    if n < 126:
-        header = struct.pack("!BB", first, mask_bit | n)
-    elif n < 1 << 16:
-        header = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        header = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not masked:
-        return header + payload
-    body = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
-    return header + MASK + body
 
 
 def read(data: bytes, max_message_bytes: int = 1 << 16) -> list[ws.Message]:

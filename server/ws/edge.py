@@ -31,7 +31,7 @@ from server.config import Settings
 from server.ws import codec as ws
 from server.ws.hub import EpollHub
 from server.ws.outlet import FrameCache
-from server.ws.session import Session, authenticate
+from server.ws.session import CLOSE_LINGER_S, Session, authenticate, half_close
 from zones.world import World
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,24 @@ async def send_all(sock: socket.socket, data: bytes) -> None:
             view = view[sock.send(view):]
         except BlockingIOError:
             await trio.lowlevel.wait_writable(sock)
+
+
+async def _refuse_and_linger(conn: socket.socket, response: bytes) -> None:
+    """Send `response`, half-close, and read on (discarding) until the client closes or
+    CLOSE_LINGER_S pass: closing with its input unread would reset the connection and
+    destroy the response in flight (see server/ws/session.py)."""
+    await send_all(conn, response)
+    half_close(conn)
+    with trio.move_on_after(CLOSE_LINGER_S):
+        while True:
+            await trio.lowlevel.wait_readable(conn)
+            try:
+                if not conn.recv(65536):
+                    return
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
 
 
 def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
@@ -174,12 +192,13 @@ class Edge:
         """Answer the upgrade: a Session after the 101, None after a refusal."""
         refusal = self._refuse(request)
         if isinstance(refusal, bytes):
-            await send_all(conn, refusal)
+            await _refuse_and_linger(conn, refusal)
             return None
         response = ws.handshake_response(request)
         if response is None:
-            await send_all(conn, _refusal(400, "Bad Request", "validation_failed",
-                                          "not a valid WebSocket (version 13) handshake"))
+            await _refuse_and_linger(conn, _refusal(
+                400, "Bad Request", "validation_failed",
+                "not a valid WebSocket (version 13) handshake"))
             return None
         await send_all(conn, response)
         user_id, expires_at = refusal

@@ -5,10 +5,12 @@ a frame is written straight into the socket from the caller (the zone's tick
 fans a snapshot out this way: one non-blocking `sendmsg` per client, no task
 switch). What the kernel does not take waits here and a writer task finishes
 it when the socket is writable; while anything waits, nothing is written
-directly, so bytes never interleave. Control frames (welcome, pong, error,
-close) queue in order; snapshots keep only the newest, so a slow reader skips
+directly, so bytes never interleave. Messages (welcome, error, pong) and the
+close frame queue in order; snapshots keep only the newest, so a slow reader skips
 snapshots and never slows the tick, and one that stays behind for
-`slow_close_s` is dropped.
+`slow_close_s` is dropped. Pongs to WebSocket pings keep only the newest too
+(RFC 6455 allows it), so a ping flood from a client that never reads cannot grow
+the queue.
 """
 
 from __future__ import annotations
@@ -46,21 +48,33 @@ class Outlet:
         self._pending: memoryview | None = None  # the rest of a frame being written
         self._controls: deque[bytes] = deque()
         self._snapshot: bytes | None = None  # newest snapshot payload not started yet
+        self._pong: bytes | None = None  # the pong frame for the newest ping not answered
         self._behind_since: float | None = None
-        self._closing = False
         self._wake = trio.Event()
         self._waiting: trio.CancelScope | None = None
-        self.ended = trio.Event()  # set when the socket is done: closed, broken or dropped
+        self.closing = trio.Event()  # set by close() and abort(): nothing new is queued
+        self.ended = trio.Event()  # set when the writing is done: closed, broken or dropped
+        self.aborted = False  # ended without its close frame: broken, or dropped
         self.skipped_snapshots = 0
 
     # --- what sessions and zones call; none of it blocks ----------------------------------
 
     def send(self, payload: bytes, opcode: int = ws.TEXT) -> None:
-        """A control message (welcome, pong, error): never dropped, in order."""
+        """A message (welcome, pong, error): never dropped, in order."""
         self._enqueue_control(ws.frame(payload, opcode))
 
+    def pong(self, payload: bytes) -> None:
+        """Answer a WebSocket ping; an answer not sent yet is replaced by this one."""
+        if self.closing.is_set():
+            return
+        frame = ws.frame(payload, ws.PONG)
+        if self._idle:
+            self._write_now(frame)
+        else:
+            self._pong = frame
+
     def snapshot(self, payload: bytes) -> None:
-        if self._closing:
+        if self.closing.is_set():
             return
         if self._idle:
             self._write_now(self._frames.frame(payload))
@@ -79,11 +93,11 @@ class Outlet:
 
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is queued; the writer then ends the socket."""
-        if self._closing:
+        if self.closing.is_set():
             return
-        self._snapshot = None
+        self._snapshot = self._pong = None
         self._enqueue_control(ws.close_frame(code, reason))
-        self._closing = True
+        self.closing.set()
         self._wake.set()
 
     # --- the writer task -------------------------------------------------------------------
@@ -101,17 +115,18 @@ class Outlet:
                             self._write_pending()
                         if self._pending is None and not self.ended.is_set():
                             self._start_next()
-                if self._closing and self._pending is None:
+                if self.closing.is_set() and self._pending is None:
                     self.ended.set()
         finally:
             self.ended.set()
 
     @property
     def _idle(self) -> bool:
-        return self._pending is None and not self._controls and self._snapshot is None
+        return (self._pending is None and not self._controls and self._pong is None
+                and self._snapshot is None)
 
     def _enqueue_control(self, frame: bytes) -> None:
-        if self._closing:
+        if self.closing.is_set():
             return
         if self._idle:
             self._write_now(frame)
@@ -145,6 +160,8 @@ class Outlet:
     def _start_next(self) -> None:
         if self._controls:
             self._pending = memoryview(self._controls.popleft())
+        elif self._pong is not None:
+            self._pending, self._pong = memoryview(self._pong), None
         elif self._snapshot is not None:
             self._pending = memoryview(self._frames.frame(self._snapshot))
             self._snapshot = None
@@ -155,8 +172,9 @@ class Outlet:
         """Give up on the socket (broken, or too far behind): nothing more is sent."""
         self._pending = None
         self._controls.clear()
-        self._snapshot = None
-        self._closing = True
+        self._snapshot = self._pong = None
+        self.aborted = True
+        self.closing.set()
         self.ended.set()
         self._wake.set()
         if self._waiting is not None:

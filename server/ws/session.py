@@ -1,78 +1,69 @@
-"""One world WebSocket session (docs/protocol.md, "World (WebSocket)").
+"""One world WebSocket session (docs/protocol.md, "World (WebSocket)"): the trio shell
+around a Conversation (server/ws/messages.py: what the client's messages mean).
 
-A session is a nursery: the writer (its Outlet: what the zone and the session
-produced), the joins it is waiting on (each asks the character service), the
-deadlines (token expiry, first join, idle), and the closing handshake. Reading
-is event-driven through the process's EpollHub, which calls `on_readable`
-when the socket has input: parse, validate, route to the zone, without a task
-switch per message. When the peer goes, the writer breaks, or the session
-closes, the nursery ends: the character leaves its zone, which saves its
-position.
+A session is a nursery: the writer (its Outlet), the joins it waits on (each asks
+the character service), the deadlines (token expiry, first join, idle) and the
+closing handshake. Reading is event-driven through the process's EpollHub, which
+calls `on_readable` when the socket has input: each whole message goes through the
+Conversation, and what it asks for is done at once (a move goes to the zone
+without a task switch) or queued for the session's own task (a join asks Postgres).
+When the peer goes, the writer breaks, or the closing handshake ends, the nursery
+ends: the character leaves its zone, which saves its position.
+
+A close the server starts (4001, 4008, 4009, 1001) must reach the client even while
+it keeps sending. Closing a socket whose input has not been read makes the kernel
+answer with a reset, which destroys the close frame still in flight. So the close
+frame goes out after what is queued (waiting for a client that reads slowly as long
+as WORLD_SLOW_CLOSE allows), the socket is half-closed (FIN), and input is read on
+but discarded until the peer's close frame or EOF, for at most CLOSE_LINGER_S;
+only then is the socket closed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import socket
 import time
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any
 
-import orjson
 import trio
 
 from auth.tokens import Tokens, bearer_token
 from persistence.errors import DomainError, Unauthenticated
 from server.config import Settings
 from server.http.characters import character_json
-from server.ws import codec as ws
+from server.ws import codec, messages
 from server.ws.hub import EpollHub
+from server.ws.messages import (
+    CloseFrame,
+    Conversation,
+    Join,
+    Move,
+    Ping,
+    PingFrame,
+    Received,
+    Refusal,
+    Travel,
+    Violation,
+)
 from server.ws.outlet import FrameCache, Outlet
-from zones.world import Entered, World, ZoneLink
+from zones.world import Entered, World
 
 log = logging.getLogger(__name__)
 
-CLOSE_FLUSH_S = 2.0  # how long a closing session waits for its close frame to go out
+CLOSE_LINGER_S = 2.0  # how long a closing socket waits for its peer's goodbye
 RECV_BYTES = 65536
-_NUMBERS = (int, float)  # by exact type: bool, an int subclass, is not a number here
+READS_PER_WAKEUP = 4  # a client that floods must not hold the hub for long
 JOIN_QUEUE = 2  # joins waiting for the character service, per session
 
 
-def error_message(code: str, message: str) -> bytes:
-    return orjson.dumps({"type": "error", "code": code, "message": message})
+@dataclass(frozen=True, slots=True)
+class _Rejoin:
+    """Join the character again, quietly (its zone may be back)."""
 
-
-class TokenBucket:
-    """Allows `rate` messages a second with bursts of twice that (pure logic)."""
-
-    def __init__(self, rate: float, now: float) -> None:
-        self._rate = rate
-        self._capacity = 2 * rate
-        self._tokens = self._capacity
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
-@dataclass
-class Joined:
-    entered: Entered
-    character_id: str
-    last_seq: int = -1
-
-    @property
-    def zone(self) -> ZoneLink:
-        return self.entered.zone
+    character_id: uuid.UUID
 
 
 def authenticate(tokens: Tokens, authorization: str | None,
@@ -85,6 +76,12 @@ def authenticate(tokens: Tokens, authorization: str | None,
     raise Unauthenticated("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
 
 
+def half_close(sock: socket.socket) -> None:
+    """Send FIN after what was written; the peer has all of it, and reading goes on."""
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+
+
 class Session:
     """Reads through the EpollHub (`on_readable`), writes through its Outlet."""
 
@@ -95,27 +92,29 @@ class Session:
         self._user_id = user_id
         self._expires_at = expires_at
         self._world = world
-        self._settings = settings
         self._hub = hub
+        self._slow_close_s = settings.world_slow_close_s
         self.outlet = Outlet(sock, frames, slow_close_s=settings.world_slow_close_s)
-        self._reader = ws.FrameReader(max_message_bytes=settings.world_max_message_bytes)
+        self._reader = codec.FrameReader(max_message_bytes=settings.world_max_message_bytes)
         self._reader.feed(leftover)
         self._buffer = bytearray(RECV_BYTES)
-        self._joined: Joined | None = None
-        # Joins, travels and automatic re-joins wait here for the session's own task.
-        self._joins_in, self._joins_out = trio.open_memory_channel[dict[str, Any]](JOIN_QUEUE)
+        self._conversation = Conversation(
+            max_messages_per_s=settings.world_max_messages_per_s,
+            join_timeout_s=settings.world_join_timeout_s,
+            idle_timeout_s=settings.world_idle_timeout_s, now=trio.current_time())
+        self._entered: Entered | None = None
+        self._character_id = ""  # of _entered, as zones name it
+        self._joins_in, self._joins_out = trio.open_memory_channel[Join | Travel | _Rejoin](
+            JOIN_QUEUE)
         self.session_id = uuid.uuid4().hex
-        now = trio.current_time()
-        self._bucket = TokenBucket(settings.world_max_messages_per_s, now)
-        self._deadline = now + settings.world_join_timeout_s  # no join, or idle, past this
-        self._closing = trio.Event()  # we are saying goodbye
+        self._framing_lost = False  # after a protocol violation input can only be discarded
         self._peer_gone = trio.Event()  # the peer said goodbye, or vanished
 
     async def run(self) -> None:
         self._hub.register(self._sock.fileno(), self)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write, nursery)
+                nursery.start_soon(self.outlet.run)
                 nursery.start_soon(self._finish_closing, nursery)
                 nursery.start_soon(self._serve_joins)
                 nursery.start_soon(self._watch_deadlines)
@@ -126,70 +125,103 @@ class Session:
 
     def close(self, code: int, reason: str) -> None:
         self.outlet.close(code, reason)
-        self._closing.set()
 
     def on_readable(self) -> None:
         """Read what has arrived and handle it; called by the hub, never blocks."""
-        if self._peer_gone.is_set():
+        if self._peer_gone.is_set() or not self._receive() or self._framing_lost:
             return
         try:
-            while True:
-                try:
-                    received = self._sock.recv_into(self._buffer)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    received = 0
-                if not received:  # the peer is gone: nothing to say goodbye to
-                    self._peer_gone.set()
-                    self._closing.set()
-                    self.outlet.abort()
-                    return
-                self._reader.feed(memoryview(self._buffer)[:received])
-                if received < RECV_BYTES:
-                    break
-            for opcode, payload in self._reader.messages():
-                if self._closing.is_set():  # we said goodbye: wait for the peer's
-                    if opcode == ws.CLOSE:
-                        self._peer_gone.set()
-                        return
-                elif not self._on_message(opcode, payload):
-                    return
-        except ws.ProtocolViolation as exc:
+            received = self._reader.messages()
+        except codec.ProtocolViolation as exc:
+            self._framing_lost = True
             self.close(exc.code, exc.reason)
+            return
+        now = trio.current_time()
+        for opcode, payload in received:
+            if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
+                if opcode == codec.CLOSE:
+                    self._peer_gone.set()
+                    return
+                continue
+            self._handle(self._conversation.receive(opcode, payload, now))
 
-    async def _write(self, nursery: trio.Nursery) -> None:
-        await self.outlet.run()
-        nursery.cancel_scope.cancel()
+    def _receive(self) -> bool:
+        """Take what the socket has into the frame reader; False once the peer is gone."""
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                received = self._sock.recv_into(self._buffer)
+            except BlockingIOError:
+                return True
+            except OSError:
+                received = 0
+            if not received:
+                self._peer_gone.set()
+                if not self.outlet.closing.is_set():  # vanished without a goodbye
+                    self.outlet.abort()
+                return False
+            if not self._framing_lost:
+                self._reader.feed(memoryview(self._buffer)[:received])
+            if received < RECV_BYTES:
+                break
+        return True
+
+    def _handle(self, received: Received) -> None:
+        match received:
+            case Move(dx, dy, seq):
+                assert self._entered is not None  # the conversation knows it is joined
+                self._entered.zone.move(self._character_id, dx, dy, seq)
+            case Join() | Travel():
+                try:
+                    self._joins_in.send_nowait(received)
+                except trio.WouldBlock:
+                    self._error("rate_limited", "wait for the answer to your last join")
+            case Ping(t):
+                self.outlet.send(messages.pong(t))
+            case Refusal(code, message):
+                self._error(code, message)
+            case PingFrame(payload):
+                self.outlet.pong(payload)
+            case CloseFrame(code):
+                self._peer_gone.set()
+                self.close(code, "bye")
+            case Violation(code, reason):
+                self.close(code, reason)
 
     async def _finish_closing(self, nursery: trio.Nursery) -> None:
-        """The closing handshake: our close frame out, then the peer's back (RFC 6455
-        wants the server to close TCP last), within CLOSE_FLUSH_S."""
-        await self._closing.wait()
-        with trio.move_on_after(CLOSE_FLUSH_S):
+        """The closing handshake (see the module's docstring). Our close frame may wait
+        behind what the client has not read yet, as long as any client may stay behind."""
+        await self.outlet.closing.wait()
+        with trio.move_on_after(self._slow_close_s):
             await self.outlet.ended.wait()
-            await self._peer_gone.wait()
+        if self.outlet.ended.is_set() and not self.outlet.aborted:
+            half_close(self._sock)
+            with trio.move_on_after(CLOSE_LINGER_S):
+                await self._peer_gone.wait()
         nursery.cancel_scope.cancel()
 
     async def _watch_deadlines(self) -> None:
         """The token's expiry, the first join's deadline, then the idle timeout."""
         expires_at = trio.current_time() + max(0.0, self._expires_at - time.time())
         while True:
-            await trio.sleep_until(min(self._deadline, expires_at))
+            await trio.sleep_until(min(self._conversation.deadline, expires_at))
             now = trio.current_time()
             if now >= expires_at:
                 self.close(4001, "the token has expired")
                 return
-            if now >= self._deadline:
-                self.close(4008, "idle for too long" if self._joined else "no join in time")
+            expired = self._conversation.expired(now)
+            if expired is not None:
+                self.close(expired.code, expired.reason)
                 return
 
     async def _serve_joins(self) -> None:
-        async for body in self._joins_out:
-            if body["type"] == "travel":
-                await self._travel(body)
-            else:
-                await self._join(body)
+        async for request in self._joins_out:
+            match request:
+                case Travel(zone):
+                    await self._travel(zone)
+                case Join(character_id):
+                    await self._join(character_id, quiet=False)
+                case _Rejoin(character_id):
+                    await self._join(character_id, quiet=True)
 
     # --- what a zone link asks of its member -----------------------------------------------
 
@@ -198,130 +230,49 @@ class Session:
                     "in it as soon as it is")
 
     def rejoin(self) -> None:
-        if self._joined is not None:
+        if self._entered is not None:
             with suppress(trio.WouldBlock):  # a join is pending already: that will do
-                self._joins_in.send_nowait({"type": "join", "quiet": True,
-                                            "character_id": self._joined.character_id})
+                self._joins_in.send_nowait(_Rejoin(self._entered.character.id))
 
-    def _on_message(self, opcode: int, payload: bytes) -> bool:
-        """Handle one message; False once the session is closing."""
-        if opcode == ws.CLOSE:
-            code = int.from_bytes(payload[:2], "big") if payload else 1000
-            self._peer_gone.set()
-            self.close(code if 1000 <= code < 5000 else 1000, "bye")
-            return False
-        if opcode == ws.PING:
-            self.outlet.send(payload, ws.PONG)
-            return True
-        if opcode == ws.PONG:
-            return True
-        now = trio.current_time()
-        if not self._bucket.take(now):
-            self.close(4008, "too many messages")
-            return False
-        if self._joined:
-            self._deadline = now + self._settings.world_idle_timeout_s
-        if opcode != ws.TEXT:
-            self._error("validation_failed", "send text frames of JSON")
-            return True
-        try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self._error(*_not_json(payload))
-            return True
-        if not isinstance(body, dict):
-            self._error("bad_json", "the message must be a JSON object")
-            return True
-        match body.get("type"):
-            case "move":
-                self._move(body)
-            case "join" | "travel":
-                try:
-                    self._joins_in.send_nowait({**body, "quiet": False})
-                except trio.WouldBlock:
-                    self._error("rate_limited", "wait for the answer to your last join")
-            case "ping":
-                self.outlet.send(orjson.dumps({"type": "pong", "t": body.get("t")}))
-            case _:
-                self._error("validation_failed", "type must be join, move, travel or ping")
-        return True
+    # ----------------------------------------------------------------------------------------
 
-    async def _join(self, body: dict[str, Any]) -> None:
-        raw_id = body.get("character_id")
-        try:
-            character_id = uuid.UUID(raw_id) if isinstance(raw_id, str) else None
-        except ValueError:
-            character_id = None
-        if character_id is None:
-            self._error("validation_failed", "character_id must be a character's uuid")
-            return
+    async def _join(self, character_id: uuid.UUID, *, quiet: bool) -> None:
         try:
             entered = await self._world.enter(self._user_id, character_id, self)
         except DomainError as exc:
-            if not body["quiet"]:  # an automatic re-join keeps trying without a word
+            if not quiet:  # an automatic re-join keeps trying without a word
                 self._error(exc.code, exc.message)  # the socket stays open for another join
             return
-        last_seq = -1
-        if self._joined and self._joined.character_id == str(character_id):
-            last_seq = self._joined.last_seq  # the same character again: seq goes on
-        else:
+        if self._entered is not None and self._entered.character.id != character_id:
             self._leave()  # a session plays one character at a time
-        self._welcome(Joined(entered, str(character_id), last_seq))
+        self._welcome(entered)
 
-    async def _travel(self, body: dict[str, Any]) -> None:
-        joined = self._joined
-        if joined is None:
+    async def _travel(self, zone_id: str) -> None:
+        if self._entered is None:
             self._error("not_joined", "join a character before travelling")
             return
         try:
-            entered = await self._world.travel(joined.entered, body.get("zone"), self)
+            entered = await self._world.travel(self._entered, zone_id, self)
         except DomainError as exc:
             self._error(exc.code, exc.message)  # still where it was
             return
-        self._welcome(Joined(entered, joined.character_id, joined.last_seq))
+        self._welcome(entered)
 
-    def _welcome(self, joined: Joined) -> None:
-        self._joined = joined
-        self._deadline = trio.current_time() + self._settings.world_idle_timeout_s
-        entered = joined.entered
+    def _welcome(self, entered: Entered) -> None:
+        self._entered = entered
+        self._character_id = str(entered.character.id)
+        self._conversation.welcomed(self._character_id, trio.current_time())
         admission = entered.admission
         character = {**character_json(entered.character), "zone_id": admission.zone_id,
                      "x": admission.x, "y": admission.y}
-        self.outlet.send(orjson.dumps({
-            "type": "welcome", "zone": admission.zone_id, "tick": admission.tick,
-            "tick_rate": admission.tick_rate_hz, "character": character}))
-
-    def _move(self, body: dict[str, Any]) -> None:
-        joined = self._joined
-        if joined is None:
-            self._error("not_joined", "join a character before moving")
-            return
-        dx, dy, seq = body.get("dx"), body.get("dy"), body.get("seq")
-        if (type(dx) not in _NUMBERS or type(dy) not in _NUMBERS
-                or not (math.isfinite(dx) and math.isfinite(dy))):
-            self._error("validation_failed", "dx and dy must be finite numbers")
-        elif type(seq) is not int or seq < 0:
-            self._error("validation_failed", "seq must be a non-negative integer")
-        elif seq <= joined.last_seq:
-            self._error("validation_failed", f"seq must increase (last was {joined.last_seq})")
-        else:
-            joined.last_seq = seq
-            joined.zone.move(joined.character_id, float(dx), float(dy), seq)
+        self.outlet.send(messages.welcome(admission.zone_id, admission.tick,
+                                          admission.tick_rate_hz, character))
 
     def _leave(self) -> None:
-        if self._joined is not None:
-            self._joined.zone.leave(self._joined.character_id, self)
-            self._joined = None
+        if self._entered is not None:
+            self._entered.zone.leave(self._character_id, self)
+            self._entered = None
+            self._conversation.left()
 
     def _error(self, code: str, message: str) -> None:
-        self.outlet.send(error_message(code, message))
-
-
-def _not_json(payload: bytes) -> tuple[str, str]:
-    """The error for a message orjson refused: NaN, Infinity or a number too large for a
-    double are JSON-ish (the stdlib reads them) but not finite numbers."""
-    try:
-        json.loads(payload)
-    except ValueError:
-        return "bad_json", "the message is not valid JSON"
-    return "validation_failed", "numbers must be finite"
+        self.outlet.send(messages.error(code, message))

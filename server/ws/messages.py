@@ -1,0 +1,224 @@
+"""What a world client's messages mean (docs/protocol.md, "World (WebSocket)"). Sans-IO.
+
+A `Conversation` holds what judging a message needs to remember about one socket:
+the rate limit, the character it plays and the last move seq it sent, and the
+deadline for its first join or its next sign of life. `receive` takes one whole
+message as the codec read it (opcode, payload) and says what it asks for, as a
+typed value: a `Join`, `Travel`, `Move` or `Ping`; a `Refusal` to answer with an
+`error` (the socket stays open); a `PingFrame` to answer with a pong; the peer's
+`CloseFrame`; or a `Violation` that closes the socket. Nothing here does IO or
+imports trio, so all of it is tested with plain values (tests/test_messages.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+
+import orjson
+
+from server.ws import codec
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    character_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Travel:
+    zone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    dx: float
+    dy: float
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    t: object  # any JSON value, echoed as it came
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Answer with an `error` message; the socket stays open."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingFrame:
+    """A WebSocket ping: answer with a pong carrying `payload`."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseFrame:
+    """The peer's close frame (its code, or 1000 when it gave none)."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Close the socket with `code` and `reason`."""
+
+    code: int
+    reason: str
+
+
+Request = Join | Travel | Move | Ping
+Received = Request | Refusal | PingFrame | CloseFrame | Violation | None
+
+
+class TokenBucket:
+    """Allows `rate` messages a second with bursts of twice that."""
+
+    def __init__(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._capacity = 2 * rate
+        self._tokens = self._capacity
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
+class Conversation:
+    def __init__(self, *, max_messages_per_s: float, join_timeout_s: float,
+                 idle_timeout_s: float, now: float) -> None:
+        self._bucket = TokenBucket(max_messages_per_s, now)
+        self._idle_timeout_s = idle_timeout_s
+        self.deadline = now + join_timeout_s  # no join, or idle, past this
+        self.character_id: str | None = None  # the character this socket plays
+        self.last_seq = -1
+
+    def welcomed(self, character_id: str, now: float) -> None:
+        """The session was welcomed with `character_id` (seq goes on for the same one)."""
+        if character_id != self.character_id:
+            self.last_seq = -1
+        self.character_id = character_id
+        self.deadline = now + self._idle_timeout_s
+
+    def left(self) -> None:
+        self.character_id = None
+        self.last_seq = -1
+
+    def expired(self, now: float) -> Violation | None:
+        """The close a session past its deadline gets; None before it."""
+        if now < self.deadline:
+            return None
+        return Violation(4008, "idle for too long" if self.character_id else "no join in time")
+
+    def receive(self, opcode: int, payload: bytes, now: float) -> Received:
+        """What one whole message asks for (None: nothing to do)."""
+        if opcode == codec.CLOSE:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+            return CloseFrame(code if _sendable(code) else 1000)
+        if opcode == codec.PING:
+            return PingFrame(payload)
+        if opcode == codec.PONG:
+            return None
+        if not self._bucket.take(now):
+            return Violation(4008, "too many messages")
+        if self.character_id is not None:
+            self.deadline = now + self._idle_timeout_s
+        if opcode != codec.TEXT:
+            return Refusal("validation_failed", "send text frames of JSON")
+        try:
+            body = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return _not_json(payload)
+        if not isinstance(body, dict):
+            return Refusal("bad_json", "the message must be a JSON object")
+        match body.get("type"):
+            case "move":
+                return self._move(body)
+            case "join":
+                return _join(body)
+            case "travel":
+                return _travel(body)
+            case "ping":
+                return Ping(body.get("t"))
+        return Refusal("validation_failed", "type must be join, move, travel or ping")
+
+    def _move(self, body: dict[str, object]) -> Move | Refusal:
+        if self.character_id is None:
+            return Refusal("not_joined", "join a character before moving")
+        dx, dy, seq = _finite(body.get("dx")), _finite(body.get("dy")), body.get("seq")
+        if dx is None or dy is None:
+            return Refusal("validation_failed", "dx and dy must be finite numbers")
+        if type(seq) is not int or seq < 0:
+            return Refusal("validation_failed", "seq must be a non-negative integer")
+        if seq <= self.last_seq:
+            return Refusal("validation_failed", f"seq must increase (last was {self.last_seq})")
+        self.last_seq = seq
+        return Move(dx, dy, seq)
+
+
+def _sendable(code: int) -> bool:
+    """A close code that may travel in a close frame (RFC 6455 section 7.4): the ones
+    that mean "no code" or "no close frame" (1005, 1006, 1015) may not."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def _finite(value: object) -> float | None:
+    """A finite JSON number as a float; None for anything else (a bool is no number)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _join(body: dict[str, object]) -> Join | Refusal:
+    raw = body.get("character_id")
+    try:
+        return Join(uuid.UUID(raw)) if isinstance(raw, str) else _BAD_CHARACTER
+    except ValueError:
+        return _BAD_CHARACTER
+
+
+_BAD_CHARACTER = Refusal("validation_failed", "character_id must be a character's uuid")
+
+
+def _travel(body: dict[str, object]) -> Travel | Refusal:
+    zone = body.get("zone")
+    if not isinstance(zone, str) or not zone:
+        return Refusal("validation_failed", "zone must be a zone id")
+    return Travel(zone)
+
+
+def _not_json(payload: bytes) -> Refusal:
+    """The error for a message orjson refused: NaN, Infinity or a number too large for a
+    double are JSON-ish (the stdlib reads them) but not finite numbers."""
+    try:
+        json.loads(payload)
+    except ValueError:
+        return Refusal("bad_json", "the message is not valid JSON")
+    return Refusal("validation_failed", "numbers must be finite")
+
+
+# What the server sends (v1: JSON text frames).
+
+def error(code: str, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "code": code, "message": message})
+
+
+def pong(t: object) -> bytes:
+    return orjson.dumps({"type": "pong", "t": t})
+
+
+def welcome(zone_id: str, tick: int, tick_rate_hz: float, character: dict[str, object]) -> bytes:
+    return orjson.dumps({"type": "welcome", "zone": zone_id, "tick": tick,
+                         "tick_rate": tick_rate_hz, "character": character})

@@ -1,0 +1,158 @@
+"""Unit tests of server/ws/messages.py, what a world client's messages mean: each
+message type parsed into its typed value, every refusal with its code, the close,
+ping and pong frames, the rate limit, seq ordering per character, and the join and
+idle deadlines.
+
+Rules: pure logic, no sockets, no trio, no services; time is a number passed in.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+
+from server.ws import codec
+from server.ws.messages import (
+    CloseFrame,
+    Conversation,
+    Join,
+    Move,
+    Ping,
+    PingFrame,
+    Refusal,
+    TokenBucket,
+    Travel,
+    Violation,
+)
+
+CHARACTER = str(uuid.uuid4())
+
+
+def conversation(*, now: float = 0.0, rate: float = 30.0) -> Conversation:
+    return Conversation(max_messages_per_s=rate, join_timeout_s=10.0, idle_timeout_s=60.0,
+                        now=now)
+
+
+def text(body: object) -> tuple[int, bytes]:
+    return codec.TEXT, orjson.dumps(body)
+
+
+def joined(now: float = 0.0) -> Conversation:
+    talk = conversation(now=now)
+    talk.welcomed(CHARACTER, now)
+    return talk
+
+
+def test_each_request_becomes_its_typed_value() -> None:
+    talk = joined()
+    character_id = uuid.uuid4()
+    assert talk.receive(*text({"type": "join", "character_id": str(character_id)}), 0) == \
+        Join(character_id)
+    assert talk.receive(*text({"type": "travel", "zone": "z2"}), 0) == Travel("z2")
+    assert talk.receive(*text({"type": "move", "dx": 1, "dy": -0.5, "seq": 3}), 0) == \
+        Move(1.0, -0.5, 3)
+    assert talk.receive(*text({"type": "ping", "t": {"a": [1]}}), 0) == Ping({"a": [1]})
+    assert talk.receive(*text({"type": "ping"}), 0) == Ping(None)
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"{not json", "bad_json"),
+    (b"[1, 2]", "bad_json"),
+    (b'"a string"', "bad_json"),
+    (b'{"type": "move", "dx": NaN, "dy": 0, "seq": 5}', "validation_failed"),
+    (b'{"type": "move", "dx": 1e999, "dy": 0, "seq": 5}', "validation_failed"),
+    (b'{"type": "dance"}', "validation_failed"),
+    (b'{"no": "type"}', "validation_failed"),
+    (b'{"type": "join"}', "validation_failed"),
+    (b'{"type": "join", "character_id": "not-a-uuid"}', "validation_failed"),
+    (b'{"type": "join", "character_id": 42}', "validation_failed"),
+    (b'{"type": "travel"}', "validation_failed"),
+    (b'{"type": "travel", "zone": ""}', "validation_failed"),
+    (b'{"type": "travel", "zone": 7}', "validation_failed"),
+    (b'{"type": "move", "dx": "1", "dy": 0, "seq": 5}', "validation_failed"),
+    (b'{"type": "move", "dx": true, "dy": 0, "seq": 5}', "validation_failed"),
+    (b'{"type": "move", "dx": 1, "dy": null, "seq": 5}', "validation_failed"),
+    (b'{"type": "move", "dx": 1, "dy": 0}', "validation_failed"),
+    (b'{"type": "move", "dx": 1, "dy": 0, "seq": 1.5}', "validation_failed"),
+    (b'{"type": "move", "dx": 1, "dy": 0, "seq": -1}', "validation_failed"),
+    (b'{"type": "move", "dx": 1, "dy": 0, "seq": true}', "validation_failed"),
+])
+def test_bad_messages_are_refusals(payload: bytes, code: str) -> None:
+    refusal = joined().receive(codec.TEXT, payload, 0)
+    assert isinstance(refusal, Refusal) and refusal.code == code, refusal
+    assert refusal.message
+
+
+def test_binary_frames_are_refused() -> None:
+    assert joined().receive(codec.BINARY, b'{"type": "ping"}', 0) == \
+        Refusal("validation_failed", "send text frames of JSON")
+
+
+def test_a_move_before_a_join_is_not_joined() -> None:
+    talk = conversation()
+    refusal = talk.receive(*text({"type": "move", "dx": 1, "dy": 0, "seq": 1}), 0)
+    assert isinstance(refusal, Refusal) and refusal.code == "not_joined"
+
+
+def test_seq_must_increase_and_goes_on_for_the_same_character() -> None:
+    talk = joined()
+    assert talk.receive(*text({"type": "move", "dx": 1, "dy": 0, "seq": 4}), 0) == \
+        Move(1.0, 0.0, 4)
+    for seq in (4, 3):
+        refusal = talk.receive(*text({"type": "move", "dx": 1, "dy": 0, "seq": seq}), 0)
+        assert isinstance(refusal, Refusal) and "last was 4" in refusal.message
+    talk.welcomed(CHARACTER, 1)  # the same character again (a re-join, a travel)
+    assert isinstance(talk.receive(*text({"type": "move", "dx": 1, "dy": 0, "seq": 4}), 1),
+                      Refusal)
+    talk.welcomed(str(uuid.uuid4()), 2)  # another character: its own numbering
+    assert talk.receive(*text({"type": "move", "dx": 1, "dy": 0, "seq": 0}), 2) == \
+        Move(1.0, 0.0, 0)
+    talk.left()
+    assert talk.receive(*text({"type": "move", "dx": 1, "dy": 0, "seq": 9}), 2) == \
+        Refusal("not_joined", "join a character before moving")
+
+
+def test_frames_that_are_not_messages() -> None:
+    talk = conversation()
+    assert talk.receive(codec.PING, b"hi", 0) == PingFrame(b"hi")
+    assert talk.receive(codec.PONG, b"", 0) is None
+    assert talk.receive(codec.CLOSE, (4321).to_bytes(2, "big") + b"bye", 0) == CloseFrame(4321)
+    assert talk.receive(codec.CLOSE, b"", 0) == CloseFrame(1000)
+    for unsendable in (1005, 1006, 1015, 999, 5000):  # no close frame may carry these
+        assert talk.receive(codec.CLOSE, unsendable.to_bytes(2, "big"), 0) == CloseFrame(1000)
+
+
+def test_the_rate_limit_closes_with_4008_and_control_frames_do_not_count() -> None:
+    talk = conversation(rate=5)
+    ping = text({"type": "ping"})
+    assert all(isinstance(talk.receive(*ping, 0), Ping) for _ in range(10))  # the burst
+    for _ in range(100):
+        assert talk.receive(codec.PING, b"", 0) == PingFrame(b"")
+    assert talk.receive(*ping, 0) == Violation(4008, "too many messages")
+    assert isinstance(talk.receive(*ping, 0.2), Ping)  # a token back after 1/5 s
+
+
+def test_the_join_deadline_then_the_idle_deadline() -> None:
+    talk = conversation(now=100.0)
+    assert talk.expired(109.9) is None
+    assert talk.expired(110.0) == Violation(4008, "no join in time")
+    talk.receive(*text({"type": "ping"}), 105.0)  # a message before a join buys no time
+    assert talk.deadline == 110.0
+    talk.welcomed(CHARACTER, 108.0)
+    assert talk.deadline == 168.0
+    talk.receive(*text({"type": "ping"}), 150.0)  # once joined, any message does
+    assert talk.expired(209.0) is None
+    assert talk.expired(210.0) == Violation(4008, "idle for too long")
+    talk.receive(codec.PING, b"", 200.0)  # a WebSocket ping does not
+    assert talk.deadline == 210.0
+
+
+def test_token_bucket_allows_bursts_of_twice_the_rate_then_refills() -> None:
+    bucket = TokenBucket(rate=5, now=100.0)
+    assert [bucket.take(100.0) for _ in range(11)] == [True] * 10 + [False]
+    assert not bucket.take(100.1)  # half a token
+    assert bucket.take(100.2)  # one token back after 1 / rate seconds
+    assert not bucket.take(100.2)
+    assert [bucket.take(160.0) for _ in range(11)] == [True] * 10 + [False]  # capped at 2x

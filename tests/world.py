@@ -1,0 +1,154 @@
+"""Helpers the world's test modules share: players as a client makes them, the world's
+WebSocket through trio-websocket (and, for misbehaving clients, the hand-made one in
+bench/rawws.py), reading messages by type, and rows read straight from Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import trio
+import trio_asyncio
+from trio_asyncio import aio_as_trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from bench.rawws import open_upgraded
+from persistence.characters import Character, get_character
+from server.config import Settings
+from server.process import Running
+from tests.helpers import bearer, eventually, register
+from zones.actor import Entrant
+
+Message = dict[str, Any]
+WORLD_PATH = "/v1/world/ws"
+
+
+async def new_player(http: httpx.AsyncClient, name: str = "Walker") -> dict[str, Any]:
+    """A registered user with one character: its token, user_id and character."""
+    user = await register(http)
+    created = await http.post("/v1/characters", json={"name": name},
+                              headers=bearer(user["token"]))
+    assert created.status_code == 201, created.text
+    return {**user, "character": created.json()}
+
+
+@asynccontextmanager
+async def connect(url: str, **options: Any) -> AsyncIterator[WebSocketConnection]:
+    """trio-websocket's client, plus closing its socket: after a close the server began,
+    trio-websocket leaves it open (a ResourceWarning, which this suite makes an error).
+    A test may stop reading: a roomy queue keeps trio-websocket's reader task from
+    blocking on it (it would then never see the server's close reply, and hang)."""
+    async with open_websocket_url(url, message_queue_size=10_000, **options) as conn:
+        try:
+            yield conn
+        finally:
+            await conn._stream.aclose()
+
+
+def ws_url(http_url: str, token: str | None = None) -> str:
+    """The world's WebSocket URL on the API at `http_url`, with the token in the query."""
+    base = http_url.replace("http://", "ws://") + WORLD_PATH
+    return f"{base}?token={token}" if token else base
+
+
+async def raw_upgrade(http_url: str, token: str | None, *, origin: str | None = None,
+                      rcvbuf: int | None = None) -> tuple[trio.SocketStream, bytes]:
+    """A hand-made upgrade of the world's path; the stream and the response head (with
+    what came after it)."""
+    target = WORLD_PATH + (f"?token={token}" if token is not None else "")
+    return await open_upgraded(http_url, target, origin=origin, rcvbuf=rcvbuf)
+
+
+async def send(conn: WebSocketConnection, message: Message) -> None:
+    await conn.send_message(orjson.dumps(message).decode())
+
+
+async def next_of(conn: WebSocketConnection, kind: str) -> Message:
+    """The next message of type `kind`, skipping others (snapshots mostly)."""
+    with trio.fail_after(5):
+        while True:
+            message = orjson.loads(await conn.get_message())
+            if message["type"] == kind:
+                return message  # type: ignore[no-any-return]
+
+
+async def joined(conn: WebSocketConnection, character_id: str) -> Message:
+    await send(conn, {"type": "join", "character_id": character_id})
+    return await next_of(conn, "welcome")
+
+
+async def error_for(conn: WebSocketConnection, message: Message | str) -> Message:
+    if isinstance(message, str):
+        await conn.send_message(message)
+    else:
+        await send(conn, message)
+    return await next_of(conn, "error")
+
+
+async def still_open(conn: WebSocketConnection) -> None:
+    token = uuid.uuid4().hex
+    await send(conn, {"type": "ping", "t": token})
+    assert (await next_of(conn, "pong"))["t"] == token
+
+
+async def close_code(conn: WebSocketConnection) -> int:
+    """Read until the server closes the socket; its close code."""
+    with trio.fail_after(10):
+        try:
+            while True:
+                await conn.get_message()
+        except ConnectionClosed as closed:
+            assert closed.reason is not None
+            return closed.reason.code
+
+
+async def snapshot_with(conn: WebSocketConnection, character_id: str,
+                        predicate: Callable[[Message], bool]) -> Message:
+    """The first snapshot whose entry for `character_id` satisfies `predicate`."""
+    with trio.fail_after(5):
+        while True:
+            snapshot = await next_of(conn, "snapshot")
+            for entry in snapshot["players"]:
+                if entry["id"] == character_id and predicate(entry):
+                    return snapshot
+
+
+async def saved_at(running: Running, character_id: str, x: float, y: float) -> None:
+    async def saved() -> bool:
+        row = await running.services.pg.transact(get_character, uuid.UUID(character_id))
+        return row is not None and (row.x, row.y) == (x, y)
+
+    await eventually(saved, f"the position ({x}, {y}) saved")
+
+
+class Silent:
+    """A zone member whose outlet drops everything: a crowd that costs only bytes."""
+
+    def snapshot(self, payload: bytes) -> None:
+        pass
+
+    def replaced(self) -> None:
+        pass
+
+
+async def crowd(running: Running, n: int) -> None:
+    """`n` silent members in the running process's zone, to make its snapshots big."""
+    zone = running.services.world.zones[running.services.settings.world_zone_id]
+    for i in range(n):
+        await zone.join(Entrant(str(uuid.uuid4()), str(uuid.uuid4()), f"npc{i}", 0, 0),
+                        Silent())
+
+
+async def stored_characters(settings: Settings, ids: list[str]) -> list[Character | None]:
+    """Character rows read straight from Postgres on a connection of our own."""
+    async with trio_asyncio.open_loop():
+        conn = await aio_as_trio(asyncpg.connect)(settings.database_url)
+        try:
+            return [await aio_as_trio(get_character)(conn, uuid.UUID(i)) for i in ids]
+        finally:
+            await aio_as_trio(conn.close)()
