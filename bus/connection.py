@@ -205,12 +205,22 @@ class Bus:
         await aio_as_trio(_publish_many)(nc, subject, payloads)
 
     async def flush(self, timeout_s: float = 1.0) -> bool:
-        try:
-            nc, _ = self._client()
-            await aio_as_trio(nc.flush)(timeout=timeout_s)
-            return True
-        except (TimeoutError, BusUnavailable, nats.errors.Error):
-            return False
+        """True if NATS answers a ping within `timeout_s`: what was published has reached
+        it. Waits out the first connect and a reconnect under way (nats-py reconnects
+        every CONNECT_RETRY_S; its flush() does not wait for that itself)."""
+        with trio.move_on_after(timeout_s):
+            await self.connected_once.wait()
+            nc = self._nc
+            assert nc is not None
+            # Polled: nats-py tells of a reconnect only on its asyncio side.
+            while not nc.is_connected and not nc.is_closed:  # noqa: ASYNC110
+                await trio.sleep(CONNECT_RETRY_S / 10)
+            try:
+                await aio_as_trio(nc.flush)(timeout=timeout_s)
+                return nc.is_connected
+            except (TimeoutError, nats.errors.Error):
+                pass
+        return False
 
     @asynccontextmanager
     async def subscription(

@@ -7,7 +7,9 @@ reader's fill is a compare-and-set against the generation it saw *before*
 reading Postgres, so a fill that straddles a write is refused.
 
 Redis is only a cache: every call runs under a short timeout, and a failure is
-a miss (reads) or a dropped fill. An invalidation that fails is retried in the
+a miss (reads) or a dropped fill. A command on a pooled connection that Redis
+closed (it restarted) is retried once on a fresh connection, so a restart costs
+no request a miss. An invalidation that fails is retried in the
 background until Redis answers, so a recovered Redis does not serve a list
 older than a write it missed.
 """
@@ -72,7 +74,7 @@ class Cache:
     async def run(self, *, task_status: trio.TaskStatus[Cache] = trio.TASK_STATUS_IGNORED) -> None:
         self._redis = aioredis.Redis.from_url(
             self._url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,)),
         )
         try:
             task_status.started(self)

@@ -5,6 +5,11 @@ connection; `Postgres.transact` executes one inside a transaction on the asyncio
 side, so a whole unit of work crosses the bridge once and no asyncio object
 reaches Trio code. Losing the server maps to `Unavailable` (HTTP 503): the
 transaction was rolled back, so the request changed nothing.
+
+After the server restarts, every pooled connection is dead, and asyncpg learns it
+only when it uses one. A unit of work whose connection fails before its
+transaction has begun (nothing was sent that could change anything) is retried
+once on a fresh connection, so the first request after a restart succeeds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ Work = Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]]
 _OUTAGE = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a pooled connection the server closed while it idled
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
     OSError,
@@ -69,20 +75,24 @@ class Postgres:
             raise Unavailable("the database is unavailable; nothing was changed") from exc
 
     async def _in_transaction(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        assert self._pool is not None, "Postgres actor not started"
-        try:
-            async with (
-                asyncio.timeout(self._timeout_s),
-                self._pool.acquire() as conn,
-                conn.transaction(),
-            ):
-                return await work(conn, *args, **kwargs)
-        except _OUTAGE:
-            # After a server restart every pooled connection is dead: drop them
-            # all now, so the next request reconnects instead of failing too.
-            # (A coroutine in asyncpg: without the await nothing is expired.)
-            await self._pool.expire_connections()
-            raise
+        pool = self._pool
+        assert pool is not None, "Postgres actor not started"
+        async with asyncio.timeout(self._timeout_s):
+            for retries_left in (1, 0):
+                begun = False
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        begun = True
+                        return await work(conn, *args, **kwargs)
+                except _OUTAGE:
+                    # After a server restart every pooled connection is dead: drop them
+                    # all now, so that the next use reconnects instead of failing too.
+                    # (A coroutine in asyncpg: without the await nothing is expired.)
+                    await pool.expire_connections()
+                    if begun or not retries_left:
+                        raise
+                    log.info("postgres: a pooled connection was dead; trying a fresh one")
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def ping(self) -> bool:
         try:

@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ class EmbeddedServer:
     user: pwd.struct_passwd | None = None
     ready: Callable[[], bool] | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    paused: bool = False
 
     @property
     def log_path(self) -> Path:
@@ -90,6 +92,7 @@ class EmbeddedServer:
     def start(self) -> None:
         if self.running:
             return
+        self.paused = False
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             self.argv,
@@ -132,10 +135,24 @@ class EmbeddedServer:
         """Freeze the server (SIGSTOP): it accepts connections but never answers."""
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
 
     def resume(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and not paused."""
+        return self.running and not self.paused
+
+    def heal(self) -> None:
+        """Resume it if paused, start it if stopped."""
+        if self.paused and self.running:
+            self.resume()
+        if not self.running:
+            self.start()
 
 
 def _postgres_user() -> pwd.struct_passwd | None:
@@ -200,11 +217,22 @@ def _redis(root: Path) -> EmbeddedServer:
 def _nats(root: Path) -> EmbeddedServer:
     data = root / "nats"
     data.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, monitor = free_port(), free_port()
     binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
-    argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data)]
+    argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data),
+            "-m", str(monitor)]
+
+    def ready() -> bool:
+        # The client port opens before JetStream has recovered its streams; /healthz
+        # answers 200 only once JetStream is ready too.
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
     return EmbeddedServer(name="nats", data_dir=data, port=port, argv=argv,
-                          url=f"nats://127.0.0.1:{port}")
+                          url=f"nats://127.0.0.1:{port}", ready=ready)
 
 
 class DevStack:

@@ -36,6 +36,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         yield running
 
 
+@pytest.fixture(autouse=True)
+def services_left_running(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that stops or pauses one of the session's servers must start it again: one
+    it left down fails that test (here) and is started, so the next tests do not fail."""
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    stack: DevStack = request.getfixturevalue("stack")
+    down = [server.name for server in stack.servers if not server.healthy]
+    for server in stack.servers:
+        server.heal()
+    assert not down, f"the test left {', '.join(down)} down"
+
+
 @pytest.fixture
 def settings(stack: DevStack) -> Settings:
     return load_settings(TEST_ENV, **stack.urls())

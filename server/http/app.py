@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import orjson
 import trio
@@ -125,14 +126,14 @@ def create_app(services: Services) -> Quart:
     async def readyz() -> Response:
         checks: dict[str, bool] = {}
 
-        async def check(name: str, probe: Any) -> None:
+        async def check(name: str, probe: Callable[[], Awaitable[bool]]) -> None:
             with trio.move_on_after(READY_TIMEOUT_S):
                 checks[name] = await probe()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(check, "postgres", services.pg.ping)
             nursery.start_soon(check, "redis", services.cache.ping)
-            nursery.start_soon(check, "nats", services.bus.flush)
+            nursery.start_soon(check, "nats", partial(services.bus.flush, READY_TIMEOUT_S))
         checks = {name: checks.get(name, False) for name in ("postgres", "redis", "nats")}
         if all(checks.values()):
             return json_response({"status": "ready", "checks": checks})
