@@ -6,28 +6,55 @@ compare-and-set on the revision it wrote last; a holder that dies stops
 renewing and the key expires, so a standby's create (which succeeds only for an
 absent key) takes the zone over. Renewing with the wrong revision means someone
 else holds the zone now: the old holder must stop running it.
+
+The TTL is the bucket's, set by the first process that made it. A process whose
+ZONE_LEASE differs says so loudly when it opens the directory, and uses the
+bucket's TTL, so that every holder renews in time and every watcher judges by
+the same lease.
+
+Every process can watch the directory: the zones it holds now, then each claim,
+renewal and release as it happens. Nobody is told when a key expires (the stream
+drops it silently); a watcher knows a holder died when its renewals stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import suppress
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 import nats.js.errors
 import orjson
+import trio
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
-from bus.connection import Bus
+from bus.connection import Bus, BusUnavailable
+
+log = logging.getLogger(__name__)
 
 BUCKET = "ZONES"
+
+WATCH_STOP_TIMEOUT_S = 1.0
 
 
 class ZoneDirectory:
     def __init__(self, bus: Bus, *, lease_s: float) -> None:
         self._bus = bus
         self.lease_s = lease_s
+
+    async def open(self) -> None:
+        """Make the bucket if there is none; take its TTL as the lease (see above)."""
+        ttl = await self._bus.on_jetstream(_ttl, self.lease_s)
+        if ttl != self.lease_s:
+            log.error("ZONE_LEASE is %g s but the zone directory (the JetStream bucket %s) "
+                      "keeps keys for %g s, as the process that made it asked; this process "
+                      "uses %g s. Give every process the same ZONE_LEASE, or delete the "
+                      "bucket while no zone runs to change it.",
+                      self.lease_s, BUCKET, ttl, ttl)
+            self.lease_s = ttl
 
     async def claim(self, zone_id: str, value: dict[str, object]) -> int | None:
         """Take the zone if nobody holds it: the revision to renew against, else None."""
@@ -50,20 +77,50 @@ class ZoneDirectory:
         with suppress(nats.js.errors.KeyValueError):  # not ours any more: nothing to do
             await self._bus.on_jetstream(_delete, self.lease_s, zone_id, revision)
 
-    async def entries(self, zone_ids: Iterable[str]) -> dict[str, dict[str, object]]:
-        """The current value of each zone that someone holds."""
-        found = await self._bus.on_jetstream(_get_many, self.lease_s, list(zone_ids))
-        return {zone_id: orjson.loads(raw) for zone_id, raw in found.items()}
+    @asynccontextmanager
+    async def watching(self) -> AsyncIterator[DirectoryWatch]:
+        """A watch of the whole directory: first every key held now, then each claim,
+        renewal and release as it happens."""
+        watch = DirectoryWatch(await self._bus.on_jetstream(_watch, self.lease_s), self._bus)
+        try:
+            yield watch
+        finally:
+            with trio.move_on_after(WATCH_STOP_TIMEOUT_S) as scope:
+                scope.shield = True
+                await watch.stop()
+
+
+class DirectoryWatch:
+    """Each `next` is one crossing of the bridge that returns within `wait_s` whatever
+    happens, so that a cancellation nats-py swallows on the asyncio side (its
+    asyncio.wait_for can, on Python 3.11) delays a shutdown by `wait_s` at most
+    instead of hanging it."""
+
+    def __init__(self, watcher: KeyValue.KeyWatcher, bus: Bus) -> None:
+        self._watcher = watcher
+        self._bus = bus
+
+    async def next(self, wait_s: float) -> tuple[str, dict[str, object] | None] | None:
+        """The next change: a zone and its holder's value (None once released); None if
+        nothing changed within `wait_s`."""
+        return await self._bus.on_jetstream(_next, self._watcher, wait_s)
+
+    async def stop(self) -> None:
+        with suppress(BusUnavailable):
+            await self._bus.on_jetstream(_stop, self._watcher)
 
 
 async def _bucket(js: JetStreamContext, lease_s: float) -> KeyValue:
-    # The first process to need the bucket creates it with its ZONE_LEASE as the TTL;
-    # later ones use it as it is, so every process of a world must agree on ZONE_LEASE.
     try:
         return await js.key_value(BUCKET)
     except nats.js.errors.BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(
             bucket=BUCKET, history=1, ttl=lease_s, storage=StorageType.FILE))
+
+
+async def _ttl(js: JetStreamContext, lease_s: float) -> float:
+    status = await (await _bucket(js, lease_s)).status()
+    return status.ttl or lease_s
 
 
 async def _create(js: JetStreamContext, lease_s: float, key: str, value: bytes) -> int:
@@ -79,14 +136,22 @@ async def _delete(js: JetStreamContext, lease_s: float, key: str, revision: int)
     await (await _bucket(js, lease_s)).delete(key, last=revision)
 
 
-async def _get_many(js: JetStreamContext, lease_s: float, keys: list[str]) -> dict[str, bytes]:
-    bucket = await _bucket(js, lease_s)
-    found = {}
-    for key in keys:
-        try:
-            entry = await bucket.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            continue
-        if entry.value:
-            found[key] = bytes(entry.value)
-    return found
+async def _watch(js: JetStreamContext, lease_s: float) -> KeyValue.KeyWatcher:
+    return await (await _bucket(js, lease_s)).watchall()
+
+
+async def _next(js: JetStreamContext, watcher: KeyValue.KeyWatcher,
+                wait_s: float) -> tuple[str, dict[str, object] | None] | None:
+    # Not watcher.updates(timeout): asyncio.timeout() passes a cancellation on.
+    try:
+        async with asyncio.timeout(wait_s):
+            while (entry := await anext(watcher)) is None:
+                pass  # the end of what the bucket held when the watch began
+    except (TimeoutError, StopAsyncIteration):
+        return None
+    held = entry.value and not entry.operation  # a delete or purge marker: released
+    return entry.key, orjson.loads(entry.value) if held else None
+
+
+async def _stop(js: JetStreamContext, watcher: KeyValue.KeyWatcher) -> None:
+    await watcher.stop()

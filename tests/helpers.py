@@ -87,6 +87,8 @@ async def running_process(settings: Settings, nursery: trio.Nursery,
         shutdown.set()
         with trio.move_on_after(STOP_TIMEOUT_S):
             await stopped.wait()
+        if not stopped.is_set():  # a shutdown that hangs is a bug, not a slow test
+            pytest.fail(f"the process did not stop within {STOP_TIMEOUT_S} s")
 
 
 @asynccontextmanager

@@ -209,6 +209,44 @@ async def test_two_api_processes_serve_one_zone(
         await eventually(gone, "both players to have left z1")
 
 
+async def test_a_zone_no_api_was_told_of_is_listed_reachable_and_shown_down_when_stopped(
+    cluster: dict[str, Outpost], tmp_path: Path, env: dict[str, str], settings: Settings
+) -> None:
+    """WORLD_ZONES is optional: api processes learn zones from the zone directory."""
+    api = cluster["api"]
+    untold = {k: v for k, v in env.items() if k != "WORLD_ZONES"}
+    async with started(tmp_path, "api", env=untold) as second:
+        await zones_up(second.url, *ZONES)  # what runs is listed, though nobody said so
+        (ada,) = await players(second, 1)
+        a_id = ada["character"]["id"]
+        async with started(tmp_path, "zone", "z9", env=untold) as z9:
+            await zones_up(api.url, "z9")
+            await zones_up(second.url, "z9")
+            async with connect(ws_url(second.url, ada["token"])) as conn:
+                assert (await joined(conn, a_id))["zone"] == "z1"
+                await send(conn, {"type": "travel", "zone": "z9"})
+                welcome = await next_of(conn, "welcome")
+                assert (welcome["zone"], welcome["character"]["zone_id"]) == ("z9", "z9")
+                await snapshot_with(conn, a_id, lambda e: True)
+                await send(conn, {"type": "travel", "zone": "z1"})
+                assert (await next_of(conn, "welcome"))["zone"] == "z1"
+            assert await z9.stop() == 0  # a graceful stop gives the lease back
+        await zone_is_down(second.url, "z9", within_s=1.0)
+        async with started(tmp_path, "zone", "z9", env=untold) as z9:
+            await zones_up(second.url, "z9")
+            z9.process.send_signal(signal.SIGKILL)  # no release: its renewals just stop
+            await zone_is_down(second.url, "z9", within_s=settings.zone_lease_s + 1.5)
+        listed = await zone_list(second.url)
+        assert listed["z9"] == {"zone": "z9", "up": False, "players": 0}
+
+
+async def zone_is_down(url: str, zone_id: str, *, within_s: float) -> None:
+    async def down() -> bool:
+        return not (await zone_list(url))[zone_id]["up"]
+
+    await eventually(down, f"{zone_id} to be shown down", tries=int(10 * within_s))
+
+
 async def test_sigterm_of_a_zone_saves_positions_first(
     cluster: dict[str, Outpost], settings: Settings
 ) -> None:

@@ -64,6 +64,13 @@ class ZoneHost:
                   ) -> None:
         """Reports ready once it runs the zone or knows it must stand by."""
         await self._bus.connected_once.wait()
+        while True:
+            try:
+                await self._directory.open()  # the lease is the directory's
+                break
+            except BusUnavailable as exc:
+                log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
+                await trio.sleep(self._directory.lease_s / 3)
         lease = self._directory.lease_s
         while True:
             revision = await self._claim()

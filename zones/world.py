@@ -6,10 +6,16 @@ process runs the zone (a LocalZone around its ZoneActor), otherwise over NATS
 finds the character's zone and joins it; `travel` moves a joined character to
 another zone. The zone hooks save positions through the character store (and
 invalidate the cached lists they change) and publish `player.moved`.
+
+Which zones exist is learnt from the zone directory, by a watch: a zone started
+anywhere is listed and reachable by travel as soon as it claims its lease, and
+shown as down once it lets go or stops renewing (zones/known.py). The zones of
+WORLD_ZONE_ID and WORLD_ZONES are listed even while nobody runs them.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,16 +34,19 @@ from persistence.characters import (
     move_to_zone,
     update_positions,
 )
-from persistence.errors import DomainError, Forbidden, NotFound, ValidationFailed
+from persistence.errors import DomainError, Forbidden, NotFound
 from persistence.postgres import Postgres
 from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
 from zones.errors import ZoneUnavailable
+from zones.known import KnownZones
 from zones.link import LocalZone, Member, ZoneLink
 from zones.remote import RemoteZone
 from zones.simulation import Rules
 
+log = logging.getLogger(__name__)
+
 SPAWN = (0.0, 0.0)  # where a character arrives in a zone it travels to
-DIRECTORY_TIMEOUT_S = 1.0
+WATCH_RETRY_S = 1.0
 
 
 def _entrant(character: Character, x: float, y: float, *, placed: bool = False) -> Entrant:
@@ -72,6 +81,7 @@ class World:
         self.instance_id = uuid.uuid4().hex  # this process, for zones in others
         self.zones: dict[str, ZoneActor] = {}  # the zones this process runs now
         self._remote: dict[str, RemoteZone] = {}
+        self._known = KnownZones(lease_s=config.lease_s)
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[World] = trio.TASK_STATUS_IGNORED
@@ -80,6 +90,7 @@ class World:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._hear_zones)
+            nursery.start_soon(self._watch_directory)
             task_status.started(self)
 
     def new_zone(self, zone_id: str, *,
@@ -113,9 +124,7 @@ class World:
 
     async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
         """Move a joined character to `zone_id`'s spawn point; on failure it stays."""
-        if not isinstance(zone_id, str) or not zone_id:
-            raise ValidationFailed("zone must be a zone id")
-        if not await self.is_up(zone_id):
+        if not self.is_up(zone_id):
             raise ZoneUnavailable(f"zone {zone_id} is not available")
         character, old, was = entered.character, entered.zone, entered.admission
         to = self.link(zone_id)
@@ -136,28 +145,38 @@ class World:
         await self._pg.transact(move_to_zone, character.id, zone_id, x, y)
         await self._cache.invalidate(cache_key(character.user_id))
 
-    async def zone_list(self) -> list[dict[str, object]]:
+    def zone_list(self) -> list[dict[str, object]]:
         """Every zone of the world: up or not, with its stats when up."""
-        known = sorted({*self._config.listed, *self.zones})
-        held = await self.directory_entries([z for z in known if z not in self.zones])
-        return [self.zones[z].stats() if z in self.zones
-                else {"zone": z, "players": 0, **held[z], "up": True} if z in held
-                else {"zone": z, "up": False, "players": 0} for z in known]
+        now = trio.current_time()
+        listed = []
+        for zone_id in sorted({*self._config.listed, *self._known.seen, *self.zones}):
+            held = self._known.held(zone_id, now)
+            listed.append(self.zones[zone_id].stats() if zone_id in self.zones
+                          else {"zone": zone_id, "players": 0, **held, "up": True} if held
+                          else {"zone": zone_id, "up": False, "players": 0})
+        return listed
 
-    async def is_up(self, zone_id: str) -> bool:
-        if zone_id in self.zones:
-            return True
-        if zone_id not in self._config.listed:
-            return False
-        return zone_id in await self.directory_entries([zone_id])
+    def is_up(self, zone_id: str) -> bool:
+        return zone_id in self.zones or self._known.held(zone_id, trio.current_time()) is not None
 
-    async def directory_entries(self, zone_ids: list[str]) -> dict[str, dict[str, object]]:
-        """Who runs these zones, from the directory; nothing known while NATS is down."""
-        try:
-            with trio.fail_after(DIRECTORY_TIMEOUT_S):
-                return await self.directory.entries(zone_ids)
-        except (BusUnavailable, trio.TooSlowError):
-            return {}
+    async def _watch_directory(self) -> None:
+        """Keep KnownZones up to date from the zone directory's watch. A watch silent for
+        a lease is started anew: no zone is held, or it was lost with a NATS restart."""
+        await self._bus.connected_once.wait()
+        while True:
+            try:
+                await self.directory.open()
+                lease_s = self._known.lease_s = self.directory.lease_s
+                async with self.directory.watching() as watch:
+                    silent_since = trio.current_time()
+                    while trio.current_time() - silent_since < lease_s:
+                        change = await watch.next(wait_s=lease_s / 3)
+                        if change is not None:
+                            silent_since = trio.current_time()
+                            self._known.heard(*change, silent_since)
+            except BusUnavailable as exc:
+                log.info("zone directory: watch interrupted (%s); watching again", exc)
+                await trio.sleep(WATCH_RETRY_S)
 
     async def _hear_zones(self) -> None:
         """What zones in other processes say to this one: a session was taken over."""

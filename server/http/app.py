@@ -116,7 +116,7 @@ def create_app(services: Services) -> Quart:
 
     @app.get("/v1/world/zones")
     async def world_zones() -> Response:
-        return json_response({"zones": await services.world.zone_list()})
+        return json_response({"zones": services.world.zone_list()})
 
     @app.get("/healthz")
     async def healthz() -> Response:

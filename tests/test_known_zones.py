@@ -1,0 +1,37 @@
+"""Unit tests of zones/known.py, the zones of the world as one process knows them from
+the zone directory's watch: up while renewed within a lease, down once released or
+silent for longer, and known (listed) ever after.
+
+Rules: pure logic; time is a number passed in.
+"""
+
+from __future__ import annotations
+
+from zones.known import KnownZones
+
+
+def test_a_zone_is_up_while_its_holder_renews_within_the_lease() -> None:
+    known = KnownZones(lease_s=3.0)
+    assert known.held("z7", 0.0) is None and known.seen == set()
+    known.heard("z7", {"owner": "a", "players": 2}, 10.0)
+    assert known.held("z7", 12.9) == {"owner": "a", "players": 2}
+    known.heard("z7", {"owner": "a", "players": 3}, 12.0)  # a renewal
+    assert known.held("z7", 15.0) == {"owner": "a", "players": 3}
+    assert known.held("z7", 15.1) is None, "a holder that stops renewing is down"
+    assert known.seen == {"z7"}
+
+
+def test_a_released_zone_is_down_at_once_and_still_known() -> None:
+    known = KnownZones(lease_s=3.0)
+    known.heard("z7", {"owner": "a"}, 10.0)
+    known.heard("z7", None, 11.0)
+    assert known.held("z7", 11.0) is None
+    assert known.seen == {"z7"}
+    known.heard("z7", {"owner": "b"}, 12.0)  # a standby took it
+    assert known.held("z7", 12.0) == {"owner": "b"}
+
+
+def test_a_release_heard_first_makes_the_zone_known_and_down() -> None:
+    known = KnownZones(lease_s=3.0)
+    known.heard("z8", None, 1.0)
+    assert known.seen == {"z8"} and known.held("z8", 1.0) is None

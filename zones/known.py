@@ -1,0 +1,37 @@
+"""The zones of the world as one process knows them from the zone directory. Sans-IO.
+
+The directory's watch (bus/directory.py) reports each zone's holder as it claims
+and renews it (every third of the lease) and when it lets go. A zone is up while
+its last report is younger than a lease; a holder that died stops renewing, and
+nobody is told when its key expires, so silence is how its death shows. A zone
+once seen stays known (listed as down) for the life of the process.
+"""
+
+from __future__ import annotations
+
+
+class KnownZones:
+    def __init__(self, *, lease_s: float) -> None:
+        self.lease_s = lease_s
+        self._held: dict[str, tuple[dict[str, object], float]] = {}  # value, when heard
+        self._seen: set[str] = set()
+
+    def heard(self, zone_id: str, value: dict[str, object] | None, now: float) -> None:
+        """The directory's news of `zone_id`: its holder's value, or None once released."""
+        self._seen.add(zone_id)
+        if value is None:
+            self._held.pop(zone_id, None)
+        else:
+            self._held[zone_id] = (value, now)
+
+    def held(self, zone_id: str, now: float) -> dict[str, object] | None:
+        """What the holder of `zone_id` last wrote, if it holds the zone now."""
+        found = self._held.get(zone_id)
+        if found is None or now - found[1] > self.lease_s:
+            return None
+        return found[0]
+
+    @property
+    def seen(self) -> set[str]:
+        """Every zone this process has heard of."""
+        return set(self._seen)
