@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 dev: $(STAMP)  ## run Outpost with embedded Postgres, Redis and NATS unless URLs are given
 	$(BIN)/outpost dev
 
-test: $(STAMP)  ## lint, then the whole suite against real services it starts itself
+test: $(STAMP)  ## lint and type-check, then the whole suite against real services it starts itself
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .outpost .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .outpost .pytest_cache .ruff_cache .mypy_cache *.egg-info

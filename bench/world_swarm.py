@@ -43,7 +43,7 @@ class Closed(Exception):
         self.code = code
 
 
-_DIGITS = {str: re.compile(r"\d+"), bytearray: re.compile(rb"\d+")}
+_DIGITS: dict[type, re.Pattern[Any]] = {str: re.compile(r"\d+"), bytearray: re.compile(rb"\d+")}
 
 
 class Player:
@@ -121,7 +121,7 @@ class Swarm:
             else:
                 await self._run_trio_websocket(player, ws_url)
         except ConnectionClosed as exc:
-            self.close_reason(str(exc.reason.code))
+            self.close_reason(str(exc.reason.code if exc.reason else 1006))
         except Closed as exc:
             self.close_reason(str(exc.code))
         except (HandshakeError, OSError) as exc:
@@ -139,8 +139,8 @@ class Swarm:
             async def receive() -> None:
                 while True:
                     message = await conn.get_message()
-                    player.received(message, 0, len(message), time.perf_counter(),
-                                    self.measuring)
+                    text = message if isinstance(message, str) else bytearray(message)
+                    player.received(text, 0, len(text), time.perf_counter(), self.measuring)
 
             await self._play(player, receive, conn.send_message)
 

@@ -169,7 +169,8 @@ class Bus:
         Returns, per event, whether JetStream acknowledged it.
         """
         _, js = self._client()
-        return await aio_as_trio(_publish_all)(js, events)
+        acked: list[bool] = await aio_as_trio(_publish_all)(js, events)
+        return acked
 
     async def pull_consumer(self, spec: ConsumerSpec) -> PullConsumer:
         """Create or update the durable consumer `spec` and bind a pull subscription to it."""
@@ -193,7 +194,8 @@ class Bus:
         NATS errors other than a `nats.js.errors.KeyValueError` become BusUnavailable."""
         _, js = self._client()
         try:
-            return await aio_as_trio(work)(js, *args)
+            result: T = await aio_as_trio(work)(js, *args)
+            return result
         except nats.js.errors.KeyValueError:
             raise
         except (TimeoutError, nats.errors.Error, OSError) as exc:

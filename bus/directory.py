@@ -154,4 +154,4 @@ async def _next(js: JetStreamContext, watcher: KeyValue.KeyWatcher,
 
 
 async def _stop(js: JetStreamContext, watcher: KeyValue.KeyWatcher) -> None:
-    await watcher.stop()
+    await watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated

@@ -52,9 +52,10 @@ def parse_user_registered(data: bytes) -> UserRegistered:
         raise MalformedEvent(f"not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedEvent("not a JSON object")
-    fields = {name: payload.get(name)
-              for name in ("userId", "username", "email", "registrationTimestamp")}
-    missing = [name for name, value in fields.items() if not isinstance(value, str) or not value]
+    names = ("userId", "username", "email", "registrationTimestamp")
+    fields = {name: value for name in names
+              if isinstance(value := payload.get(name), str) and value}
+    missing = [name for name in names if name not in fields]
     if missing:
         raise MalformedEvent(f"missing or not a string: {', '.join(missing)}")
     try:

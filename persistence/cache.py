@@ -95,7 +95,8 @@ class Cache:
         fn = getattr(self._redis, fn_name)
         with trio.move_on_after(self._timeout_s):
             try:
-                return await aio_as_trio(fn)(*args)
+                result: object = await aio_as_trio(fn)(*args)
+                return result
             except (aioredis.RedisError, OSError) as exc:
                 log.warning("redis %s failed: %r", fn_name, exc)
         self._skip_until = trio.current_time() + _BACKOFF_S
@@ -109,9 +110,9 @@ class Cache:
             # than trust the backoff to outlast the retry.
             return CacheMiss(None)
         found = await self._call("mget", key, f"{key}:gen")
-        if found is None:
+        if not isinstance(found, list):  # Redis did not answer
             return CacheMiss(None)
-        value, generation = found  # type: ignore[misc]
+        value, generation = found
         if value is not None:
             return bytes(value)
         return CacheMiss(generation.decode() if generation else "0")

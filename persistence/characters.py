@@ -114,8 +114,9 @@ async def provision_default_characters(
 
 
 async def active_character_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> uuid.UUID | None:
-    return await conn.fetchval(
+    found: uuid.UUID | None = await conn.fetchval(
         "SELECT id FROM characters.characters WHERE user_id = $1 AND active", user_id)
+    return found
 
 
 async def list_characters(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[Character]:

@@ -69,7 +69,8 @@ class Postgres:
     async def transact(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `work(conn, *args)` in one transaction; one bridge crossing."""
         try:
-            return await aio_as_trio(self._in_transaction)(work, *args, **kwargs)
+            result: T = await aio_as_trio(self._in_transaction)(work, *args, **kwargs)
+            return result
         except _OUTAGE as exc:
             log.warning("postgres unavailable: %r", exc)
             raise Unavailable("the database is unavailable; nothing was changed") from exc

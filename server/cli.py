@@ -40,7 +40,7 @@ async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
         nursery.start_soon(until_signalled, shutdown)
         running = await nursery.start(partial(run_process, settings, roles=roles,
                                               shutdown=shutdown))
-        where = f"HTTP {running.url}" if running.url else f"running {roles.name}"
+        where = f"HTTP {running.http_url}" if running.http_url else f"running {roles.name}"
         print(f"outpost: {where}{banner}", flush=True)
         await shutdown.wait()
         # until_signalled has returned; run_process finishes its graceful shutdown itself.
@@ -86,13 +86,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     async def migrate() -> list[str]:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-            pg = await nursery.start(Postgres(settings.database_url,
-                                              timeout_s=settings.db_timeout_s).run)
+            pg: Postgres = await nursery.start(Postgres(settings.database_url,
+                                                        timeout_s=settings.db_timeout_s).run)
             applied = await pg.transact(apply_migrations)
             nursery.cancel_scope.cancel()
             return applied
 
-    applied = trio.run(migrate)
+    applied: list[str] = trio.run(migrate)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0
 

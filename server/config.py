@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-T = TypeVar("T")
+Number = TypeVar("Number", int, float)
 
 
 class ConfigError(Exception):
@@ -56,9 +56,10 @@ class Settings:
     world_slow_close_s: float = 3.0
     world_max_message_bytes: int = 4096
     world_max_messages_per_s: float = 30.0
-    # The zones a world has (listed by GET /v1/world/zones, reachable by travel), and the
-    # lease a zone process holds in the zone directory: a standby takes over after it.
-    world_zones: tuple[str, ...] = ()  # empty: just WORLD_ZONE_ID
+    # Zones listed by GET /v1/world/zones even while down (running ones are found in the
+    # zone directory), and the lease a zone process holds there: a standby takes over
+    # after it.
+    world_zones: tuple[str, ...] = ()
     zone_lease_s: float = 3.0
 
     @property
@@ -67,12 +68,12 @@ class Settings:
 
 
 # Variable name -> (field, parser). Each parser raises ValueError on bad input.
-def _positive(parse: Callable[[str], T]) -> Callable[[str], T]:
-    def parse_positive(raw: str) -> T:
+def _positive(parse: Callable[[str], Number]) -> Callable[[str], Number]:
+    def parse_positive(raw: str) -> Number:
         value = parse(raw)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
-        if not value > 0:  # type: ignore[operator]
+        if not value > 0:
             raise ValueError("must be greater than zero")
         return value
 
@@ -173,5 +174,5 @@ def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)  # type: ignore[arg-type]  # each parser makes its field's type
 

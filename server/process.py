@@ -46,8 +46,14 @@ class Roles:
 
 @dataclass(frozen=True)
 class Running:
-    url: str | None  # e.g. http://127.0.0.1:8000; None without the http role
+    http_url: str | None  # e.g. http://127.0.0.1:8000; None without the http role
     services: Services
+
+    @property
+    def url(self) -> str:
+        """Where HTTP listens, for a process with the http role."""
+        assert self.http_url is not None, "this process has no HTTP role"
+        return self.http_url
 
 
 async def run_process(

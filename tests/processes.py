@@ -83,4 +83,4 @@ async def _banner(process: trio.Process, log: Path) -> str:
                     return line.removeprefix("outpost: ")
             await trio.sleep(0.05)
     output = await trio.Path(log).read_text()
-    raise AssertionError(f"outpost {process.args} did not come up:\n{output}")
+    raise AssertionError(f"outpost {process.args!r} did not come up:\n{output}")

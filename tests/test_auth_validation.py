@@ -324,7 +324,7 @@ async def post_chunked(base_url: str, path: str, body: bytes) -> httpx.Response:
     reader.send(h11.Request(method="POST", target=path, headers=[
         ("host", f"{url.host}:{url.port}"), ("transfer-encoding", "chunked")]))
     with trio.fail_after(10):
-        async with await trio.open_tcp_stream(url.host, url.port) as stream:
+        async with await trio.open_tcp_stream(url.host, url.port or 80) as stream:
 
             async def send() -> None:
                 try:

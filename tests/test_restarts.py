@@ -57,6 +57,7 @@ async def test_after_a_redis_restart(stack: DevStack, api: Running,
     listed = await client.get("/v1/characters", headers=bearer(user["token"]))
     assert listed.status_code == 200, listed.text
     redis = api.services.cache._redis
+    assert redis is not None
     key = cache_key(uuid.UUID(user["user_id"]))
     assert await trio_asyncio.aio_as_trio(redis.exists)(key) == 1, "the read filled the cache"
 

@@ -74,7 +74,7 @@ async def next_of(conn: WebSocketConnection, kind: str) -> Message:
         while True:
             message = orjson.loads(await conn.get_message())
             if message["type"] == kind:
-                return message  # type: ignore[no-any-return]
+                return message
 
 
 async def joined(conn: WebSocketConnection, character_id: str) -> Message:
@@ -144,11 +144,15 @@ async def crowd(running: Running, n: int) -> None:
                         Silent())
 
 
-async def stored_characters(settings: Settings, ids: list[str]) -> list[Character | None]:
-    """Character rows read straight from Postgres on a connection of our own."""
+async def stored_characters(settings: Settings, ids: list[str]) -> list[Character]:
+    """Character rows read straight from Postgres on a connection of our own (each must
+    exist)."""
     async with trio_asyncio.open_loop():
         conn = await aio_as_trio(asyncpg.connect)(settings.database_url)
         try:
-            return [await aio_as_trio(get_character)(conn, uuid.UUID(i)) for i in ids]
+            rows = [await aio_as_trio(get_character)(conn, uuid.UUID(i)) for i in ids]
         finally:
             await aio_as_trio(conn.close)()
+    found = [row for row in rows if row is not None]
+    assert len(found) == len(ids), f"characters missing: {ids}"
+    return found

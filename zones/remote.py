@@ -152,6 +152,6 @@ class RemoteZone:
             if self._lost and trio.current_time() - self._last_rejoin >= REJOIN_EVERY_S:
                 self._last_rejoin = trio.current_time()
                 for character_id in list(self._lost):
-                    member = self._members.get(character_id)
-                    if member is not None:
-                        member.rejoin()
+                    waiting = self._members.get(character_id)
+                    if waiting is not None:
+                        waiting.rejoin()

@@ -118,7 +118,7 @@ def frame(payload: bytes, opcode: int = TEXT) -> bytes:
     return frame_header(len(payload), opcode) + payload
 
 
-def payload_extent(buf: bytearray, at: int) -> tuple[int, int] | None:
+def payload_extent(buf: bytes | bytearray, at: int) -> tuple[int, int] | None:
     """(where the frame's mask or payload starts, payload length) of the frame at `at`,
     once its header is complete; for server and client frames alike."""
     if len(buf) - at < 2:

@@ -183,7 +183,8 @@ class Edge:
                 return
             stream = _Replayed(conn, (head + b"\r\n\r\n" if head is not None else b"") + rest)
             await TCPServer(self._asgi, self._config, self._context,
-                            ConnectionState(self._state.copy()), stream)  # type: ignore[arg-type]
+                            ConnectionState(self._state.copy()),
+                            stream)  # type: ignore[arg-type]  # hypercorn asks for more than it uses
         finally:
             conn.close()  # also when hypercorn's close was cut short by a cancellation
 

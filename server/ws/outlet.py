@@ -111,9 +111,7 @@ class Outlet:
                 with trio.CancelScope() as self._waiting:  # abort() ends a wait in vain
                     while self._pending is not None:
                         await trio.lowlevel.wait_writable(self._sock)
-                        if self._pending is not None:
-                            self._write_pending()
-                        if self._pending is None and not self.ended.is_set():
+                        if self._write_pending() and not self.ended.is_set():
                             self._start_next()
                 if self.closing.is_set() and self._pending is None:
                     self.ended.set()
@@ -146,16 +144,19 @@ class Outlet:
             self._behind_since = trio.current_time()
             self._wake.set()
 
-    def _write_pending(self) -> None:
-        assert self._pending is not None
+    def _write_pending(self) -> bool:
+        """Write on what is pending; True once it is all written."""
+        if self._pending is None:  # aborted while waiting
+            return False
         try:
             sent = self._sock.send(self._pending)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             self.abort()
-            return
+            return False
         self._pending = self._pending[sent:] if sent < len(self._pending) else None
+        return self._pending is None
 
     def _start_next(self) -> None:
         if self._controls:
