@@ -1,4 +1,4 @@
-"""Register and login (PROTOCOL.md, "Auth")."""
+"""Register and login (docs/protocol.md, "Auth")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers the test modules share: HTTP calls as a client makes them, the PROTOCOL.md
+"""Helpers the test modules share: HTTP calls as a client makes them, the docs/protocol.md
 error check, bounded polling, and raw HTTP/1.1 over a socket for what httpx cannot send."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ async def register(client: httpx.AsyncClient, username: str | None = None,
 def assert_error(
     response: httpx.Response, status: int, code: str, fields: set[str] | None = None
 ) -> dict[str, Any]:
-    """Check a PROTOCOL.md error response exactly; return its "error" object.
+    """Check a docs/protocol.md error response exactly; return its "error" object.
 
     `fields` given: the error must carry exactly those field names. Not given: the
     error must have no `fields`, except that a 409 may name the conflicting field.

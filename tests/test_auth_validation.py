@@ -1,4 +1,4 @@
-"""Register and login over real HTTP: every validation rule of PROTOCOL.md "Auth",
+"""Register and login over real HTTP: every validation rule of docs/protocol.md "Auth",
 case-insensitive uniqueness, no half-written accounts after a conflict, the HTTP body
 errors (bad_json, 415, 413, 404) and their exact error shape, identical answers for an
 unknown user and a wrong password, and the per-username / per-address login rate limit.

@@ -1,4 +1,4 @@
-"""The Redis cache-aside character list (PROTOCOL.md, "Characters", and persistence/cache.py).
+"""The Redis cache-aside character list (docs/protocol.md, "Characters", and persistence/cache.py).
 
 Covers: a second list served from Redis without touching Postgres; invalidation on
 create; the slow-reader race (a fill that straddles a write is refused), both on the

@@ -1,4 +1,4 @@
-"""POST /v1/characters validation over real HTTP (PROTOCOL.md "Characters"): name and class
+"""POST /v1/characters validation over real HTTP (docs/protocol.md "Characters"): name and class
 rules, the default class, per-user case-insensitive name uniqueness, the per-user character
 limit (also under concurrent creates), and authentication of the create call.
 """

@@ -1,4 +1,4 @@
-"""Bus events (PROTOCOL.md, "Bus events"): `character.created` on core NATS with its
+"""Bus events (docs/protocol.md, "Bus events"): `character.created` on core NATS with its
 documented payload; `user.registered` in the JetStream stream USERS with Nats-Msg-Id =
 userId; exactly-once delivery through the outbox across a NATS outage; and JetStream
 dropping an outbox row relayed twice.

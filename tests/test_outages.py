@@ -1,4 +1,4 @@
-"""Postgres going away under a running server (PROTOCOL.md, "Errors": 503 `unavailable`,
+"""Postgres going away under a running server (docs/protocol.md, "Errors": 503 `unavailable`,
 "the request changed nothing").
 
 Covers: writes and uncached reads answer 503 while Postgres is down, /readyz says which

@@ -1,4 +1,4 @@
-"""New-user provisioning by choreography (PROTOCOL.md, "Bus events", and GET /v1/me).
+"""New-user provisioning by choreography (docs/protocol.md, "Bus events", and GET /v1/me).
 
 Covers: all four parts appear after a registration and the default character is the
 active one; consumers down during 50 registrations catch up with each part made once;

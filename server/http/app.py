@@ -37,7 +37,7 @@ _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large
 
 
 async def json_object(max_bytes: int) -> dict[str, object]:
-    """The request body as a JSON object, or the PROTOCOL.md error for why not."""
+    """The request body as a JSON object, or the docs/protocol.md error for why not."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise TooLarge(f"the body is over {max_bytes} bytes")
     if request.mimetype != "application/json":

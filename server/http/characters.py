@@ -1,5 +1,5 @@
 """The character service: validation, Postgres writes with their events, and the
-Redis cache-aside list (PROTOCOL.md, "Characters")."""
+Redis cache-aside list (docs/protocol.md, "Characters")."""
 
 from __future__ import annotations
 
