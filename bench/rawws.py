@@ -7,8 +7,9 @@ trio-websocket parses and decodes every frame into a str in a task of its own; a
 hundreds of clients receiving ~50 KB snapshots 20 times a second that needs
 several cores, so a single-core swarm would measure itself rather than the
 server. `RawWebSocket` puts every client socket in one EpollHub (the server's own
-epoll demultiplexer): one wakeup reads every socket that has data, and each text
-payload is handed to a callback as (buffer, start, end). The stream helpers at the
+epoll demultiplexer): one wakeup reads every socket that has data, and each
+message's payload (text for v1, binary for v2) is handed to a callback as (buffer,
+start, end). The stream helpers at the
 end (`open_upgraded`, `received_until`, `close_of`) do the same over a trio stream,
 one socket at a time, for tests.
 """
@@ -24,21 +25,24 @@ from urllib.parse import urlsplit
 
 import trio
 
-from server.ws.codec import CLOSE, TEXT, payload_extent, unmask
+from server.ws.codec import BINARY, CLOSE, TEXT, payload_extent, unmask
 from server.ws.hub import EpollHub
 
-OnText = Callable[[bytearray, int, int], None]
+OnMessage = Callable[[bytearray, int, int], None]
 RECV_BYTES = 1 << 18
 TIMEOUT_S = 5.0
 
 
-def upgrade_request(host: str, target: str, *, origin: str | None = None) -> bytes:
-    """A WebSocket upgrade request for `target` (path and query)."""
+def upgrade_request(host: str, target: str, *, origin: str | None = None,
+                    protocol: str | None = None) -> bytes:
+    """A WebSocket upgrade request for `target` (path and query), offering `protocol`."""
     key = base64.b64encode(os.urandom(16)).decode()
     return (f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n"
-            + (f"Origin: {origin}\r\n" if origin else "") + "\r\n").encode()
+            + (f"Origin: {origin}\r\n" if origin else "")
+            + (f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else "")
+            + "\r\n").encode()
 
 
 def client_frame(payload: bytes, opcode: int = TEXT, *, fin: bool = True, masked: bool = True,
@@ -76,24 +80,28 @@ def close_code(payload: bytes | bytearray) -> int:
 
 
 class RawWebSocket:
-    def __init__(self, sock: socket.socket, buffered: bytes, on_text: OnText) -> None:
+    def __init__(self, sock: socket.socket, buffered: bytes, on_message: OnMessage,
+                 *, opcode: int = TEXT) -> None:
         self._sock = sock
         self._buffer = bytearray(buffered)
         self._chunk = bytearray(RECV_BYTES)
-        self._on_text = on_text
+        self._on_message = on_message
+        self._opcode = opcode  # TEXT for v1, BINARY for v2
         self.closed = trio.Event()
         self.close_code = 0
 
     @classmethod
-    async def connect(cls, url: str, on_text: OnText) -> RawWebSocket:
-        """Connect and upgrade; raises ConnectionRefusedError with the HTTP status."""
+    async def connect(cls, url: str, on_message: OnMessage, *,
+                      protocol: str | None = None) -> RawWebSocket:
+        """Connect and upgrade (offering `protocol`); raises ConnectionRefusedError with
+        the HTTP status, and when the server does not choose the protocol offered."""
         parts = urlsplit(url)
         tsock = trio.socket.socket()
         await tsock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
         sock = socket.socket(fileno=tsock.detach())
         sock.setblocking(False)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        sock.send(upgrade_request(parts.netloc, target))
+        sock.send(upgrade_request(parts.netloc, target, protocol=protocol))
         data = b""
         while b"\r\n\r\n" not in data:
             await trio.lowlevel.wait_readable(sock)
@@ -106,13 +114,17 @@ class RawWebSocket:
         if not head.startswith(b"HTTP/1.1 101"):
             sock.close()
             raise ConnectionRefusedError(head.split(b"\r\n")[0].decode())
-        return cls(sock, rest, on_text)
+        if protocol and f"sec-websocket-protocol: {protocol}".encode() not in head.lower():
+            sock.close()
+            raise ConnectionRefusedError(f"the server did not choose {protocol}")
+        return cls(sock, rest, on_message, opcode=BINARY if protocol else TEXT)
 
     def fileno(self) -> int:
         return self._sock.fileno()
 
-    async def send_text(self, payload: bytes) -> None:
-        view = memoryview(client_frame(payload))
+    async def send(self, payload: bytes) -> None:
+        """One message, in a frame of this socket's kind."""
+        view = memoryview(client_frame(payload, self._opcode))
         while view:
             try:
                 view = view[self._sock.send(view):]
@@ -120,7 +132,7 @@ class RawWebSocket:
                 await trio.lowlevel.wait_writable(self._sock)
 
     def on_readable(self) -> None:
-        """Called by the hub: take what arrived and hand over every whole text frame."""
+        """Called by the hub: take what arrived and hand over every whole message."""
         while not self.closed.is_set():
             try:
                 received = self._sock.recv_into(self._chunk)
@@ -140,8 +152,8 @@ class RawWebSocket:
         buf, offset = self._buffer, 0
         while (frame := frame_at(buf, offset)) is not None:
             opcode, start, end = frame
-            if opcode == TEXT:
-                self._on_text(buf, start, end)
+            if opcode == self._opcode:
+                self._on_message(buf, start, end)
             elif opcode == CLOSE:
                 self._close(close_code(buf[start:end]))
                 return
@@ -160,7 +172,8 @@ class RawWebSocket:
 # --- one socket over a trio stream, for tests ----------------------------------------------
 
 async def open_upgraded(url: str, target: str, *, origin: str | None = None,
-                        rcvbuf: int | None = None) -> tuple[trio.SocketStream, bytes]:
+                        rcvbuf: int | None = None, protocol: str | None = None
+                        ) -> tuple[trio.SocketStream, bytes]:
     """Connect to `url` (http://host:port), send an upgrade for `target`; the stream and
     what the server answered up to the end of its response head (and what came with it)."""
     parts = urlsplit(url)
@@ -170,7 +183,7 @@ async def open_upgraded(url: str, target: str, *, origin: str | None = None,
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await sock.connect((host, parts.port or 80))
     stream = trio.SocketStream(sock)
-    await stream.send_all(upgrade_request(host, target, origin=origin))
+    await stream.send_all(upgrade_request(host, target, origin=origin, protocol=protocol))
     return stream, await received_until(stream, b"\r\n\r\n")
 
 

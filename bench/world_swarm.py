@@ -153,7 +153,7 @@ class Swarm:
         try:
             conn.on_readable()  # what came with the handshake's answer
             await self._play(player, conn.closed.wait,
-                             lambda text: conn.send_text(text.encode()))
+                             lambda text: conn.send(text.encode()))
             raise Closed(conn.close_code)
         finally:
             conn.aclose(self.hub)

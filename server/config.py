@@ -48,6 +48,9 @@ class Settings:
     # The world (docs/protocol.md, "World"). Bounds: min_x, min_y, max_x, max_y.
     world_bounds: tuple[float, float, float, float] = (-1000.0, -1000.0, 1000.0, 1000.0)
     world_checkpoint_s: float = 5.0
+    # Interest management: a player sees the players around it, not farther than twice
+    # this on either axis (docs/protocol.md); 0 is the whole zone.
+    world_view_radius: float = 0.0
     # Browsers (requests with an Origin header) must come from one of these; "*" is any.
     world_allowed_origins: tuple[str, ...] = ()
     world_handshake_timeout_s: float = 5.0
@@ -78,6 +81,13 @@ def _positive(parse: Callable[[str], Number]) -> Callable[[str], Number]:
         return value
 
     return parse_positive
+
+
+def _not_negative(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a finite number, 0 or more")
+    return value
 
 
 def _port(raw: str) -> int:
@@ -143,6 +153,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "OUTBOX_POLL_MS": ("outbox_poll_s", lambda raw: _positive(float)(raw) / 1000),
     "WORLD_BOUNDS": ("world_bounds", _bounds),
     "WORLD_CHECKPOINT": ("world_checkpoint_s", _positive(float)),
+    "WORLD_VIEW_RADIUS": ("world_view_radius", _not_negative),
     "WORLD_ALLOWED_ORIGINS": ("world_allowed_origins", _origins),
     "WORLD_HANDSHAKE_TIMEOUT": ("world_handshake_timeout_s", _positive(float)),
     "WORLD_JOIN_TIMEOUT": ("world_join_timeout_s", _positive(float)),

@@ -72,4 +72,5 @@ def world_config(settings: Settings) -> WorldConfig:
     return WorldConfig(
         rules=Rules(Bounds(*settings.world_bounds), max_step=settings.world_max_step),
         tick_rate_hz=settings.world_tick_rate_hz, checkpoint_s=settings.world_checkpoint_s,
-        lease_s=settings.zone_lease_s, listed=settings.zones)
+        lease_s=settings.zone_lease_s, listed=settings.zones,
+        view_radius=settings.world_view_radius)

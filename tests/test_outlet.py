@@ -22,8 +22,20 @@ import trio
 
 from server.ws import codec as ws
 from server.ws.outlet import FrameCache, Outlet
+from zones.interest import V2, Base
 
 BUFFER_BYTES = 4096
+
+
+class Payload:
+    """A snapshot that is the same bytes in every form: what the outlet does with forms
+    is tested with Forms below."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
+        return self.payload, ("payload", 0)
 Frame = tuple[int, bytes]
 
 
@@ -113,13 +125,13 @@ async def stay_behind(outlet: Outlet, slow_close_s: float) -> None:
     """Fan snapshots out to an outlet whose reader never reads, every 0.25 s of mock time
     and once just before `slow_close_s`, checking it is kept; then once past it."""
     start = trio.current_time()
-    outlet.snapshot(big(0))  # the kernel takes a few KB of it: behind from now on
+    outlet.snapshot(Payload(big(0)))  # the kernel takes a few KB of it: behind from now on
     for i, at in enumerate((0.25, 0.5, 0.75, 0.95), 1):
         await trio.sleep_until(start + at * slow_close_s)
-        outlet.snapshot(big(i))
+        outlet.snapshot(Payload(big(i)))
         assert not outlet.ended.is_set()
     await trio.sleep_until(start + 1.05 * slow_close_s)
-    outlet.snapshot(big(5))
+    outlet.snapshot(Payload(big(5)))
 
 
 async def test_snapshots_and_control_messages_arrive_as_text_frames_in_order(
@@ -131,7 +143,7 @@ async def test_snapshots_and_control_messages_arrive_as_text_frames_in_order(
     snapshot = b'{"type":"snapshot","tick":1,"players":[%s]}' % b",".join([b"{}"] * 100)
     controls = [b'{"type":"welcome"}', b'{"type":"pong","t":1}', b'{"type":"error"}']
     async with running(outlet):
-        outlet.snapshot(snapshot)
+        outlet.snapshot(Payload(snapshot))
         for control in controls:
             outlet.send(control)
         frames = await peer.frames(4)
@@ -151,7 +163,7 @@ async def test_a_reader_that_stops_reading_skips_snapshots_but_keeps_control_mes
     pong, error = b'{"type":"pong","t":7}', b'{"type":"error"}'
     async with running(outlet):
         for n, payload in enumerate(payloads):
-            outlet.snapshot(payload)
+            outlet.snapshot(Payload(payload))
             if n == 10:
                 outlet.send(pong)
             if n == 20:
@@ -160,7 +172,7 @@ async def test_a_reader_that_stops_reading_skips_snapshots_but_keeps_control_mes
         # The first is being written, the newest waits; the 38 between were skipped.
         assert outlet.skipped_snapshots == 38
         frames = await peer.frames(4)  # the client reads at last
-        outlet.snapshot(b'{"tick":41}')  # caught up: written straight away again
+        outlet.snapshot(Payload(b'{"tick":41}'))  # caught up: written straight away again
         assert (await peer.frames(5))[4] == (ws.TEXT, b'{"tick":41}')
         assert not outlet.ended.is_set()
     assert frames == [(ws.TEXT, payloads[0]), (ws.TEXT, pong), (ws.BINARY, error),
@@ -175,7 +187,7 @@ async def test_pongs_to_a_ping_flood_keep_only_the_newest_while_the_reader_is_be
     outlet = Outlet(sock, FrameCache(), slow_close_s=60)
     async with running(outlet):
         outlet.pong(b"first")  # the socket is idle: written at once
-        outlet.snapshot(big(0))  # fills the kernel's buffers: behind from now on
+        outlet.snapshot(Payload(big(0)))  # fills the kernel's buffers: behind from now on
         for n in range(1000):
             outlet.pong(b"%d" % n)
         frames = await peer.frames(3)  # the client reads at last
@@ -221,12 +233,12 @@ async def test_close_sends_a_close_frame_after_queued_data_then_ends(
     outlet = Outlet(sock, FrameCache(), slow_close_s=60)
     first, error = big(0), b'{"type":"error"}'
     async with running(outlet) as returned:
-        outlet.snapshot(first)  # partly written
+        outlet.snapshot(Payload(first))  # partly written
         outlet.send(error)
-        outlet.snapshot(big(1))  # not started yet: stale once closing
+        outlet.snapshot(Payload(big(1)))  # not started yet: stale once closing
         outlet.close(4008, "idle for too long")
         outlet.send(b"after close")
-        outlet.snapshot(big(2))
+        outlet.snapshot(Payload(big(2)))
         assert not outlet.ended.is_set()
         frames = await peer.frames(3)
         with trio.fail_after(5):
@@ -254,10 +266,42 @@ async def test_close_of_an_idle_outlet_ends_it_at_once(
 def test_frame_cache_reuses_the_frame_of_the_same_payload_object() -> None:
     cache = FrameCache()
     payload = b'{"type":"snapshot","tick":1}'
-    framed = cache.frame(payload)
+    framed = cache.frame(payload, ws.TEXT)
     assert framed == ws.frame(payload)
-    assert cache.frame(payload) is framed
+    assert cache.frame(payload, ws.TEXT) is framed
     equal = bytes(bytearray(payload))  # same bytes, another object: framed anew
-    assert cache.frame(equal) is not framed
-    assert cache.frame(equal) == framed
-    assert cache.frame(b'{"tick":2}') == ws.frame(b'{"tick":2}')
+    assert cache.frame(equal, ws.TEXT) is not framed
+    assert cache.frame(equal, ws.TEXT) == framed
+    assert cache.frame(payload, ws.TEXT) is framed, "still cached after another payload"
+    assert cache.frame(b"\x81\x01", ws.BINARY) == ws.frame(b"\x81\x01", ws.BINARY)
+
+
+class Forms:
+    """A snapshot of `tick` that says which form the outlet chose: a delta when the last
+    one it sent was the tick before, else complete."""
+
+    def __init__(self, tick: int) -> None:
+        self.tick = tick
+
+    def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
+        form = b"delta" if since == ("block", self.tick - 1) else b"complete"
+        return b"%s %d" % (form, self.tick), ("block", self.tick)
+
+
+async def test_a_member_that_skipped_a_snapshot_gets_a_complete_one_next(
+    pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
+) -> None:
+    sock, client = pair
+    peer = Peer(client)
+    outlet = Outlet(sock, FrameCache(), slow_close_s=60, wire=V2)
+    async with running(outlet):
+        outlet.snapshot(Forms(1))
+        outlet.snapshot(Forms(2))
+        assert await peer.frames(2) == [(ws.BINARY, b"complete 1"), (ws.BINARY, b"delta 2")]
+        outlet.send(big(0), ws.BINARY)  # the reader stops reading: behind from now on
+        outlet.snapshot(Forms(3))  # waits, not started yet...
+        outlet.snapshot(Forms(4))  # ...so 3 is skipped, never sent
+        outlet.snapshot(Forms(5))
+        frames = await peer.frames(4)
+    assert frames[2:] == [(ws.BINARY, big(0)), (ws.BINARY, b"complete 5")]
+    assert outlet.skipped_snapshots == 2

@@ -25,14 +25,19 @@ import httpx
 import pytest
 import trio
 
+from bench import v2
 from server.config import Settings
 from tests.helpers import eventually
 from tests.processes import Outpost, process_env, started
 from tests.world import (
     connect,
+    follow,
     joined,
+    joined2,
     new_player,
     next_of,
+    record_v1,
+    same_views,
     send,
     snapshot_with,
     stored_characters,
@@ -245,6 +250,36 @@ async def zone_is_down(url: str, zone_id: str, *, within_s: float) -> None:
         return not (await zone_list(url))[zone_id]["up"]
 
     await eventually(down, f"{zone_id} to be shown down", tries=int(10 * within_s))
+
+
+async def test_v1_and_v2_clients_through_an_api_process_see_the_same(
+    cluster: dict[str, Outpost]
+) -> None:
+    """The api's mirror of the zone (fed by the zone's feed) serves both wires."""
+    api = cluster["api"]
+    one, two, mover = await players(api, 3)
+    ticks1: dict[int, Any] = {}
+    ticks2: dict[int, Any] = {}
+    async with (connect(ws_url(api.url, one["token"])) as first,
+                connect(ws_url(api.url, two["token"]), subprotocols=[v2.SUBPROTOCOL])
+                as second):
+        await joined(first, one["character"]["id"])
+        await joined2(second, two["character"]["id"])
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(record_v1, first, ticks1, 10 ** 6)
+                nursery.start_soon(follow, second, v2.PlayerView(), ticks2, 10 ** 6)
+                async with connect(ws_url(api.url, mover["token"])) as moving:
+                    await joined(moving, mover["character"]["id"])
+                    for seq in range(1, 11):
+                        await send(moving, {"type": "move", "dx": 0.7, "dy": -0.3, "seq": seq})
+                        await next_of(moving, "snapshot")
+                await trio.sleep(0.5)
+                nursery.cancel_scope.cancel()
+    assert same_views(ticks1, ticks2) > 10
+    ids = {one["character"]["id"], two["character"]["id"], mover["character"]["id"]}
+    assert any(set(seen) == ids for seen in ticks2.values()), "all three were seen"
+    assert set(ticks2[max(ticks2)]) == ids - {mover["character"]["id"]}, "the mover left"
 
 
 async def test_sigterm_of_a_zone_saves_positions_first(

@@ -1,4 +1,4 @@
-"""Unit tests of the zone: zones/simulation.py (movement rules, snapshots, the input queue)
+"""Unit tests of the zone: zones/simulation.py (movement rules, eids, the input queue)
 and zones/actor.py (tick pacing, fan-out, joins and takeovers, saving positions on leave,
 at checkpoints and at shutdown, retries after a failed save, player.moved batches).
 
@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
+from zones.interest import V1, View
 from zones.simulation import Avatar, Bounds, Rules, Simulation
 
 BOUNDS = Bounds(0.0, 0.0, 100.0, 100.0)
@@ -112,20 +113,14 @@ def test_positions_are_clamped_to_bounds_and_rounded() -> None:
     assert at(sim, "odd") == (10.123, 99.667)
 
 
-def test_snapshot_is_json_with_the_last_applied_seq() -> None:
-    sim = simulation(("a", 10, 10), ("b", 20, 20))
-    assert json.loads(sim.snapshot()) == {
-        "type": "snapshot", "zone": ZONE, "tick": 0, "players": [
-            {"id": "a", "name": "name-a", "x": 10, "y": 10, "seq": 0},
-            {"id": "b", "name": "name-b", "x": 20, "y": 20, "seq": 0}]}
-    for seq in (3, 7, 9):
-        sim.queue("a", 1, 0, seq)
+def test_eids_are_the_smallest_free_and_rest_a_tick_before_reuse() -> None:
+    sim = simulation(("a", 10, 10), ("b", 20, 20), ("c", 30, 30))
+    assert [sim.avatars[c].eid for c in "abc"] == [0, 1, 2]
+    sim.remove("a")
+    assert sim.add(Avatar("d", "user-d", "name-d", 1, 1)).eid == 3, "0 rests until a tick"
     sim.step()
-    snapshot = json.loads(sim.snapshot())
-    assert snapshot["tick"] == 1
-    assert snapshot["players"] == [{"id": "a", "name": "name-a", "x": 13, "y": 10, "seq": 9},
-                                   {"id": "b", "name": "name-b", "x": 20, "y": 20, "seq": 0}]
-    assert json.loads(Simulation(ZONE, RULES).snapshot())["players"] == []
+    assert sim.add(Avatar("e", "user-e", "name-e", 1, 1)).eid == 0
+    assert sim.add(Avatar("f", "user-f", "name-f", 1, 1)).eid == 4
 
 
 def test_queue_refuses_unknown_characters_and_a_full_queue() -> None:
@@ -172,8 +167,9 @@ class FakeOutlet(Watched):
         self.snapshots: list[tuple[float, bytes]] = []
         self.replacements = 0
 
-    def snapshot(self, payload: bytes) -> None:
-        self.snapshots.append((trio.current_time(), payload))
+    def snapshot(self, view: View) -> None:
+        """As a v1 member: the JSON snapshot of its block."""
+        self.snapshots.append((trio.current_time(), view.encoded(V1, None)[0]))
         self.recorded()
 
     def replaced(self) -> None:
@@ -281,7 +277,7 @@ async def test_a_second_join_replaces_the_older_outlet(
     older, newer = FakeOutlet(), FakeOutlet()
     async with running(actor(hooks)) as zone:
         admission = await zone.join(entrant("a", 10, 10), older)
-        assert admission == Admission(ZONE, zone.tick, HZ, 10, 10)
+        assert admission == Admission(ZONE, zone.tick, HZ, 10, 10, eid=0)
         zone.move("a", 3, 0, seq=1)
         await older.ticks()
         again = await zone.join(entrant("a", 10, 10), newer)  # a stale row: 10, 10

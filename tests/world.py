@@ -1,6 +1,7 @@
 """Helpers the world's test modules share: players as a client makes them, the world's
 WebSocket through trio-websocket (and, for misbehaving clients, the hand-made one in
-bench/rawws.py), reading messages by type, and rows read straight from Postgres."""
+bench/rawws.py), reading messages by type in v1 and v2 (bench/v2.py), and rows read
+straight from Postgres."""
 
 from __future__ import annotations
 
@@ -12,17 +13,20 @@ from typing import Any
 import asyncpg
 import httpx
 import orjson
+import pytest
 import trio
 import trio_asyncio
 from trio_asyncio import aio_as_trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from bench import v2
 from bench.rawws import open_upgraded
 from persistence.characters import Character, get_character
 from server.config import Settings
 from server.process import Running
 from tests.helpers import bearer, eventually, register
 from zones.actor import Entrant
+from zones.interest import View
 
 Message = dict[str, Any]
 WORLD_PATH = "/v1/world/ws"
@@ -57,11 +61,13 @@ def ws_url(http_url: str, token: str | None = None) -> str:
 
 
 async def raw_upgrade(http_url: str, token: str | None, *, origin: str | None = None,
-                      rcvbuf: int | None = None) -> tuple[trio.SocketStream, bytes]:
+                      rcvbuf: int | None = None, protocol: str | None = None
+                      ) -> tuple[trio.SocketStream, bytes]:
     """A hand-made upgrade of the world's path; the stream and the response head (with
     what came after it)."""
     target = WORLD_PATH + (f"?token={token}" if token is not None else "")
-    return await open_upgraded(http_url, target, origin=origin, rcvbuf=rcvbuf)
+    return await open_upgraded(http_url, target, origin=origin, rcvbuf=rcvbuf,
+                               protocol=protocol)
 
 
 async def send(conn: WebSocketConnection, message: Message) -> None:
@@ -75,6 +81,27 @@ async def next_of(conn: WebSocketConnection, kind: str) -> Message:
             message = orjson.loads(await conn.get_message())
             if message["type"] == kind:
                 return message
+
+
+async def send2(conn: WebSocketConnection, message: Message) -> None:
+    """A v2 message: MessagePack in a binary frame."""
+    await conn.send_message(v2.encode(message))
+
+
+async def next2(conn: WebSocketConnection, kind: str) -> Message:
+    """The next v2 message of type `kind`, skipping others."""
+    with trio.fail_after(5):
+        while True:
+            raw = await conn.get_message()
+            assert isinstance(raw, bytes), f"a v2 server sends binary frames, not {raw!r}"
+            message = v2.decode(raw)
+            if message["type"] == kind:
+                return message
+
+
+async def joined2(conn: WebSocketConnection, character_id: str) -> Message:
+    await send2(conn, {"type": "join", "character_id": character_id})
+    return await next2(conn, "welcome")
 
 
 async def joined(conn: WebSocketConnection, character_id: str) -> Message:
@@ -118,6 +145,42 @@ async def snapshot_with(conn: WebSocketConnection, character_id: str,
                     return snapshot
 
 
+async def follow(conn: WebSocketConnection, view: v2.PlayerView, ticks: dict[int, Any],
+                 until: int) -> None:
+    """Apply every snapshot to `view` (asserting the eid rule), keeping its positions by
+    tick, until `until` ticks were seen."""
+    while len(ticks) < until:
+        raw = await conn.get_message()
+        assert isinstance(raw, bytes)
+        message = v2.decode(raw)
+        if message["type"] != "snapshot":
+            continue
+        if message["base"] is not None:
+            for eid, _, _ in message["enter"]:
+                assert eid not in view.players, f"eid {eid} reused before its leave"
+        view.apply(message)
+        ticks[message["tick"]] = view.positions()
+
+
+async def record_v1(conn: WebSocketConnection, ticks: dict[int, Any], until: int) -> None:
+    while len(ticks) < until:
+        snapshot = await next_of(conn, "snapshot")
+        ticks[snapshot["tick"]] = {p["id"]: (p["x"], p["y"], p["seq"])
+                                   for p in snapshot["players"]}
+
+
+def same_views(v1_ticks: dict[int, Any], v2_ticks: dict[int, Any]) -> int:
+    """Check that at every tick both recorded, the v1 snapshot and the v2 view list the
+    same players at the same positions (v2's are float32) and seqs; how many ticks."""
+    both = v1_ticks.keys() & v2_ticks.keys()
+    for tick in both:
+        assert v2_ticks[tick].keys() == v1_ticks[tick].keys(), tick
+        for character_id, (x, y, seq) in v1_ticks[tick].items():
+            assert v2_ticks[tick][character_id] == (pytest.approx(x, abs=1e-3),
+                                                    pytest.approx(y, abs=1e-3), seq)
+    return len(both)
+
+
 async def saved_at(running: Running, character_id: str, x: float, y: float) -> None:
     async def saved() -> bool:
         row = await running.services.pg.transact(get_character, uuid.UUID(character_id))
@@ -129,19 +192,30 @@ async def saved_at(running: Running, character_id: str, x: float, y: float) -> N
 class Silent:
     """A zone member whose outlet drops everything: a crowd that costs only bytes."""
 
-    def snapshot(self, payload: bytes) -> None:
-        pass
+    def snapshot(self, view: View) -> None:
+        """Dropped."""
 
     def replaced(self) -> None:
         pass
 
 
-async def crowd(running: Running, n: int) -> None:
-    """`n` silent members in the running process's zone, to make its snapshots big."""
+async def crowd(running: Running, n: int) -> list[str]:
+    """`n` silent members in the running process's zone, to make its snapshots big; their
+    character ids."""
     zone = running.services.world.zones[running.services.settings.world_zone_id]
-    for i in range(n):
-        await zone.join(Entrant(str(uuid.uuid4()), str(uuid.uuid4()), f"npc{i}", 0, 0),
-                        Silent())
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    for i, character_id in enumerate(ids):
+        await zone.join(Entrant(character_id, str(uuid.uuid4()), f"npc{i}", 0, 0), Silent())
+    return ids
+
+
+async def keep_moving(running: Running, character_ids: list[str]) -> None:
+    """Move these characters of the running process's zone every tick, until cancelled."""
+    zone = running.services.world.zones[running.services.settings.world_zone_id]
+    for seq in range(1, 10 ** 9):
+        for character_id in character_ids:
+            zone.move(character_id, 0.25 if seq % 40 < 20 else -0.25, 0.0, seq)
+        await trio.sleep(1 / zone.tick_rate_hz)
 
 
 async def stored_characters(settings: Settings, ids: list[str]) -> list[Character]:

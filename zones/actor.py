@@ -1,11 +1,12 @@
 """The zone actor: owns a zone's players and its tick loop.
 
-The boundary with sessions is small on purpose, so that it can later be
-crossed over NATS without touching either side: sessions hand in joins, moves
-and leaves; the zone hands each member's `Outlet` the encoded snapshot of every
-tick (the same bytes for all) and tells it when a newer session took its
-character over. Saving positions and publishing `player.moved` are hooks given
-at start, so the zone knows nothing of Postgres or NATS.
+The boundary with sessions is small on purpose, so that it can be crossed over
+NATS without touching either side: sessions hand in joins, moves and leaves; the
+zone hands each member's `Outlet` the view of its block at every tick (one view
+per block, shared, each form encoded once: zones/interest.py) and tells it when a
+newer session took its character over. Saving positions and publishing
+`player.moved` are hooks given at start, so the zone knows nothing of Postgres or
+NATS.
 
 Ticks are paced by deadlines (`start + n * period` on trio's clock), so they do
 not drift; a zone that falls more than a tick behind skips the missed ticks
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from typing import Protocol
 import orjson
 import trio
 
+from zones.interest import Grid, Interest, View
 from zones.simulation import Avatar, Rules, Simulation
 
 log = logging.getLogger(__name__)
@@ -40,8 +43,8 @@ LAST_KNOWN_MAX = 10_000
 class Outlet(Protocol):
     """Where a zone sends one member's output. Never blocks."""
 
-    def snapshot(self, payload: bytes) -> None:
-        """The encoded snapshot of a tick; a slow member keeps only the newest."""
+    def snapshot(self, view: View) -> None:
+        """The view of a tick; a slow member keeps only the newest."""
 
     def replaced(self) -> None:
         """A newer session joined this character; this one must end."""
@@ -66,6 +69,7 @@ class Admission:
     tick_rate_hz: float
     x: float
     y: float
+    eid: int  # the character's number in this zone's v2 snapshots
 
 
 @dataclass(frozen=True)
@@ -81,16 +85,19 @@ class Position:
 class ZoneHooks:
     save_positions: Callable[[list[Position]], Awaitable[None]]
     publish_moves: Callable[[list[bytes]], Awaitable[None]]
-    # Each tick's snapshot, once, for members in other processes; must not block.
-    publish_snapshot: Callable[[bytes], None] | None = None
+    # Each tick, once, for members in other processes (the zone's feed); must not block.
+    publish_tick: Callable[[Interest], None] | None = None
 
 
 class ZoneActor:
     def __init__(self, zone_id: str, rules: Rules, hooks: ZoneHooks, *, tick_rate_hz: float,
-                 checkpoint_s: float = 5.0) -> None:
+                 checkpoint_s: float = 5.0, view_radius: float = 0.0) -> None:
         self.zone_id = zone_id
         self.tick_rate_hz = tick_rate_hz
         self._sim = Simulation(zone_id, rules)
+        b = rules.bounds
+        self._interest = Interest(zone_id, Grid(b.min_x, b.min_y, b.max_x, b.max_y, view_radius),
+                                  epoch=uuid.uuid4().hex)
         self._hooks = hooks
         self._checkpoint_s = checkpoint_s
         self._outlets: dict[str, Outlet] = {}
@@ -120,8 +127,11 @@ class ZoneActor:
             x, y = (known.x, known.y) if known and not entrant.placed else (entrant.x, entrant.y)
             self._saved[character_id] = (x, y)  # what the row holds, or will once saved
             avatar = self._sim.add(Avatar(character_id, entrant.user_id, entrant.name, x, y))
+            self._interest.enter(avatar.eid, character_id, avatar.name, avatar.x, avatar.y,
+                                 avatar.seq)
         self._outlets[character_id] = outlet
-        return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, avatar.x, avatar.y)
+        return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, avatar.x, avatar.y,
+                         avatar.eid)
 
     def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
         if not self._sim.queue(character_id, dx, dy, seq):
@@ -135,6 +145,7 @@ class ZoneActor:
         avatar = self._sim.remove(character_id)
         self._saved.pop(character_id, None)
         if avatar is not None:
+            self._interest.leave(avatar.eid)
             position = self._leaving[character_id] = self._position(avatar)
             self._last_known[character_id] = position
             if len(self._last_known) > LAST_KNOWN_MAX:
@@ -196,13 +207,19 @@ class ZoneActor:
 
     async def _step(self) -> None:
         moved = self._sim.step()
-        payload = self._sim.snapshot()
-        for i, outlet in enumerate(list(self._outlets.values()), 1):
-            outlet.snapshot(payload)
+        interest = self._interest
+        for avatar in moved:
+            interest.update(avatar.eid, avatar.x, avatar.y, avatar.seq)
+        interest.seal(self._sim.tick)
+        if self._hooks.publish_tick is not None:
+            self._hooks.publish_tick(interest)
+        avatars = self._sim.avatars
+        members = [(interest.cell_of(avatars[c].eid), o) for c, o in self._outlets.items()]
+        for i, (cell, outlet) in enumerate(members, 1):
+            if cell is not None:
+                outlet.snapshot(interest.view(cell))
             if i % FANOUT_YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
-        if self._hooks.publish_snapshot is not None:
-            self._hooks.publish_snapshot(payload)
         if moved:
             tick = self._sim.tick
             batch = [orjson.dumps({"character_id": a.character_id, "user_id": a.user_id,

@@ -9,14 +9,16 @@ back to standing by; a graceful stop releases the lease at once.
 
 Members in other processes are represented here by RemoteMembers. Their
 processes send inputs at least every second; a process silent for
-`SILENT_AFTER_S` is gone, and its members leave (their positions saved).
+`SILENT_AFTER_S` is gone, and its members leave (their positions saved). The
+zone's feed goes out once a tick while any are here: what changed in the zone,
+and all of it every `COMPLETE_EVERY_S`, when an api process joins its first
+member, and after a tick that could not be sent (zones/interest.py, `feed`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from contextlib import suppress
 
 import orjson
 import trio
@@ -25,11 +27,13 @@ from bus import subjects
 from bus.connection import Bus, BusUnavailable, Message
 from persistence.errors import DomainError
 from zones.actor import Entrant, ZoneActor
+from zones.interest import Interest, View
 from zones.world import World
 
 log = logging.getLogger(__name__)
 
 SILENT_AFTER_S = 5.0
+COMPLETE_EVERY_S = 1.0
 
 
 class RemoteMember:
@@ -40,8 +44,8 @@ class RemoteMember:
         self.api = api
         self.session = session
 
-    def snapshot(self, payload: bytes) -> None:
-        pass  # the host publishes each snapshot once, for all remote members
+    def snapshot(self, view: View) -> None:
+        pass  # the host publishes the zone's feed once a tick, for all remote members
 
     def replaced(self) -> None:
         self._host.replaced(self.api, self.session)
@@ -56,7 +60,8 @@ class ZoneHost:
         self.active = False
         self._members: dict[str, RemoteMember] = {}  # character id -> remote member
         self._heard: dict[str, float] = {}  # api instance -> when it last sent inputs
-        self._snapshots_out, self._snapshots_in = trio.open_memory_channel[bytes](1)
+        self._feed_out, self._feed_in = trio.open_memory_channel[bytes](1)
+        self._complete_at = 0.0  # when the next complete feed is due
         self._news: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
         self._news_ready = trio.Event()
 
@@ -96,7 +101,7 @@ class ZoneHost:
             return None
 
     async def _host(self, revision: int, task_status: trio.TaskStatus[ZoneHost]) -> None:
-        actor = self._world.new_zone(self.zone_id, publish_snapshot=self._publish_snapshot)
+        actor = self._world.new_zone(self.zone_id, publish_tick=self._publish_tick)
         held = [revision]
         try:
             async with trio.open_nursery() as hosting:
@@ -106,7 +111,7 @@ class ZoneHost:
                 hosting.start_soon(self._renew, actor, held, hosting.cancel_scope)
                 hosting.start_soon(self._serve_joins, actor)
                 hosting.start_soon(self._serve_inputs, actor)
-                hosting.start_soon(self._send_snapshots)
+                hosting.start_soon(self._send_feed)
                 hosting.start_soon(self._send_news)
                 hosting.start_soon(self._reap_silent, actor)
                 task_status.started(self)
@@ -159,10 +164,12 @@ class ZoneHost:
             admission = await actor.join(entrant, member)
         except DomainError as exc:
             return {"error": exc.code, "message": exc.message}
+        if all(m.api != member.api for m in self._members.values()):
+            self._complete_at = 0.0  # its mirror needs everything first
         self._members[entrant.character_id] = member
         self._heard[member.api] = trio.current_time()
         return {"tick": admission.tick, "tick_rate": admission.tick_rate_hz,
-                "x": admission.x, "y": admission.y}
+                "x": admission.x, "y": admission.y, "eid": admission.eid}
 
     async def _serve_inputs(self, actor: ZoneActor) -> None:
         subject = subjects.zone_input(self.zone_id)
@@ -195,17 +202,28 @@ class ZoneHost:
                              character_id)
                     self._leave(actor, character_id, member.session)
 
-    def _publish_snapshot(self, payload: bytes) -> None:
-        if self._members:
-            # Full: the previous one is still going out, and the next tick's will follow.
-            with suppress(trio.WouldBlock):
-                self._snapshots_out.send_nowait(payload)
+    def _publish_tick(self, interest: Interest) -> None:
+        if not self._members:
+            return
+        now = trio.current_time()
+        complete = now >= self._complete_at
+        try:
+            self._feed_out.send_nowait(interest.feed(complete=complete))
+        except trio.WouldBlock:
+            # The last tick is still going out: mirrors will miss this one, and need
+            # everything next time.
+            self._complete_at = 0.0
+            return
+        if complete:
+            self._complete_at = now + COMPLETE_EVERY_S
 
-    async def _send_snapshots(self) -> None:
+    async def _send_feed(self) -> None:
         subject = subjects.zone_snapshot(self.zone_id)
-        async for payload in self._snapshots_in:
-            with suppress(BusUnavailable):  # remote members will notice the silence
+        async for payload in self._feed_in:
+            try:
                 await self._bus.publish_many(subject, [payload])
+            except BusUnavailable:  # remote members notice the silence
+                self._complete_at = 0.0
 
     def replaced(self, api: str, session: str) -> None:
         """Tell `api` (soon, from a task) that its `session` was taken over."""

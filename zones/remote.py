@@ -6,8 +6,13 @@ leaves), `zone.<id>.snapshot` (once per tick) and `api.<instance>.events`.
 
 Inputs are batched: a session's move only appends to a list, and one task sends
 whatever has accumulated in one message (one bridge crossing per drain, never
-one per client). Each snapshot arrives once and is fanned out to this process's
-members, the same bytes for all. When snapshots stop for `DOWN_AFTER_S`, the
+one per client). The zone publishes each tick once, for every process: its feed,
+what changed in the whole zone (and every second, all of it). This process keeps
+a mirror of the zone from it (an Interest, zones/interest.py) and serves its own
+members the mirror's views, as the zone serves its local ones: one view per
+block, each form encoded once. A feed that does not follow from what the mirror
+holds (a message lost) is skipped until the next complete one, and the members
+wait that long. When the feed stops for `DOWN_AFTER_S`, the
 members are told the zone is unavailable (they stay connected) and are re-joined
 every `REJOIN_EVERY_S` until the zone, restarted or taken over by a standby,
 answers: they get a new welcome at their last saved positions.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 import orjson
 import trio
 
@@ -24,6 +30,7 @@ from bus import subjects
 from bus.connection import Bus, BusUnavailable
 from zones.actor import Admission, Entrant
 from zones.errors import Refused, ZoneUnavailable
+from zones.interest import Grid, Interest
 from zones.link import Member
 
 log = logging.getLogger(__name__)
@@ -36,11 +43,14 @@ SHUTDOWN_SEND_S = 1.0
 
 
 class RemoteZone:
-    def __init__(self, zone_id: str, bus: Bus, instance_id: str) -> None:
+    def __init__(self, zone_id: str, bus: Bus, instance_id: str, grid: Grid) -> None:
         self.zone_id = zone_id
         self._bus = bus
         self._instance_id = instance_id
+        self._mirror = Interest(zone_id, grid, epoch="")
+        self._decoder = msgspec.msgpack.Decoder(dict[str, object])
         self._members: dict[str, Member] = {}
+        self._eids: dict[str, int] = {}  # of the members' characters
         self._lost: set[str] = set()  # members to re-join once the zone answers again
         self._moves: list[tuple[str, float, float, int]] = []
         self._leaves: list[tuple[str, str]] = []
@@ -69,9 +79,11 @@ class RemoteZone:
         if "error" in reply:
             raise Refused(reply["error"], reply.get("message", "refused by the zone"))
         self._members[entrant.character_id] = member
+        self._eids[entrant.character_id] = reply["eid"]
         self._lost.discard(entrant.character_id)
         self._last_snapshot = max(self._last_snapshot, trio.current_time())
-        return Admission(self.zone_id, reply["tick"], reply["tick_rate"], reply["x"], reply["y"])
+        return Admission(self.zone_id, reply["tick"], reply["tick_rate"], reply["x"], reply["y"],
+                         reply["eid"])
 
     def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
         if character_id not in self._lost:
@@ -81,6 +93,7 @@ class RemoteZone:
     def leave(self, character_id: str, member: Member) -> None:
         if self._members.get(character_id) is member:
             del self._members[character_id]
+            del self._eids[character_id]
             self._lost.discard(character_id)
             self._leaves.append((character_id, member.session_id))
             self._wake.set()
@@ -90,6 +103,7 @@ class RemoteZone:
         member = self._members.get(character_id)
         if member is not None and member.session_id == session_id:
             del self._members[character_id]
+            del self._eids[character_id]
             member.outlet.replaced()
 
     # --- the tasks -------------------------------------------------------------------------
@@ -99,14 +113,27 @@ class RemoteZone:
             try:
                 await self._bus.connected_once.wait()
                 async with self._bus.subscription(subjects.zone_snapshot(self.zone_id),
-                                                  buffer=4) as snapshots:
-                    async for message in snapshots:
+                                                  buffer=4) as feed:
+                    async for message in feed:
                         self._last_snapshot = trio.current_time()
-                        payload = message.data
-                        for member in list(self._members.values()):
-                            member.outlet.snapshot(payload)
+                        self._take(message.data)
             except BusUnavailable:
                 await trio.sleep(REJOIN_EVERY_S)
+
+    def _take(self, data: bytes) -> None:
+        """Apply one tick of the zone's feed and give each member its view."""
+        try:
+            synced = self._mirror.apply(self._decoder.decode(data))
+        except (msgspec.DecodeError, KeyError, TypeError, ValueError, AssertionError):
+            log.error("zone %s: malformed feed %r", self.zone_id, data[:200])
+            return
+        if not synced:
+            return  # a tick went missing: wait for the next complete feed
+        mirror = self._mirror
+        for character_id, member in list(self._members.items()):
+            cell = mirror.cell_of(self._eids[character_id])
+            if cell is not None:
+                member.outlet.snapshot(mirror.view(cell))
 
     async def _send_inputs(self) -> None:
         try:

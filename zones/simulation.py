@@ -1,4 +1,4 @@
-"""A zone's simulation: players, movement rules and snapshots. Sans-IO: no trio here.
+"""A zone's simulation: players and movement rules. Sans-IO: no trio here.
 
 Inputs are queued in arrival order and applied at tick boundaries: per tick each
 character applies at most `max_inputs_per_tick` of its moves (the rest wait for
@@ -6,15 +6,18 @@ the next ticks, in order), its path within one tick is at most `max_step` long
 (a longer move is scaled down to what is left), and positions are clamped to
 the zone's bounds and kept to a thousandth of a unit, so the numbers a client
 sees, the database keeps and the next welcome shows are the same.
+
+Each avatar has an eid, the small number v2 snapshots know it by: the smallest
+free one, and one that was freed is handed out again only after the tick in which
+its avatar left (whose snapshots say so) has been stepped.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-
-import orjson
 
 POSITION_DECIMALS = 3
 
@@ -46,16 +49,37 @@ class Avatar:
     x: float
     y: float
     seq: int = 0  # the last move seq applied
-    entry: bytes = b""  # this avatar's encoded snapshot entry, rebuilt when it changes
+    eid: int = -1  # given by the simulation that holds it
     queued: deque[tuple[float, float, int]] = field(default_factory=deque)
     # This tick's bookkeeping, reset when a tick first applies one of its moves.
     tick: int = -1
     applied: int = 0
     budget: float = 0.0
 
-    def encode(self) -> None:
-        self.entry = orjson.dumps({"id": self.character_id, "name": self.name,
-                                   "x": self.x, "y": self.y, "seq": self.seq})
+
+
+class Eids:
+    """Small numbers for avatars: the smallest free first; a freed one rests a tick."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._free: list[int] = []
+        self._resting: list[int] = []
+
+    def take(self) -> int:
+        if self._free:
+            return heapq.heappop(self._free)
+        self._next += 1
+        return self._next - 1
+
+    def give_back(self, eid: int) -> None:
+        self._resting.append(eid)
+
+    def wake(self) -> None:
+        """The tick in which the resting eids were freed is over: they may be taken."""
+        for eid in self._resting:
+            heapq.heappush(self._free, eid)
+        self._resting.clear()
 
 
 class Simulation:
@@ -65,19 +89,22 @@ class Simulation:
         self.tick = 0
         self.avatars: dict[str, Avatar] = {}
         self._arrivals: deque[str] = deque()  # character ids, one per queued move, in order
-        self._prefix = orjson.dumps({"type": "snapshot", "zone": zone_id})[:-1] + b',"tick":'
+        self._eids = Eids()
 
     def add(self, avatar: Avatar) -> Avatar:
         """Place `avatar` (clamped into bounds); a character already here keeps its state."""
         if avatar.character_id in self.avatars:
             return self.avatars[avatar.character_id]
         avatar.x, avatar.y = self._settle(avatar.x, avatar.y)
-        avatar.encode()
+        avatar.eid = self._eids.take()
         self.avatars[avatar.character_id] = avatar
         return avatar
 
     def remove(self, character_id: str) -> Avatar | None:
-        return self.avatars.pop(character_id, None)
+        avatar = self.avatars.pop(character_id, None)
+        if avatar is not None:
+            self._eids.give_back(avatar.eid)
+        return avatar
 
     def queue(self, character_id: str, dx: float, dy: float, seq: int) -> bool:
         """Queue a move for the next tick; False if dropped (unknown character, or too many
@@ -123,14 +150,8 @@ class Simulation:
             avatar.x = round(min_x if x < min_x else max_x if x > max_x else x, POSITION_DECIMALS)
             avatar.y = round(min_y if y < min_y else max_y if y > max_y else y, POSITION_DECIMALS)
         self._arrivals = carried
-        for avatar in moved:
-            avatar.encode()
+        self._eids.wake()
         return moved
-
-    def snapshot(self) -> bytes:
-        """The snapshot every player of the zone sees, encoded once."""
-        entries = b",".join(a.entry for a in self.avatars.values())
-        return b"%s%d,\"players\":[%s]}" % (self._prefix, self.tick, entries)
 
     def _settle(self, x: float, y: float) -> tuple[float, float]:
         x, y = self.rules.bounds.clamp(x, y)

@@ -38,6 +38,7 @@ from persistence.errors import DomainError, Forbidden, NotFound
 from persistence.postgres import Postgres
 from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
 from zones.errors import ZoneUnavailable
+from zones.interest import Grid, Interest
 from zones.known import KnownZones
 from zones.link import LocalZone, Member, ZoneLink
 from zones.remote import RemoteZone
@@ -69,6 +70,7 @@ class WorldConfig:
     checkpoint_s: float
     lease_s: float  # a zone's lease in the zone directory
     listed: tuple[str, ...]  # zones listed by GET /v1/world/zones even while down
+    view_radius: float = 0.0  # 0: everyone in a zone sees everyone
 
 
 class World:
@@ -94,12 +96,12 @@ class World:
             task_status.started(self)
 
     def new_zone(self, zone_id: str, *,
-                 publish_snapshot: Callable[[bytes], None] | None = None) -> ZoneActor:
+                 publish_tick: Callable[[Interest], None] | None = None) -> ZoneActor:
         """A zone actor for `zone_id`, with hooks into this process's services."""
         c = self._config
-        hooks = ZoneHooks(self._save_positions, self._publish_moves, publish_snapshot)
+        hooks = ZoneHooks(self._save_positions, self._publish_moves, publish_tick)
         return ZoneActor(zone_id, c.rules, hooks, tick_rate_hz=c.tick_rate_hz,
-                         checkpoint_s=c.checkpoint_s)
+                         checkpoint_s=c.checkpoint_s, view_radius=c.view_radius)
 
     def link(self, zone_id: str) -> ZoneLink:
         if zone_id in self.zones:
@@ -107,7 +109,10 @@ class World:
         remote = self._remote.get(zone_id)
         if remote is None:
             assert self._nursery is not None, "World actor not started"
-            remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id)
+            b = self._config.rules.bounds
+            grid = Grid(b.min_x, b.min_y, b.max_x, b.max_y, self._config.view_radius)
+            remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id,
+                                                        grid)
             self._nursery.start_soon(remote.run)
         return remote
 

@@ -4,7 +4,8 @@ Server frames are unmasked, so a frame is a few header bytes in front of the
 payload: `frame()` builds it once and the same bytes go to every client. Client
 frames are masked and small (inputs); `FrameReader` parses them from a byte
 buffer, unmasks with one big-integer XOR, reassembles fragments, and enforces a
-size limit. No extensions, no subprotocols. Nothing here imports trio.
+size limit. No extensions; the subprotocol is the caller's choice. Nothing here
+imports trio.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def handshake_response(request: Request) -> bytes | None:
-    """The 101 response for a valid upgrade request, or None if it is not one."""
+def handshake_response(request: Request, subprotocol: str | None = None) -> bytes | None:
+    """The 101 response for a valid upgrade request (naming `subprotocol` if one was
+    chosen from those it offered), or None if it is not one."""
     key = request.headers.get("sec-websocket-key", "")
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
@@ -94,8 +96,9 @@ def handshake_response(request: Request) -> bytes | None:
         return None
     if request.headers.get("sec-websocket-version") != "13":
         return None
+    chosen = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
     return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode()
+            f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{chosen}\r\n").encode()
 
 
 def http_response(status: int, reason: str, body: bytes,

@@ -30,6 +30,7 @@ from persistence.errors import Unauthenticated
 from server.config import Settings
 from server.ws import codec as ws
 from server.ws.hub import EpollHub
+from server.ws.messages import MSGPACK, SUBPROTOCOL_V2, wire_for
 from server.ws.outlet import FrameCache
 from server.ws.session import CLOSE_LINGER_S, Session, authenticate, half_close
 from zones.world import World
@@ -195,7 +196,8 @@ class Edge:
         if isinstance(refusal, bytes):
             await _refuse_and_linger(conn, refusal)
             return None
-        response = ws.handshake_response(request)
+        wire = wire_for(request.headers.get("sec-websocket-protocol"))
+        response = ws.handshake_response(request, SUBPROTOCOL_V2 if wire is MSGPACK else None)
         if response is None:
             await _refuse_and_linger(conn, _refusal(
                 400, "Bad Request", "validation_failed",
@@ -204,7 +206,7 @@ class Edge:
         await send_all(conn, response)
         user_id, expires_at = refusal
         return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
-                       settings=self._settings, hub=self._hub, frames=self._frames)
+                       settings=self._settings, hub=self._hub, frames=self._frames, wire=wire)
 
     def _refuse(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
         """The refusal to send, or the session's user and token expiry."""

@@ -8,6 +8,10 @@ typed value: a `Join`, `Travel`, `Move` or `Ping`; a `Refusal` to answer with an
 `error` (the socket stays open); a `PingFrame` to answer with a pong; the peer's
 `CloseFrame`; or a `Violation` that closes the socket. Nothing here does IO or
 imports trio, so all of it is tested with plain values (tests/test_messages.py).
+
+A socket speaks one `Wire`, chosen at the handshake: v1, JSON objects in text
+frames; v2 (subprotocol `outpost.v2`), MessagePack maps in binary frames. Past
+decoding, both are judged alike.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import msgspec
 import orjson
 
 from server.ws import codec
+from zones.interest import V1, V2
+
+SUBPROTOCOL_V2 = "outpost.v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +87,50 @@ Request = Join | Travel | Move | Ping
 Received = Request | Refusal | PingFrame | CloseFrame | Violation | None
 
 
+@dataclass(frozen=True)
+class Wire:
+    """How the messages of one protocol version travel."""
+
+    name: str  # V1 or V2 (zones/interest.py)
+    opcode: int  # the frames its messages come in
+    wrong_frame: Refusal  # the answer to a frame of the other kind
+    decode: Callable[[bytes], object | Refusal]
+    encode: Callable[[object], bytes]
+
+
+def _json(payload: bytes) -> object | Refusal:
+    try:
+        body: object = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return _not_json(payload)
+    return body
+
+
+_MSGPACK = msgspec.msgpack.Decoder()
+_MSGPACK_OUT = msgspec.msgpack.Encoder()
+
+
+def _msgpack(payload: bytes) -> object | Refusal:
+    try:
+        body: object = _MSGPACK.decode(payload)
+    except msgspec.DecodeError:
+        return Refusal("bad_json", "the message is not valid MessagePack")
+    return body
+
+
+JSON = Wire(V1, codec.TEXT, Refusal("validation_failed", "send text frames of JSON"),
+            _json, orjson.dumps)
+MSGPACK = Wire(V2, codec.BINARY,
+               Refusal("validation_failed", "send binary frames of MessagePack"),
+               _msgpack, _MSGPACK_OUT.encode)
+
+
+def wire_for(offered: str | None) -> Wire:
+    """The wire of a socket whose upgrade offered these subprotocols (comma-separated)."""
+    names = {p.strip() for p in (offered or "").split(",")}
+    return MSGPACK if SUBPROTOCOL_V2 in names else JSON
+
+
 class TokenBucket:
     """Allows `rate` messages a second with bursts of twice that."""
 
@@ -98,7 +151,8 @@ class TokenBucket:
 
 class Conversation:
     def __init__(self, *, max_messages_per_s: float, join_timeout_s: float,
-                 idle_timeout_s: float, now: float) -> None:
+                 idle_timeout_s: float, now: float, wire: Wire = JSON) -> None:
+        self.wire = wire
         self._bucket = TokenBucket(max_messages_per_s, now)
         self._idle_timeout_s = idle_timeout_s
         self.deadline = now + join_timeout_s  # no join, or idle, past this
@@ -135,14 +189,13 @@ class Conversation:
             return Violation(4008, "too many messages")
         if self.character_id is not None:
             self.deadline = now + self._idle_timeout_s
-        if opcode != codec.TEXT:
-            return Refusal("validation_failed", "send text frames of JSON")
-        try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return _not_json(payload)
+        if opcode != self.wire.opcode:
+            return self.wire.wrong_frame
+        body = self.wire.decode(payload)
+        if isinstance(body, Refusal):
+            return body
         if not isinstance(body, dict):
-            return Refusal("bad_json", "the message must be a JSON object")
+            return Refusal("bad_json", "the message must be an object (a map)")
         match body.get("type"):
             case "move":
                 return self._move(body)
@@ -209,16 +262,20 @@ def _not_json(payload: bytes) -> Refusal:
     return Refusal("validation_failed", "numbers must be finite")
 
 
-# What the server sends (v1: JSON text frames).
+# What the server sends, in the socket's wire.
 
-def error(code: str, message: str) -> bytes:
-    return orjson.dumps({"type": "error", "code": code, "message": message})
-
-
-def pong(t: object) -> bytes:
-    return orjson.dumps({"type": "pong", "t": t})
+def error(wire: Wire, code: str, message: str) -> bytes:
+    return wire.encode({"type": "error", "code": code, "message": message})
 
 
-def welcome(zone_id: str, tick: int, tick_rate_hz: float, character: dict[str, object]) -> bytes:
-    return orjson.dumps({"type": "welcome", "zone": zone_id, "tick": tick,
-                         "tick_rate": tick_rate_hz, "character": character})
+def pong(wire: Wire, t: object) -> bytes:
+    return wire.encode({"type": "pong", "t": t})
+
+
+def welcome(wire: Wire, zone_id: str, tick: int, tick_rate_hz: float,
+            character: dict[str, object], eid: int) -> bytes:
+    body: dict[str, object] = {"type": "welcome", "zone": zone_id, "tick": tick,
+                               "tick_rate": tick_rate_hz, "character": character}
+    if wire is MSGPACK:
+        body["eid"] = eid
+    return wire.encode(body)

@@ -11,6 +11,12 @@ snapshots and never slows the tick, and one that stays behind for
 `slow_close_s` is dropped. Pongs to WebSocket pings keep only the newest too
 (RFC 6455 allows it), so a ping flood from a client that never reads cannot grow
 the queue.
+
+A snapshot arrives as the view of the member's block (zones/interest.py), and the
+outlet picks its form when it starts writing it: for a v2 member, a delta against
+the last snapshot it has sent when that was this block's previous tick, else a
+complete one. So a member that skipped snapshots never gets a delta against one it
+was not sent.
 """
 
 from __future__ import annotations
@@ -22,32 +28,46 @@ from collections import deque
 import trio
 
 from server.ws import codec as ws
+from zones.interest import V1, Base, Snapshot
 
 log = logging.getLogger(__name__)
 
+FRAMES_KEPT = 4096
+
 
 class FrameCache:
-    """The frame of the last snapshot payload: every outlet of a zone gets the same
-    payload object in a tick, so the first one frames it and the rest reuse it."""
+    """Frames of recent snapshot payloads. The members of a block get the same payload
+    object in a tick, so the first one's outlet frames it and the others reuse it;
+    by identity, so that a payload is never hashed."""
 
     def __init__(self) -> None:
-        self._payload: bytes | None = None
-        self._frame = b""
+        self._frames: dict[int, tuple[bytes, bytes]] = {}  # id(payload) -> payload, frame
+        self._last: tuple[bytes, bytes] = (b"", b"")
 
-    def frame(self, payload: bytes) -> bytes:
-        if payload is not self._payload:
-            self._payload, self._frame = payload, ws.frame(payload)
-        return self._frame
+    def frame(self, payload: bytes, opcode: int) -> bytes:
+        if payload is self._last[0]:
+            return self._last[1]
+        found = self._frames.get(id(payload))
+        if found is None or found[0] is not payload:
+            if len(self._frames) >= FRAMES_KEPT:
+                self._frames.clear()
+            found = self._frames[id(payload)] = (payload, ws.frame(payload, opcode))
+        self._last = found
+        return found[1]
 
 
 class Outlet:
-    def __init__(self, sock: socket.socket, frames: FrameCache, *, slow_close_s: float) -> None:
+    def __init__(self, sock: socket.socket, frames: FrameCache, *, slow_close_s: float,
+                 wire: str = V1) -> None:
         self._sock = sock
         self._frames = frames
         self._slow_close_s = slow_close_s
+        self._wire = wire
+        self._opcode = ws.TEXT if wire == V1 else ws.BINARY
         self._pending: memoryview | None = None  # the rest of a frame being written
         self._controls: deque[bytes] = deque()
-        self._snapshot: bytes | None = None  # newest snapshot payload not started yet
+        self._view: Snapshot | None = None  # the newest snapshot not started yet
+        self._sent: Base | None = None  # the view and tick of the last snapshot started
         self._pong: bytes | None = None  # the pong frame for the newest ping not answered
         self._behind_since: float | None = None
         self._wake = trio.Event()
@@ -73,15 +93,15 @@ class Outlet:
         else:
             self._pong = frame
 
-    def snapshot(self, payload: bytes) -> None:
+    def snapshot(self, view: Snapshot) -> None:
         if self.closing.is_set():
             return
         if self._idle:
-            self._write_now(self._frames.frame(payload))
+            self._write_now(self._snapshot_frame(view))
             return
-        if self._snapshot is not None:
+        if self._view is not None:
             self.skipped_snapshots += 1
-        self._snapshot = payload
+        self._view = view
         assert self._behind_since is not None
         if trio.current_time() - self._behind_since > self._slow_close_s:
             log.info("dropping a world client that stayed behind for %.0f s",
@@ -95,7 +115,7 @@ class Outlet:
         """Send a close frame after what is queued; the writer then ends the socket."""
         if self.closing.is_set():
             return
-        self._snapshot = self._pong = None
+        self._view, self._pong = None, None
         self._enqueue_control(ws.close_frame(code, reason))
         self.closing.set()
         self._wake.set()
@@ -121,7 +141,11 @@ class Outlet:
     @property
     def _idle(self) -> bool:
         return (self._pending is None and not self._controls and self._pong is None
-                and self._snapshot is None)
+                and self._view is None)
+
+    def _snapshot_frame(self, view: Snapshot) -> bytes:
+        payload, self._sent = view.encoded(self._wire, self._sent)
+        return self._frames.frame(payload, self._opcode)
 
     def _enqueue_control(self, frame: bytes) -> None:
         if self.closing.is_set():
@@ -163,9 +187,9 @@ class Outlet:
             self._pending = memoryview(self._controls.popleft())
         elif self._pong is not None:
             self._pending, self._pong = memoryview(self._pong), None
-        elif self._snapshot is not None:
-            self._pending = memoryview(self._frames.frame(self._snapshot))
-            self._snapshot = None
+        elif self._view is not None:
+            self._pending = memoryview(self._snapshot_frame(self._view))
+            self._view = None
         else:
             self._behind_since = None
 
@@ -173,7 +197,7 @@ class Outlet:
         """Give up on the socket (broken, or too far behind): nothing more is sent."""
         self._pending = None
         self._controls.clear()
-        self._snapshot = self._pong = None
+        self._view, self._pong = None, None
         self.aborted = True
         self.closing.set()
         self.ended.set()

@@ -47,6 +47,7 @@ from server.ws.messages import (
     Refusal,
     Travel,
     Violation,
+    Wire,
 )
 from server.ws.outlet import FrameCache, Outlet
 from zones.world import Entered, World
@@ -87,21 +88,23 @@ class Session:
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, user_id: uuid.UUID,
                  expires_at: float, world: World, settings: Settings, hub: EpollHub,
-                 frames: FrameCache) -> None:
+                 frames: FrameCache, wire: Wire) -> None:
         self._sock = sock
         self._user_id = user_id
         self._expires_at = expires_at
         self._world = world
         self._hub = hub
         self._slow_close_s = settings.world_slow_close_s
-        self.outlet = Outlet(sock, frames, slow_close_s=settings.world_slow_close_s)
+        self._wire = wire
+        self.outlet = Outlet(sock, frames, slow_close_s=settings.world_slow_close_s,
+                             wire=wire.name)
         self._reader = codec.FrameReader(max_message_bytes=settings.world_max_message_bytes)
         self._reader.feed(leftover)
         self._buffer = bytearray(RECV_BYTES)
         self._conversation = Conversation(
             max_messages_per_s=settings.world_max_messages_per_s,
             join_timeout_s=settings.world_join_timeout_s,
-            idle_timeout_s=settings.world_idle_timeout_s, now=trio.current_time())
+            idle_timeout_s=settings.world_idle_timeout_s, now=trio.current_time(), wire=wire)
         self._entered: Entered | None = None
         self._character_id = ""  # of _entered, as zones name it
         self._joins_in, self._joins_out = trio.open_memory_channel[Join | Travel | _Rejoin](
@@ -176,7 +179,7 @@ class Session:
                 except trio.WouldBlock:
                     self._error("rate_limited", "wait for the answer to your last join")
             case Ping(t):
-                self.outlet.send(messages.pong(t))
+                self._send(messages.pong(self._wire, t))
             case Refusal(code, message):
                 self._error(code, message)
             case PingFrame(payload):
@@ -265,8 +268,8 @@ class Session:
         admission = entered.admission
         character = {**character_json(entered.character), "zone_id": admission.zone_id,
                      "x": admission.x, "y": admission.y}
-        self.outlet.send(messages.welcome(admission.zone_id, admission.tick,
-                                          admission.tick_rate_hz, character))
+        self._send(messages.welcome(self._wire, admission.zone_id, admission.tick,
+                                    admission.tick_rate_hz, character, admission.eid))
 
     def _leave(self) -> None:
         if self._entered is not None:
@@ -275,4 +278,7 @@ class Session:
             self._conversation.left()
 
     def _error(self, code: str, message: str) -> None:
-        self.outlet.send(messages.error(code, message))
+        self._send(messages.error(self._wire, code, message))
+
+    def _send(self, payload: bytes) -> None:
+        self.outlet.send(payload, self._wire.opcode)

@@ -1,0 +1,121 @@
+"""A reference client decoder of protocol v2 (docs/protocol.md, "World, protocol v2").
+
+A client offers the subprotocol `outpost.v2`; every message, both ways, is one
+MessagePack map in a binary frame. Snapshots are complete (`base` nil) or deltas
+against the snapshot of tick `base`, which the server knows this client was sent.
+`PlayerView` keeps what a client sees, snapshot by snapshot:
+
+    view = PlayerView()
+    for payload in binary_frames:
+        message = decode(payload)
+        if message["type"] == "snapshot":
+            view.apply(message)          # view.players: eid -> Seen
+
+The swarm, which must keep up with hundreds of clients on one core, reads just its
+own player's seq with `own_seq` and never decodes the rest.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+SUBPROTOCOL = "outpost.v2"
+
+_DECODER = msgspec.msgpack.Decoder()
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+def decode(payload: bytes | bytearray | memoryview) -> dict[str, Any]:
+    message = _DECODER.decode(payload)
+    if not isinstance(message, dict):
+        raise ValueError(f"a v2 message is a map, not {type(message).__name__}")
+    return message
+
+
+def encode(message: object) -> bytes:
+    return _ENCODER.encode(message)
+
+
+class OutOfStep(Exception):
+    """A delta against a tick this view does not hold: the server broke its promise."""
+
+
+@dataclass
+class Seen:
+    eid: int
+    character_id: str
+    name: str
+    x: float = float("nan")
+    y: float = float("nan")
+    seq: int = -1
+
+
+class PlayerView:
+    """The players a client sees, as the snapshots it was sent say."""
+
+    def __init__(self) -> None:
+        self.players: dict[int, Seen] = {}
+        self.tick: int | None = None
+
+    def apply(self, snapshot: dict[str, Any]) -> None:
+        """Take one snapshot: enter, then update, then leave (docs/protocol.md)."""
+        base = snapshot["base"]
+        if base is None:
+            self.players = {}
+        elif base != self.tick:
+            raise OutOfStep(f"a delta against tick {base}, but this view is of {self.tick}")
+        for eid, character_id, name in snapshot["enter"]:
+            self.players[eid] = Seen(eid, character_id, name)
+        for eid, x, y, seq in snapshot["update"]:
+            seen = self.players[eid]
+            seen.x, seen.y, seen.seq = x, y, seq
+        for eid in snapshot["leave"]:
+            del self.players[eid]
+        self.tick = snapshot["tick"]
+
+    def positions(self) -> dict[str, tuple[float, float, int]]:
+        """character id -> (x, y, seq)."""
+        return {p.character_id: (p.x, p.y, p.seq) for p in self.players.values()}
+
+
+def _uint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return bytes((0xCC, n))
+    return struct.pack(">BH", 0xCD, n) if n < 0x10000 else struct.pack(">BI", 0xCE, n)
+
+
+class OwnEntry:
+    """Finds one eid's entry among a snapshot's updates without decoding the snapshot:
+    an update entry is 0x94, the eid, then two float32 (0xca and four bytes each) and
+    the seq. The pattern is checked where it is found, after the `update` key."""
+
+    def __init__(self, eid: int) -> None:
+        self._needle = b"\x94" + _uint(eid) + b"\xca"
+
+    def seq(self, payload: bytes | bytearray, start: int = 0, end: int | None = None
+            ) -> int | None:
+        end = len(payload) if end is None else end
+        at = payload.find(b"\xa6update", start, end)
+        while at >= 0:
+            at = payload.find(self._needle, at, end)
+            if at < 0:
+                return None
+            after = at + len(self._needle) + 4
+            if payload[after:after + 1] == b"\xca":
+                return _read_uint(payload, after + 5)
+            at += 1
+        return None
+
+
+def _read_uint(buf: bytes | bytearray, at: int) -> int | None:
+    first = buf[at]
+    if first < 0x80:
+        return first
+    size = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(first)
+    return int.from_bytes(buf[at + 1:at + 1 + size], "big") if size else None

@@ -1,0 +1,349 @@
+"""Who sees whom in a zone, and the snapshot each view gets (docs/protocol.md,
+"Interest management" and "World, protocol v2"). Sans-IO.
+
+The zone is cut into square cells whose side is the view radius; a player sees the
+players of its own cell and of the eight around it (its block), so everyone within
+the radius and nobody farther than twice it on either axis. A radius of 0 makes the
+whole zone one cell: everyone sees everyone.
+
+`Interest` holds the zone's entities (eid, character, position, last seq, cell, and
+their encoded entries) and what changed since the last tick: entries, moves and
+leaves land in the current window, and `seal(tick)` closes it. The members of one
+block share one `View` of the sealed tick, and a view encodes each of its forms at
+most once: v1 JSON, v2 complete, v2 delta against the tick before. Those are joins
+of runs that each cell encodes once a tick, so a tick costs in proportion to the
+players and what they see, never to players squared.
+
+A zone feeds its Interest from its simulation; another process holds a mirror of
+it, fed from the zone's own feed (`feed`, then `apply`), and serves its sessions
+the same views (zones/remote.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from zones.snapshots import EMPTY, Headers, Run, enter_entry, text, uint, update_entry, v1_entry
+
+Cell = int
+V1, V2 = "v1", "v2"  # the wire a member speaks (docs/protocol.md)
+Base = tuple[object, int]  # the view and tick of the last snapshot a member was sent
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Cells of side `radius` over the zone's bounds; radius 0 is a single cell."""
+
+    min_x: float
+    min_y: float
+    max_x: float
+    max_y: float
+    radius: float
+
+    @property
+    def columns(self) -> int:
+        return int((self.max_x - self.min_x) / self.radius) + 1 if self.radius else 1
+
+    @property
+    def rows(self) -> int:
+        return int((self.max_y - self.min_y) / self.radius) + 1 if self.radius else 1
+
+    def cell(self, x: float, y: float) -> Cell:
+        if not self.radius:
+            return 0
+        column = min(max(int((x - self.min_x) / self.radius), 0), self.columns - 1)
+        row = min(max(int((y - self.min_y) / self.radius), 0), self.rows - 1)
+        return row * self.columns + column
+
+    def block(self, cell: Cell) -> tuple[Cell, ...]:
+        """The cells a player in `cell` sees, its own first."""
+        columns, rows = self.columns, self.rows
+        row, column = divmod(cell, columns)
+        around = [r * columns + c for r in range(max(row - 1, 0), min(row + 2, rows))
+                  for c in range(max(column - 1, 0), min(column + 2, columns))]
+        return (cell, *(c for c in around if c != cell))
+
+
+class Entity:
+    """One character in the zone, as snapshots show it."""
+
+    __slots__ = (
+        "_exact",
+        "_v1",
+        "cell",
+        "character_id",
+        "eid",
+        "enter",
+        "key",
+        "name",
+        "seq",
+        "update",
+        "x",
+        "y",
+    )
+
+    def __init__(self, eid: int, character_id: str, name: str, x: float, y: float, seq: int,
+                 cell: Cell) -> None:
+        self.eid = eid
+        self.key = uint(eid)
+        self.character_id = character_id
+        self.name = name
+        self.x, self.y, self.seq = x, y, seq
+        self.cell = cell
+        self.enter = enter_entry(self.key, character_id, name)
+        self.update = b""  # written when its window is sealed
+        self._exact: bytes | None = None
+        self._v1: bytes | None = None
+
+    def changed(self) -> None:
+        self.update = update_entry(self.key, self.x, self.y, self.seq)
+        self._exact = self._v1 = None
+
+    @property
+    def exact(self) -> bytes:
+        if self._exact is None:
+            self._exact = update_entry(self.key, self.x, self.y, self.seq, exact=True)
+        return self._exact
+
+    @property
+    def v1(self) -> bytes:
+        if self._v1 is None:
+            self._v1 = v1_entry(self.character_id, self.name, self.x, self.y, self.seq)
+        return self._v1
+
+
+class _Runs:
+    """One cell's entries, joined once until the cell changes."""
+
+    __slots__ = ("enter", "update", "v1")
+
+    def __init__(self, entities: Sequence[Entity]) -> None:
+        self.enter = Run.of([e.enter for e in entities])
+        self.update = Run.of([e.update for e in entities])
+        self.v1 = b",".join(e.v1 for e in entities)
+
+
+class Interest:
+    def __init__(self, zone_id: str, grid: Grid, *, epoch: object) -> None:
+        self.zone_id = zone_id
+        self.grid = grid
+        self.epoch = epoch  # tells this zone's snapshots from another run's (ticks restart)
+        self.tick = 0  # the tick sealed last
+        self.entities: dict[int, Entity] = {}
+        self._cells: dict[Cell, dict[int, Entity]] = defaultdict(dict)
+        self._headers = Headers(zone_id)
+        self._touched: dict[int, Cell | None] = {}  # this window: eid -> cell it began in
+        # The sealed tick: what changed in it, and what has been built of it.
+        self._changed: dict[Cell, list[Entity]] = {}
+        self._moves: list[tuple[int, Entity | None, Cell | None, Cell | None]] = []
+        self._runs: dict[Cell, _Runs] = {}  # kept across ticks until a cell changes
+        self._changed_runs: dict[Cell, Run] = {}
+        self._block_moves: dict[Cell, tuple[list[Entity], list[int]]] | None = None
+        self._views: dict[Cell, View] = {}
+
+    # --- the window ------------------------------------------------------------------------
+
+    def enter(self, eid: int, character_id: str, name: str, x: float, y: float,
+              seq: int) -> None:
+        entity = Entity(eid, character_id, name, x, y, seq, self.grid.cell(x, y))
+        self.entities[eid] = entity
+        self._cells[entity.cell][eid] = entity
+        self._touched.setdefault(eid, None)
+
+    def update(self, eid: int, x: float, y: float, seq: int) -> None:
+        entity = self.entities[eid]
+        self._touched.setdefault(eid, entity.cell)
+        entity.x, entity.y, entity.seq = x, y, seq
+        cell = self.grid.cell(x, y)
+        if cell != entity.cell:
+            del self._cells[entity.cell][eid]
+            self._cells[cell][eid] = entity
+            entity.cell = cell
+
+    def leave(self, eid: int) -> None:
+        entity = self.entities.pop(eid)
+        self._touched.setdefault(eid, entity.cell)
+        cell = self._cells[entity.cell]
+        del cell[eid]
+        if not cell:
+            del self._cells[entity.cell]
+
+    def seal(self, tick: int) -> None:
+        """Close the window: everything since the last seal happened in `tick`."""
+        changed: dict[Cell, list[Entity]] = defaultdict(list)
+        moves = []
+        for eid, was in self._touched.items():
+            entity = self.entities.get(eid)
+            now = None if entity is None else entity.cell
+            if entity is not None:
+                entity.changed()
+                changed[entity.cell].append(entity)
+            if was != now:
+                moves.append((eid, entity, was, now))
+                if was is not None:
+                    self._runs.pop(was, None)
+        for cell in changed:
+            self._runs.pop(cell, None)
+        self.tick = tick
+        self._touched = {}
+        self._changed, self._moves = changed, moves
+        self._changed_runs, self._block_moves, self._views = {}, None, {}
+
+    # --- what members see ------------------------------------------------------------------
+
+    def view(self, cell: Cell) -> View:
+        """The view of the block around `cell` at the sealed tick."""
+        found = self._views.get(cell)
+        if found is None:
+            found = self._views[cell] = View(self, cell)
+        return found
+
+    def cell_of(self, eid: int) -> Cell | None:
+        entity = self.entities.get(eid)
+        return None if entity is None else entity.cell
+
+    def runs(self, cell: Cell) -> _Runs:
+        found = self._runs.get(cell)
+        if found is None:
+            found = self._runs[cell] = _Runs(list(self._cells.get(cell, {}).values()))
+        return found
+
+    def changed_run(self, cell: Cell) -> Run:
+        found = self._changed_runs.get(cell)
+        if found is None:
+            entities = self._changed.get(cell)
+            found = self._changed_runs[cell] = Run.of([e.update for e in entities]) \
+                if entities else EMPTY
+        return found
+
+    def block_moves(self, cell: Cell) -> tuple[list[Entity], list[int]]:
+        """Who came into the block around `cell` this tick, and the eids that left it."""
+        if self._block_moves is None:
+            self._block_moves = defaultdict(lambda: ([], []))
+            block = self.grid.block
+            for eid, entity, was, now in self._moves:
+                before = set(block(was)) if was is not None else set()
+                after = set(block(now)) if now is not None else set()
+                for center in after - before:
+                    assert entity is not None
+                    self._block_moves[center][0].append(entity)
+                for center in before - after:
+                    self._block_moves[center][1].append(eid)
+        return self._block_moves.get(cell, ([], []))
+
+    def v2(self, base: int | None, enter: Sequence[Run], update: Sequence[Run],
+           leave: Sequence[int]) -> bytes:
+        return self._headers.v2(self.tick, base, enter, update, leave)
+
+    def v1(self, runs: Sequence[bytes]) -> bytes:
+        return self._headers.v1(self.tick, runs)
+
+    @property
+    def occupied(self) -> Iterator[Cell]:
+        return iter(self._cells)
+
+    # --- the zone's feed to other processes ------------------------------------------------
+
+    def feed(self, *, complete: bool) -> bytes:
+        """The whole zone at the sealed tick, for mirrors: v2's layout with exact
+        positions and the zone's epoch as an eighth key, a delta against the tick
+        before or (`complete`) everything."""
+        if complete:
+            everyone = list(self.entities.values())
+            body = self.v2(None, [Run.of([e.enter for e in everyone])],
+                           [Run.of([e.exact for e in everyone])], [])
+        else:
+            entered = [e for _, e, was, _ in self._moves if was is None and e is not None]
+            left = [eid for eid, _, _, now in self._moves if now is None]
+            changed = [Run.of([e.exact for e in cell]) for cell in self._changed.values()]
+            body = self.v2(self.tick - 1, [Run.of([e.enter for e in entered])], changed, left)
+        assert body[0] == 0x87 and isinstance(self.epoch, str)
+        return b"\x88" + text("epoch") + text(self.epoch) + body[1:]
+
+    def apply(self, feed: dict[str, object]) -> bool:
+        """Take a tick of the zone's feed (decoded); False if it is a delta against a tick
+        this mirror does not hold (wait for the next complete one)."""
+        epoch, tick, base = feed["epoch"], feed["tick"], feed["base"]
+        enter, update, leave = feed["enter"], feed["update"], feed["leave"]
+        assert isinstance(tick, int) and isinstance(enter, list) and isinstance(update, list)
+        assert isinstance(leave, list)
+        if base is not None and (epoch != self.epoch or base != self.tick):
+            return False
+        if base is None:
+            if epoch != self.epoch:  # another run of the zone: start afresh
+                for eid in list(self.entities):
+                    self.leave(eid)
+                self.epoch = epoch
+            present = {entry[0] for entry in update}
+            for eid in [eid for eid in self.entities if eid not in present]:
+                self.leave(eid)
+        for eid in leave:
+            if eid in self.entities:
+                self.leave(eid)
+        names = {eid: (character_id, name) for eid, character_id, name in enter}
+        for eid, x, y, seq in update:
+            known = self.entities.get(eid)
+            if known is not None and eid in names and known.character_id != names[eid][0]:
+                self.leave(eid)  # its eid was given to another character meanwhile
+                known = None
+            if known is None:
+                character_id, name = names[eid]
+                self.enter(eid, character_id, name, x, y, seq)
+            elif (known.x, known.y, known.seq) != (x, y, seq):
+                self.update(eid, x, y, seq)
+        self.seal(tick)
+        return True
+
+
+class Snapshot(Protocol):
+    """What a member is handed each tick (a View, to the zones)."""
+
+    def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
+        """The payload for a member that speaks `wire` and was last sent `since`, and
+        what it will have been sent now."""
+
+
+class View:
+    """What the members of one block see at one tick, encoded once per form."""
+
+    __slots__ = ("_block", "_cell", "_complete", "_delta", "_interest", "_key", "_v1", "tick")
+
+    def __init__(self, interest: Interest, cell: Cell) -> None:
+        self._interest = interest
+        self._cell = cell
+        self._block = interest.grid.block(cell)
+        self._key = (interest.epoch, cell)
+        self.tick = interest.tick
+        self._v1: bytes | None = None
+        self._complete: bytes | None = None
+        self._delta: bytes | None = None
+
+    def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
+        """The payload for a member that speaks `wire` and was last sent `since`, and
+        what it will have been sent now: a delta only against the tick just before,
+        of this very block, else everything. A view asked for after a newer tick was
+        sealed (a member behind on reading) is that newer tick's view: what the zone
+        holds now is what it can encode, and it is news sooner."""
+        if self.tick != self._interest.tick:
+            return self._interest.view(self._cell).encoded(wire, since)
+        base = (self._key, self.tick)
+        if wire == V1:
+            if self._v1 is None:
+                entries = [self._interest.runs(c).v1 for c in self._block]
+                self._v1 = self._interest.v1([e for e in entries if e])
+            return self._v1, base
+        if since == (self._key, self.tick - 1):
+            if self._delta is None:
+                entered, left = self._interest.block_moves(self._cell)
+                self._delta = self._interest.v2(
+                    self.tick - 1, [Run.of([e.enter for e in entered])],
+                    [self._interest.changed_run(c) for c in self._block], left)
+            return self._delta, base
+        if self._complete is None:
+            runs = [self._interest.runs(c) for c in self._block]
+            self._complete = self._interest.v2(
+                None, [r.enter for r in runs], [r.update for r in runs], [])
+        return self._complete, base

@@ -1,0 +1,117 @@
+"""How snapshots are written (docs/protocol.md, "snapshot", v1 and v2). Sans-IO.
+
+A snapshot is assembled from pieces encoded once: each avatar's entries (written
+when it changes) and, per tick, each cell's run of entries. Assembling one is then
+a header and a few joins of bytes, whatever the number of clients that get it.
+
+v2 is MessagePack written by hand, because its positions are float32 (no
+MessagePack library writes those for Python floats) and because a snapshot is
+mostly other snapshots' entries: a map of seven keys, whose arrays are a count
+followed by entries already encoded. The zones' own feed between processes
+(zones/remote.py) is the same layout with float64 positions, so that a mirror
+holds exactly the zone's numbers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import orjson
+
+NIL = b"\xc0"
+_XY32 = struct.Struct(">BfBf")  # float32 x, y as MessagePack: 0xca, 4 bytes, 0xca, 4 bytes
+_XY64 = struct.Struct(">BdBd")  # float64: 0xcb, 8 bytes each
+_U8, _U16, _U32, _U64 = (struct.Struct(f">B{c}") for c in "BHIQ")
+
+
+def uint(n: int) -> bytes:
+    """A non-negative integer in MessagePack's shortest form."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return _U8.pack(0xCC, n)
+    if n < 0x10000:
+        return _U16.pack(0xCD, n)
+    if n < 0x100000000:
+        return _U32.pack(0xCE, n)
+    return _U64.pack(0xCF, n)
+
+
+def text(value: str) -> bytes:
+    raw = value.encode()
+    n = len(raw)
+    if n < 32:
+        return bytes((0xA0 | n,)) + raw
+    if n < 0x100:
+        return bytes((0xD9, n)) + raw
+    return struct.pack(">BH", 0xDA, n) + raw
+
+
+def array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return struct.pack(">BH", 0xDC, n)
+    return struct.pack(">BI", 0xDD, n)
+
+
+def map_header(n: int) -> bytes:
+    return bytes((0x80 | n,))  # our maps are small
+
+
+def update_entry(eid: bytes, x: float, y: float, seq: int, *, exact: bool = False) -> bytes:
+    """[eid, x, y, seq]; `eid` already encoded. Positions float32 (float64 if `exact`)."""
+    xy = _XY64.pack(0xCB, x, 0xCB, y) if exact else _XY32.pack(0xCA, x, 0xCA, y)
+    return b"\x94" + eid + xy + uint(seq)
+
+
+def enter_entry(eid: bytes, character_id: str, name: str) -> bytes:
+    """[eid, character_id, name]; `eid` already encoded."""
+    return b"\x93" + eid + text(character_id) + text(name)
+
+
+def v1_entry(character_id: str, name: str, x: float, y: float, seq: int) -> bytes:
+    return orjson.dumps({"id": character_id, "name": name, "x": x, "y": y, "seq": seq})
+
+
+class Run:
+    """Entries of one kind, joined: what a cell contributes to a snapshot's array."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, count: int, data: bytes) -> None:
+        self.count = count
+        self.data = data
+
+    @classmethod
+    def of(cls, entries: Sequence[bytes]) -> Run:
+        return cls(len(entries), b"".join(entries))
+
+
+EMPTY = Run(0, b"")
+
+
+def joined(runs: Sequence[Run]) -> bytes:
+    """A MessagePack array of every entry of `runs`."""
+    return array_header(sum(r.count for r in runs)) + b"".join(r.data for r in runs)
+
+
+class Headers:
+    """The fixed parts of one zone's snapshots, encoded once."""
+
+    def __init__(self, zone_id: str) -> None:
+        self._v2 = map_header(7) + text("type") + text("snapshot") + text("zone") + \
+            text(zone_id) + text("tick")
+        self._v1 = orjson.dumps({"type": "snapshot", "zone": zone_id})[:-1] + b',"tick":'
+
+    def v2(self, tick: int, base: int | None, enter: Sequence[Run], update: Sequence[Run],
+           leave: Sequence[int]) -> bytes:
+        return b"".join((
+            self._v2, uint(tick), b"\xa4base", NIL if base is None else uint(base),
+            b"\xa5enter", joined(enter), b"\xa6update", joined(update),
+            b"\xa5leave", array_header(len(leave)), *map(uint, leave)))
+
+    def v1(self, tick: int, runs: Sequence[bytes]) -> bytes:
+        """`runs`: comma-joined v1 entries, one run per cell (empty ones left out)."""
+        return b"%s%d,\"players\":[%s]}" % (self._v1, tick, b",".join(runs))
