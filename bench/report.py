@@ -18,6 +18,13 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+def quantiles(values: Sequence[float]) -> dict[str, float]:
+    """p50/p95/p99/max of `values`."""
+    return {name: round(value, 2) for name, value in (
+        ("p50", percentile(values, 50)), ("p95", percentile(values, 95)),
+        ("p99", percentile(values, 99)), ("max", max(values, default=math.nan)))}
+
+
 def distribution(values_s: Sequence[float]) -> dict[str, float]:
     """p50/p95/p99/max of durations given in seconds, in milliseconds."""
     return {name: round(1000 * value, 2) for name, value in (

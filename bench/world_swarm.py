@@ -1,17 +1,22 @@
-"""World swarm: N players join one zone, move, and measure what they get back.
+"""World swarm: N players join a zone, move, and measure what they get back.
 
-Registers (or reuses, from --users-file) N users with a character each, joins
-them over WebSockets (trio-websocket), moves each at --move-hz with increasing
-seq, and reports per client: snapshots/s, input latency (send seq k -> first
-snapshot whose own entry has seq >= k) p50/p95/p99/max, bytes/s, and errors;
-with --server-pid also the server process's CPU, and the zone's own tick
-duration from GET /v1/world/zones.
+Registers (or reuses, from --users-file) N users with a character each, joins them
+over WebSockets in protocol v1 (JSON) or v2 (--protocol v2: MessagePack deltas),
+moves each at --move-hz with increasing seq, and reports per client: snapshots/s,
+input latency (send seq k -> first snapshot whose own entry has seq >= k)
+p50/p95/p99/max, bytes/s, players visible per snapshot, and errors; with
+--server-pid also the server process's CPU, and the zone's own tick duration from
+GET /v1/world/zones.
 
-    python -m bench.world_swarm --url http://127.0.0.1:8000 -n 500 --duration 30
+    python -m bench.world_swarm --url http://127.0.0.1:8000 -n 500 --client raw
+    python -m bench.world_swarm -n 2000 --client raw --protocol v2 --spread --view-radius 100
 
-Registering is Argon2id-bound: for big swarms run the server with cheap hashing
-(ARGON2_TIME_COST=1 ARGON2_MEMORY_KIB=1024) or let --users-file keep the users
-of an earlier run (their tokens are reused while valid).
+--spread first walks every player to a spot of its own, uniform over --bounds (the
+zone's, ±1000 by default), and keeps it near there; the zone keeps positions, so a
+later run with the same --users-file starts spread. --view-radius is the server's
+WORLD_VIEW_RADIUS, for the report. Registering is Argon2id-bound: for big swarms run
+the server with cheap hashing (ARGON2_TIME_COST=1 ARGON2_MEMORY_KIB=1024) or let
+--users-file keep the users of an earlier run (their tokens are reused while valid).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import argparse
 import base64
 import math
 import os
+import random
 import re
 import time
 import uuid
@@ -32,9 +38,14 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from bench import v2
 from bench.rawws import RawWebSocket
-from bench.report import distribution, emit, percentile, progress
+from bench.report import distribution, emit, percentile, progress, quantiles
 from server.ws.hub import EpollHub
+
+Buffer = bytes | bytearray
+SAMPLE_EVERY = 5  # snapshots between two samples of what a client sees
+SPREAD_STEP = 5.0  # a zone's default WORLD_MAX_STEP: walking faster is cut short
 
 
 class Closed(Exception):
@@ -43,26 +54,97 @@ class Closed(Exception):
         self.code = code
 
 
-_DIGITS: dict[type, re.Pattern[Any]] = {str: re.compile(r"\d+"), bytearray: re.compile(rb"\d+")}
+class V1:
+    """What the swarm reads of v1 JSON, without parsing whole snapshots."""
+
+    name = "v1"
+    snapshot_prefix = b'{"type":"snapshot"'
+    _digits = re.compile(rb"\d+")
+
+    def __init__(self) -> None:
+        self._needle = b""
+
+    def own(self, character_id: str, eid: int | None) -> None:
+        self._needle = f'"id":"{character_id}"'.encode()
+
+    def encode(self, message: dict[str, Any]) -> bytes:
+        return orjson.dumps(message)
+
+    def decode(self, payload: Buffer) -> dict[str, Any]:
+        body: dict[str, Any] = orjson.loads(payload)
+        return body
+
+    def seq(self, buf: Buffer, start: int, end: int) -> int | None:
+        at = buf.find(self._needle, start, end)
+        if at < 0:
+            return None
+        digits = self._digits.match(buf, buf.find(b'"seq":', at, end) + 6)
+        return int(digits.group()) if digits else None
+
+    def visible(self, buf: Buffer, start: int, end: int, before: int) -> int:
+        return buf.count(b'"id":', start, end)
+
+
+class V2:
+    """What the swarm reads of v2 MessagePack: its own entry, and the counts."""
+
+    name = "v2"
+    snapshot_prefix = b"\x87\xa4type\xa8snapshot"
+
+    def __init__(self) -> None:
+        self._own: v2.OwnEntry | None = None
+
+    def own(self, character_id: str, eid: int | None) -> None:
+        assert eid is not None, "a v2 welcome carries the eid"
+        self._own = v2.OwnEntry(eid)
+
+    def encode(self, message: dict[str, Any]) -> bytes:
+        return v2.encode(message)
+
+    def decode(self, payload: Buffer) -> dict[str, Any]:
+        return v2.decode(payload)
+
+    def seq(self, buf: Buffer, start: int, end: int) -> int | None:
+        return self._own.seq(buf, start, end) if self._own else None
+
+    def visible(self, buf: Buffer, start: int, end: int, before: int) -> int:
+        base = buf.find(b"\xa4base", start, end) + 5
+        entered = _count(buf, buf.find(b"\xa5enter", base, end) + 6)
+        left = _count(buf, buf.find(b"\xa5leave", base, end) + 6)
+        return entered if buf[base] == 0xC0 else before + entered - left
+
+
+def _count(buf: Buffer, at: int) -> int:
+    """The length of the MessagePack array whose header is at `at`."""
+    first = buf[at]
+    if first & 0xF0 == 0x90:
+        return first & 0x0F
+    return int.from_bytes(buf[at + 1:at + (3 if first == 0xDC else 5)], "big")
+
+
+Wire = V1 | V2
 
 
 class Player:
     """One swarm client and what it measured."""
 
-    def __init__(self, user: dict[str, Any]) -> None:
+    def __init__(self, user: dict[str, Any], wire: Wire) -> None:
         self.user = user
         self.character_id: str = user["character_id"]
-        needle = f'"id":"{self.character_id}"'
-        self._needles: dict[type, Any] = {str: needle, bytearray: needle.encode()}
+        self.wire = wire
         self.sent_at: dict[int, float] = {}
         self.latencies_s: list[float] = []
         self.snapshots = 0
         self.bytes = 0
+        self.visible = 0
+        self.visible_samples: list[int] = []
         self.errors: list[str] = []
         self.joined = trio.Event()  # welcomed in the zone it is meant to play in
+        self.spread = trio.Event()  # at its own spot (--spread)
         self.zone: str | None = None  # the zone of its last welcome
+        self.at = (0.0, 0.0)  # where its last welcome put it
         self._welcomed = trio.Event()
-        self.send: Callable[[str], Awaitable[None]] | None = None
+        self.send: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.seq = 0
         self.target_zone: str | None = None  # --zones: where it travels after joining
 
@@ -73,37 +155,34 @@ class Player:
         assert self.zone is not None
         return self.zone
 
-    def received(self, message: str | bytearray, start: int, end: int, now: float,
-                 measuring: bool) -> None:
-        """One text message, message[start:end] (a str, or a raw client's buffer)."""
-        kind = type(message)
-        if not message.startswith(_SNAPSHOT[kind], start):
-            body = orjson.loads(message[start:end])
+    def received(self, buf: Buffer, start: int, end: int, now: float, measuring: bool) -> None:
+        """One message, buf[start:end]."""
+        wire = self.wire
+        if not buf.startswith(wire.snapshot_prefix, start):
+            body = wire.decode(buf[start:end])
             if body.get("type") == "welcome":
                 self.zone = body["zone"]
+                self.at = (body["character"]["x"], body["character"]["y"])
+                wire.own(self.character_id, body.get("eid"))
                 self._welcomed.set()
             elif body.get("type") == "error":
                 self.errors.append(body.get("code", "error"))
             return
+        self.visible = wire.visible(buf, start, end, self.visible)
         if measuring:
             self.snapshots += 1
             self.bytes += end - start
-        # This player's own entry seq, found without parsing the whole snapshot.
-        at = message.find(self._needles[kind], start, end)
-        if at < 0 or not self.sent_at:
+            if self.snapshots % SAMPLE_EVERY == 0:
+                self.visible_samples.append(self.visible)
+        if not self.sent_at:
             return
-        digits = _DIGITS[kind].match(message, message.find(_SEQ[kind], at, end) + 6)
-        if digits is None:
+        seq = wire.seq(buf, start, end)
+        if seq is None:
             return
-        seq = int(digits.group())
         for k in [k for k in self.sent_at if k <= seq]:
             sent = self.sent_at.pop(k)
             if measuring:
                 self.latencies_s.append(now - sent)
-
-
-_SNAPSHOT: dict[type, Any] = {str: '{"type":"snapshot"', bytearray: b'{"type":"snapshot"'}
-_SEQ: dict[type, Any] = {str: '"seq":', bytearray: b'"seq":'}
 
 
 class Swarm:
@@ -126,54 +205,85 @@ class Swarm:
             self.close_reason(str(exc.code))
         except (HandshakeError, OSError) as exc:
             self.close_reason(type(exc).__name__)
+        finally:
+            player.send = None  # the mover moves it no more
 
     def close_reason(self, reason: str) -> None:
         self.closed[reason] = self.closed.get(reason, 0) + 1
 
     async def _run_trio_websocket(self, player: Player, ws_url: str) -> None:
-        # Big receive buffers: a 500-player snapshot is ~50 KB, and trio-websocket's
+        # Big receive buffers: a 500-player v1 snapshot is ~50 KB, and trio-websocket's
         # default of 4 KiB would cost a dozen reads and parser feeds per snapshot.
+        protocols = [v2.SUBPROTOCOL] if player.wire.name == "v2" else None
         async with open_websocket_url(ws_url, message_queue_size=4, max_message_size=1 << 24,
-                                      receive_buffer_size=1 << 18) as conn:
+                                      receive_buffer_size=1 << 18,
+                                      subprotocols=protocols) as conn:
 
             async def receive() -> None:
                 while True:
                     message = await conn.get_message()
-                    text = message if isinstance(message, str) else bytearray(message)
-                    player.received(text, 0, len(text), time.perf_counter(), self.measuring)
+                    raw = message.encode() if isinstance(message, str) else message
+                    player.received(raw, 0, len(raw), time.perf_counter(), self.measuring)
 
-            await self._play(player, receive, conn.send_message)
+            async def send(message: dict[str, Any]) -> None:
+                encoded = player.wire.encode(message)
+                await conn.send_message(encoded.decode() if player.wire.name == "v1"
+                                        else encoded)
+
+            await self._play(player, receive, send)
 
     async def _run_raw(self, player: Player, ws_url: str) -> None:
-        def on_text(buf: bytearray, start: int, end: int) -> None:
+        def on_message(buf: bytearray, start: int, end: int) -> None:
             player.received(buf, start, end, time.perf_counter(), self.measuring)
 
-        conn = await RawWebSocket.connect(ws_url, on_text)
+        protocol = v2.SUBPROTOCOL if player.wire.name == "v2" else None
+        conn = await RawWebSocket.connect(ws_url, on_message, protocol=protocol)
         self.hub.register(conn.fileno(), conn)
         try:
             conn.on_readable()  # what came with the handshake's answer
-            await self._play(player, conn.closed.wait,
-                             lambda text: conn.send(text.encode()))
+
+            async def send(message: dict[str, Any]) -> None:
+                await conn.send(player.wire.encode(message))
+
+            await self._play(player, conn.closed.wait, send)
             raise Closed(conn.close_code)
         finally:
             conn.aclose(self.hub)
 
     async def _play(self, player: Player, receive: Callable[[], Awaitable[None]],
-                    send: Callable[[str], Awaitable[None]]) -> None:
+                    send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(receive)
-            await send(orjson.dumps({"type": "join",
-                                     "character_id": player.character_id}).decode())
+            await send({"type": "join", "character_id": player.character_id})
             zone = await player.welcome()
             if player.target_zone and zone != player.target_zone:
-                await send(orjson.dumps({"type": "travel", "zone": player.target_zone}).decode())
+                await send({"type": "travel", "zone": player.target_zone})
                 await player.welcome()
-            player.send = send  # the mover moves it from now on
             player.joined.set()
+            if self.args.spread:
+                await self._walk_to_own_spot(player, send)
+            player.spread.set()
+            player.send = send  # the mover moves it from now on
+
+    async def _walk_to_own_spot(self, player: Player,
+                                send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Walk to a spot of the player's own (the same every run), uniform over --bounds,
+        a step a tick at most; the zone saves where it ends up."""
+        spot = random.Random(player.user["username"])
+        min_x, min_y, max_x, max_y = self.args.bounds
+        tx, ty = spot.uniform(min_x, max_x), spot.uniform(min_y, max_y)
+        x, y = player.at
+        while (distance := math.hypot(tx - x, ty - y)) > SPREAD_STEP:
+            dx, dy = (tx - x) * SPREAD_STEP / distance, (ty - y) * SPREAD_STEP / distance
+            player.seq += 1
+            await send({"type": "move", "dx": round(dx, 3), "dy": round(dy, 3),
+                        "seq": player.seq})
+            x, y = x + dx, y + dy
+            await trio.sleep(0.1)
 
     async def mover(self) -> None:
-        """Move every joined player at --move-hz, spread over the period in 10 slots: one
-        task and one timer for the whole swarm, not one per player."""
+        """Move every player that is in place at --move-hz, spread over the period in 10
+        slots: one task and one timer for the whole swarm, not one per player."""
         slots = 10
         step = 1 / self.args.move_hz / slots
         start, tick = trio.current_time(), 0
@@ -181,14 +291,16 @@ class Swarm:
             tick += 1
             await trio.sleep_until(start + tick * step)
             for player in self.players[tick % slots::slots]:
-                if player.send is None or not player.joined.is_set():
+                if player.send is None:
                     continue
                 player.seq += 1
                 angle = player.seq * 0.7
                 player.sent_at[player.seq] = time.perf_counter()
-                await player.send(orjson.dumps({
-                    "type": "move", "dx": round(math.cos(angle), 3),
-                    "dy": round(math.sin(angle), 3), "seq": player.seq}).decode())
+                try:
+                    await player.send({"type": "move", "dx": round(math.cos(angle), 3),
+                                       "dy": round(math.sin(angle), 3), "seq": player.seq})
+                except (OSError, ConnectionClosed):
+                    player.send = None  # closed under it: run_player counts why
 
 
 async def prepared_users(http: httpx.AsyncClient, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -239,7 +351,7 @@ async def _with_token(http: httpx.AsyncClient, user: dict[str, Any] | None,
 async def _refreshed(http: httpx.AsyncClient, user: dict[str, Any],
                      args: argparse.Namespace) -> dict[str, Any]:
     """`user` with a token valid for the run; raises HTTPStatusError if it is unknown."""
-    if _expires(user["token"]) < time.time() + args.duration + 120:
+    if _expires(user["token"]) < time.time() + args.duration + 300:
         response = await http.post("/v1/auth/login", json={
             "username": user["username"], "password": user["password"]})
         response.raise_for_status()
@@ -271,7 +383,7 @@ async def run(args: argparse.Namespace) -> None:
             nursery.start_soon(swarm.mover)
             nursery.start_soon(swarm.hub.run)
             for i, user in enumerate(users):
-                player = Player(user)
+                player = Player(user, V2() if args.protocol == "v2" else V1())
                 if args.zones:
                     player.target_zone = args.zones[i % len(args.zones)]
                 swarm.players.append(player)
@@ -279,9 +391,8 @@ async def run(args: argparse.Namespace) -> None:
                 if i % 25 == 24:
                     await trio.sleep(args.ramp_s / max(1, len(users) / 25))
                 progress(f"joining {sum(p.joined.is_set() for p in swarm.players)}/{len(users)}")
-            with trio.move_on_after(60):
-                for player in swarm.players:
-                    await player.joined.wait()
+            await _all_set(swarm, "joined", 60)
+            await _all_set(swarm, "spread", 120)
             await trio.sleep(args.warmup_s)  # let the last ones settle before measuring
             swarm.measuring = True
             started, cpu_started = time.perf_counter(), _cpu(args)
@@ -291,8 +402,15 @@ async def run(args: argparse.Namespace) -> None:
             swarm.measuring = False
             zones = (await http.get("/v1/world/zones")).json()["zones"]
             nursery.cancel_scope.cancel()
-    emit(f"world_swarm: {len(users)} players, moves at {args.move_hz} Hz, {args.duration} s",
-         summary(swarm, elapsed, server_cpu, zones), as_json=args.json)
+    emit(f"world_swarm: {len(users)} players ({args.protocol}), moves at {args.move_hz} Hz, "
+         f"{args.duration} s", summary(swarm, elapsed, server_cpu, zones), as_json=args.json)
+
+
+async def _all_set(swarm: Swarm, event: str, timeout_s: float) -> None:
+    with trio.move_on_after(timeout_s):
+        for i, player in enumerate(swarm.players):
+            await getattr(player, event).wait()
+            progress(f"{event} {i + 1}/{len(swarm.players)}")
 
 
 def _cpu(args: argparse.Namespace) -> float:
@@ -315,6 +433,7 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
             zones: list[dict[str, Any]]) -> dict[str, object]:
     # Per-client figures are over the players that got into their zone; the others
     # show up in "joined" and "errors" (a zone that is not running, say).
+    args = swarm.args
     players = [p for p in swarm.players if p.joined.is_set()]
     rates = [p.snapshots / elapsed for p in players]
     latencies = [x for p in players for x in p.latencies_s]
@@ -328,13 +447,16 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
     for p in swarm.players:
         for code in p.errors:
             errors[code] = errors.get(code, 0) + 1
+    visible = [n for p in players for n in p.visible_samples]
     result: dict[str, object] = {
-        "players": len(swarm.players), "joined": len(players),
+        "players": len(swarm.players), "joined": len(players), "protocol": args.protocol,
+        "spread": args.spread, "view_radius": args.view_radius,
         "measured_s": round(elapsed, 1),
         "snapshots_per_s_per_client": per_client(rates),
         "clients_under_19_5_per_s": sum(r < 19.5 for r in rates),
         "input_latency": {**distribution(latencies), "samples": len(latencies)},
         "kbytes_per_s_per_client": per_client([p.bytes / elapsed / 1000 for p in players]),
+        "visible_per_snapshot": quantiles(visible),
         "errors": errors or 0, "closed": swarm.closed or 0,
     }
     if server_cpu is not None:
@@ -344,15 +466,27 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
     return result
 
 
+def _bounds(raw: str) -> tuple[float, float, float, float]:
+    min_x, min_y, max_x, max_y = (float(part) for part in raw.split(","))
+    return min_x, min_y, max_x, max_y
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("-n", type=int, default=100, help="players")
+    parser.add_argument("--protocol", choices=("v1", "v2"), default="v1")
     parser.add_argument("--move-hz", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds measured")
     parser.add_argument("--ramp-s", type=float, default=5.0, help="seconds to join everyone")
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--users-file", default=".swarm-users.json")
+    parser.add_argument("--spread", action="store_true",
+                        help="place the players uniformly over --bounds, not near the origin")
+    parser.add_argument("--bounds", type=_bounds, default=(-1000.0, -1000.0, 1000.0, 1000.0),
+                        help="the zone's WORLD_BOUNDS, for --spread")
+    parser.add_argument("--view-radius", type=float, default=0.0,
+                        help="the server's WORLD_VIEW_RADIUS, for the report")
     parser.add_argument("--zones", type=lambda raw: raw.split(","), default=[],
                         help="spread the players over these zones (they travel there after "
                              "joining), e.g. z1,z2")

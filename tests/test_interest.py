@@ -19,7 +19,7 @@ import pytest
 from bench.v2 import OutOfStep, OwnEntry, PlayerView, decode
 from zones.interest import V1, V2, Base, Grid, Interest
 from zones.simulation import Eids
-from zones.snapshots import Headers, Run, text, uint, update_entry
+from zones.snapshots import Headers, Run, text, uint, update_entry, update_head
 
 BOUNDS = (-1000.0, -1000.0, 1000.0, 1000.0)
 
@@ -56,7 +56,7 @@ def test_msgpack_pieces_are_the_shortest_forms() -> None:
         b"\xce\x00\x01\x00\x00"]
     assert text("hi") == b"\xa2hi"
     assert text("x" * 40) == b"\xd9\x28" + b"x" * 40
-    assert update_entry(uint(3), 1.5, -2.0, 9) == b"\x94\x03\xca" + struct.pack(
+    assert update_entry(update_head(3), 1.5, -2.0, 9) == b"\x94\x03\xca" + struct.pack(
         ">f", 1.5) + b"\xca" + struct.pack(">f", -2.0) + b"\x09"
     assert decode(Headers("z1").v2(7, None, [Run(0, b"")], [], [5, 300])) == {
         "type": "snapshot", "zone": "z1", "tick": 7, "base": None, "enter": [],

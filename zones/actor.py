@@ -101,6 +101,7 @@ class ZoneActor:
         self._hooks = hooks
         self._checkpoint_s = checkpoint_s
         self._outlets: dict[str, Outlet] = {}
+        self._by_eid: dict[int, Outlet] = {}  # the same outlets, by their avatars' eids
         self._saved: dict[str, tuple[float, float]] = {}  # last position saved, per member
         self._leaving: dict[str, Position] = {}  # left, position not saved yet
         # Where members who left were, newest first out: a rejoin may read its row before
@@ -130,6 +131,7 @@ class ZoneActor:
             self._interest.enter(avatar.eid, character_id, avatar.name, avatar.x, avatar.y,
                                  avatar.seq)
         self._outlets[character_id] = outlet
+        self._by_eid[avatar.eid] = outlet
         return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, avatar.x, avatar.y,
                          avatar.eid)
 
@@ -145,6 +147,7 @@ class ZoneActor:
         avatar = self._sim.remove(character_id)
         self._saved.pop(character_id, None)
         if avatar is not None:
+            del self._by_eid[avatar.eid]
             self._interest.leave(avatar.eid)
             position = self._leaving[character_id] = self._position(avatar)
             self._last_known[character_id] = position
@@ -208,16 +211,19 @@ class ZoneActor:
     async def _step(self) -> None:
         moved = self._sim.step()
         interest = self._interest
-        for avatar in moved:
-            interest.update(avatar.eid, avatar.x, avatar.y, avatar.seq)
-        interest.seal(self._sim.tick)
+        interest.seal(self._sim.tick, moved)
         if self._hooks.publish_tick is not None:
             self._hooks.publish_tick(interest)
-        avatars = self._sim.avatars
-        members = [(interest.cell_of(avatars[c].eid), o) for c, o in self._outlets.items()]
-        for i, (cell, outlet) in enumerate(members, 1):
-            if cell is not None:
-                outlet.snapshot(interest.view(cell))
+        by_eid, fanout = self._by_eid, []
+        for cell, eids in interest.members():  # a cell at a time: one view for its members
+            view = None
+            for eid in eids:
+                outlet = by_eid.get(eid)
+                if outlet is not None:
+                    view = view or interest.view(cell)
+                    fanout.append((outlet, view))
+        for i, (outlet, view) in enumerate(fanout, 1):
+            outlet.snapshot(view)
             if i % FANOUT_YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
         if moved:

@@ -22,49 +22,59 @@ the same views (zones/remote.py).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
-from zones.snapshots import EMPTY, Headers, Run, enter_entry, text, uint, update_entry, v1_entry
+from zones.snapshots import (
+    EMPTY,
+    Headers,
+    Run,
+    enter_entry,
+    pack_xy32,
+    short_uint,
+    text,
+    uint,
+    update_entry,
+    update_head,
+    v1_entry,
+)
 
 Cell = int
 V1, V2 = "v1", "v2"  # the wire a member speaks (docs/protocol.md)
 Base = tuple[object, int]  # the view and tick of the last snapshot a member was sent
 
 
-@dataclass(frozen=True)
 class Grid:
     """Cells of side `radius` over the zone's bounds; radius 0 is a single cell."""
 
-    min_x: float
-    min_y: float
-    max_x: float
-    max_y: float
-    radius: float
-
-    @property
-    def columns(self) -> int:
-        return int((self.max_x - self.min_x) / self.radius) + 1 if self.radius else 1
-
-    @property
-    def rows(self) -> int:
-        return int((self.max_y - self.min_y) / self.radius) + 1 if self.radius else 1
+    def __init__(self, min_x: float, min_y: float, max_x: float, max_y: float,
+                 radius: float) -> None:
+        self.min_x, self.min_y, self.radius = min_x, min_y, radius
+        self.columns = int((max_x - min_x) / radius) + 1 if radius else 1
+        self.rows = int((max_y - min_y) / radius) + 1 if radius else 1
+        self._blocks: dict[Cell, tuple[Cell, ...]] = {}
 
     def cell(self, x: float, y: float) -> Cell:
-        if not self.radius:
+        radius = self.radius
+        if not radius:
             return 0
-        column = min(max(int((x - self.min_x) / self.radius), 0), self.columns - 1)
-        row = min(max(int((y - self.min_y) / self.radius), 0), self.rows - 1)
-        return row * self.columns + column
+        column = int((x - self.min_x) / radius)
+        row = int((y - self.min_y) / radius)
+        columns = self.columns
+        if 0 <= column < columns and 0 <= row < self.rows:
+            return row * columns + column
+        return min(max(row, 0), self.rows - 1) * columns + min(max(column, 0), columns - 1)
 
     def block(self, cell: Cell) -> tuple[Cell, ...]:
         """The cells a player in `cell` sees, its own first."""
-        columns, rows = self.columns, self.rows
-        row, column = divmod(cell, columns)
-        around = [r * columns + c for r in range(max(row - 1, 0), min(row + 2, rows))
-                  for c in range(max(column - 1, 0), min(column + 2, columns))]
-        return (cell, *(c for c in around if c != cell))
+        found = self._blocks.get(cell)
+        if found is None:
+            columns, rows = self.columns, self.rows
+            row, column = divmod(cell, columns)
+            around = [r * columns + c for r in range(max(row - 1, 0), min(row + 2, rows))
+                      for c in range(max(column - 1, 0), min(column + 2, columns))]
+            found = self._blocks[cell] = (cell, *(c for c in around if c != cell))
+        return found
 
 
 class Entity:
@@ -77,6 +87,7 @@ class Entity:
         "character_id",
         "eid",
         "enter",
+        "head",
         "key",
         "name",
         "seq",
@@ -89,6 +100,7 @@ class Entity:
                  cell: Cell) -> None:
         self.eid = eid
         self.key = uint(eid)
+        self.head = update_head(eid)
         self.character_id = character_id
         self.name = name
         self.x, self.y, self.seq = x, y, seq
@@ -98,14 +110,10 @@ class Entity:
         self._exact: bytes | None = None
         self._v1: bytes | None = None
 
-    def changed(self) -> None:
-        self.update = update_entry(self.key, self.x, self.y, self.seq)
-        self._exact = self._v1 = None
-
     @property
     def exact(self) -> bytes:
         if self._exact is None:
-            self._exact = update_entry(self.key, self.x, self.y, self.seq, exact=True)
+            self._exact = update_entry(self.head, self.x, self.y, self.seq, exact=True)
         return self._exact
 
     @property
@@ -116,14 +124,34 @@ class Entity:
 
 
 class _Runs:
-    """One cell's entries, joined once until the cell changes."""
+    """One cell's entries, each form joined once (when first asked for) until the cell
+    changes."""
 
-    __slots__ = ("enter", "update", "v1")
+    __slots__ = ("_enter", "_entities", "_update", "_v1")
 
     def __init__(self, entities: Sequence[Entity]) -> None:
-        self.enter = Run.of([e.enter for e in entities])
-        self.update = Run.of([e.update for e in entities])
-        self.v1 = b",".join(e.v1 for e in entities)
+        self._entities = entities
+        self._enter: Run | None = None
+        self._update: Run | None = None
+        self._v1: bytes | None = None
+
+    @property
+    def enter(self) -> Run:
+        if self._enter is None:
+            self._enter = Run.of([e.enter for e in self._entities])
+        return self._enter
+
+    @property
+    def update(self) -> Run:
+        if self._update is None:
+            self._update = Run.of([e.update for e in self._entities])
+        return self._update
+
+    @property
+    def v1(self) -> bytes:
+        if self._v1 is None:
+            self._v1 = b",".join(e.v1 for e in self._entities)
+        return self._v1
 
 
 class Interest:
@@ -155,13 +183,20 @@ class Interest:
 
     def update(self, eid: int, x: float, y: float, seq: int) -> None:
         entity = self.entities[eid]
-        self._touched.setdefault(eid, entity.cell)
+        if eid not in self._touched:
+            self._touched[eid] = entity.cell
         entity.x, entity.y, entity.seq = x, y, seq
         cell = self.grid.cell(x, y)
         if cell != entity.cell:
-            del self._cells[entity.cell][eid]
-            self._cells[cell][eid] = entity
-            entity.cell = cell
+            self._move(entity, cell)
+
+    def _move(self, entity: Entity, cell: Cell) -> None:
+        was = self._cells[entity.cell]
+        del was[entity.eid]
+        if not was:
+            del self._cells[entity.cell]
+        self._cells[cell][entity.eid] = entity
+        entity.cell = cell
 
     def leave(self, eid: int) -> None:
         entity = self.entities.pop(eid)
@@ -171,22 +206,59 @@ class Interest:
         if not cell:
             del self._cells[entity.cell]
 
-    def seal(self, tick: int) -> None:
-        """Close the window: everything since the last seal happened in `tick`."""
-        changed: dict[Cell, list[Entity]] = defaultdict(list)
-        moves = []
-        for eid, was in self._touched.items():
-            entity = self.entities.get(eid)
-            now = None if entity is None else entity.cell
-            if entity is not None:
-                entity.changed()
-                changed[entity.cell].append(entity)
+    def seal(self, tick: int, moved: Iterable[Positioned] = ()) -> None:
+        """Close the window: everything since the last seal happened in `tick`, and so
+        did the moves of `moved` (update() for each, done here in the same loop: this is
+        the zone's every tick, written for speed; it encodes the entry of every player
+        that moved)."""
+        changed: dict[Cell, list[Entity]] = {}
+        moves: list[tuple[int, Entity | None, Cell | None, Cell | None]] = []
+        entities, runs, touched, grid = self.entities, self._runs, self._touched, self.grid
+        radius, min_x, min_y = grid.radius, grid.min_x, grid.min_y
+        columns, rows = grid.columns, grid.rows
+        for one in moved:
+            eid = one.eid
+            entity = entities[eid]
+            was = touched.pop(eid) if eid in touched else entity.cell
+            x = entity.x = one.x
+            y = entity.y = one.y
+            seq = entity.seq = one.seq
+            now = entity.cell
+            if radius:
+                column, row = int((x - min_x) / radius), int((y - min_y) / radius)
+                cell = row * columns + column if 0 <= column < columns and 0 <= row < rows \
+                    else grid.cell(x, y)
+                if cell != now:
+                    self._move(entity, cell)
+                    now = cell
+            entity.update = entity.head + pack_xy32(0xCA, x, 0xCA, y) + short_uint(seq)
+            entity._exact = entity._v1 = None
+            in_cell = changed.get(now)
+            if in_cell is None:
+                changed[now] = [entity]
+            else:
+                in_cell.append(entity)
             if was != now:
                 moves.append((eid, entity, was, now))
                 if was is not None:
-                    self._runs.pop(was, None)
+                    runs.pop(was, None)
+        for eid, was in touched.items():  # the window's enters, leaves and other updates
+            present = entities.get(eid)
+            if present is None:
+                if was is not None:  # left (not one that came and went in the window)
+                    moves.append((eid, None, was, None))
+                    runs.pop(was, None)
+                continue
+            present.update = update_entry(present.head, present.x, present.y, present.seq)
+            present._exact = present._v1 = None
+            now = present.cell
+            changed.setdefault(now, []).append(present)
+            if was != now:
+                moves.append((eid, present, was, now))
+                if was is not None:
+                    runs.pop(was, None)
         for cell in changed:
-            self._runs.pop(cell, None)
+            runs.pop(cell, None)
         self.tick = tick
         self._touched = {}
         self._changed, self._moves = changed, moves
@@ -245,6 +317,11 @@ class Interest:
     def occupied(self) -> Iterator[Cell]:
         return iter(self._cells)
 
+    def members(self) -> Iterator[tuple[Cell, Iterable[int]]]:
+        """Each occupied cell and the eids in it."""
+        for cell, entities in self._cells.items():
+            yield cell, entities.keys()
+
     # --- the zone's feed to other processes ------------------------------------------------
 
     def feed(self, *, complete: bool) -> bytes:
@@ -298,6 +375,15 @@ class Interest:
         return True
 
 
+class Positioned(Protocol):
+    """Where a player is, as the zone's simulation says (zones/simulation.py, Avatar)."""
+
+    eid: int
+    x: float
+    y: float
+    seq: int
+
+
 class Snapshot(Protocol):
     """What a member is handed each tick (a View, to the zones)."""
 
@@ -309,14 +395,17 @@ class Snapshot(Protocol):
 class View:
     """What the members of one block see at one tick, encoded once per form."""
 
-    __slots__ = ("_block", "_cell", "_complete", "_delta", "_interest", "_key", "_v1", "tick")
+    __slots__ = ("_after", "_block", "_cell", "_complete", "_delta", "_interest", "_v1",
+                 "base", "tick")
 
     def __init__(self, interest: Interest, cell: Cell) -> None:
         self._interest = interest
         self._cell = cell
         self._block = interest.grid.block(cell)
-        self._key = (interest.epoch, cell)
         self.tick = interest.tick
+        key = (interest.epoch, cell)
+        self.base: Base = (key, self.tick)  # what a member has been sent once sent this
+        self._after: Base = (key, self.tick - 1)  # what a member a delta is for was sent
         self._v1: bytes | None = None
         self._complete: bytes | None = None
         self._delta: bytes | None = None
@@ -329,21 +418,26 @@ class View:
         holds now is what it can encode, and it is news sooner."""
         if self.tick != self._interest.tick:
             return self._interest.view(self._cell).encoded(wire, since)
-        base = (self._key, self.tick)
         if wire == V1:
-            if self._v1 is None:
-                entries = [self._interest.runs(c).v1 for c in self._block]
-                self._v1 = self._interest.v1([e for e in entries if e])
-            return self._v1, base
-        if since == (self._key, self.tick - 1):
-            if self._delta is None:
-                entered, left = self._interest.block_moves(self._cell)
-                self._delta = self._interest.v2(
-                    self.tick - 1, [Run.of([e.enter for e in entered])],
-                    [self._interest.changed_run(c) for c in self._block], left)
-            return self._delta, base
-        if self._complete is None:
-            runs = [self._interest.runs(c) for c in self._block]
-            self._complete = self._interest.v2(
-                None, [r.enter for r in runs], [r.update for r in runs], [])
-        return self._complete, base
+            return self._v1 or self._encode_v1(), self.base
+        if since == self._after:
+            return self._delta or self._encode_delta(), self.base
+        return self._complete or self._encode_complete(), self.base
+
+    def _encode_v1(self) -> bytes:
+        entries = [self._interest.runs(c).v1 for c in self._block]
+        self._v1 = self._interest.v1([e for e in entries if e])
+        return self._v1
+
+    def _encode_delta(self) -> bytes:
+        entered, left = self._interest.block_moves(self._cell)
+        self._delta = self._interest.v2(
+            self.tick - 1, [Run.of([e.enter for e in entered])],
+            [self._interest.changed_run(c) for c in self._block], left)
+        return self._delta
+
+    def _encode_complete(self) -> bytes:
+        runs = [self._interest.runs(c) for c in self._block]
+        self._complete = self._interest.v2(None, [r.enter for r in runs],
+                                           [r.update for r in runs], [])
+        return self._complete
