@@ -77,6 +77,10 @@ def authenticate(tokens: Tokens, authorization: str | None,
     raise Unauthenticated("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
 
 
+def _not_joined(character_id: str, dx: float, dy: float, seq: int) -> None:
+    raise AssertionError("the conversation lets moves through only once joined")
+
+
 def half_close(sock: socket.socket) -> None:
     """Send FIN after what was written; the peer has all of it, and reading goes on."""
     with suppress(OSError):
@@ -107,6 +111,7 @@ class Session:
             idle_timeout_s=settings.world_idle_timeout_s, now=trio.current_time(), wire=wire)
         self._entered: Entered | None = None
         self._character_id = ""  # of _entered, as zones name it
+        self._move = _not_joined  # _entered's zone's move (only called once joined)
         self._joins_in, self._joins_out = trio.open_memory_channel[Join | Travel | _Rejoin](
             JOIN_QUEUE)
         self.session_id = uuid.uuid4().hex
@@ -169,10 +174,10 @@ class Session:
         return True
 
     def _handle(self, received: Received) -> None:
+        if type(received) is Move:  # the common case, thousands a second
+            self._move(self._character_id, received.dx, received.dy, received.seq)
+            return
         match received:
-            case Move(dx, dy, seq):
-                assert self._entered is not None  # the conversation knows it is joined
-                self._entered.zone.move(self._character_id, dx, dy, seq)
             case Join() | Travel():
                 try:
                     self._joins_in.send_nowait(received)
@@ -264,6 +269,7 @@ class Session:
     def _welcome(self, entered: Entered) -> None:
         self._entered = entered
         self._character_id = str(entered.character.id)
+        self._move = entered.zone.move
         self._conversation.welcomed(self._character_id, trio.current_time())
         admission = entered.admission
         character = {**character_json(entered.character), "zone_id": admission.zone_id,
@@ -275,6 +281,7 @@ class Session:
         if self._entered is not None:
             self._entered.zone.leave(self._character_id, self)
             self._entered = None
+            self._move = _not_joined
             self._conversation.left()
 
     def _error(self, code: str, message: str) -> None:
