@@ -25,23 +25,26 @@ from urllib.parse import urlsplit
 
 import trio
 
-from server.ws.codec import BINARY, CLOSE, TEXT, payload_extent, unmask
+from server.ws.codec import BINARY, CLOSE, RSV1, TEXT, payload_extent, unmask
 from server.ws.hub import EpollHub
 
-OnMessage = Callable[[bytearray, int, int], None]
+OnMessage = Callable[[bytearray, int, int, bool], None]  # buffer, start, end, compressed
+DEFLATE_OFFER = "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
 RECV_BYTES = 1 << 18
 TIMEOUT_S = 5.0
 
 
 def upgrade_request(host: str, target: str, *, origin: str | None = None,
-                    protocol: str | None = None) -> bytes:
-    """A WebSocket upgrade request for `target` (path and query), offering `protocol`."""
+                    protocol: str | None = None, extensions: str | None = None) -> bytes:
+    """A WebSocket upgrade request for `target` (path and query), offering `protocol`
+    and `extensions`."""
     key = base64.b64encode(os.urandom(16)).decode()
     return (f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n"
             + (f"Origin: {origin}\r\n" if origin else "")
             + (f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else "")
+            + (f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else "")
             + "\r\n").encode()
 
 
@@ -91,17 +94,20 @@ class RawWebSocket:
         self.close_code = 0
 
     @classmethod
-    async def connect(cls, url: str, on_message: OnMessage, *,
-                      protocol: str | None = None) -> RawWebSocket:
-        """Connect and upgrade (offering `protocol`); raises ConnectionRefusedError with
-        the HTTP status, and when the server does not choose the protocol offered."""
+    async def connect(cls, url: str, on_message: OnMessage, *, protocol: str | None = None,
+                      deflate: bool = False) -> RawWebSocket:
+        """Connect and upgrade (offering `protocol`, and permessage-deflate if `deflate`:
+        this client sends uncompressed and hands compressed messages over as they
+        came); raises ConnectionRefusedError with the HTTP status, and when the server
+        does not choose what was offered."""
         parts = urlsplit(url)
         tsock = trio.socket.socket()
         await tsock.connect((parts.hostname or "127.0.0.1", parts.port or 80))
         sock = socket.socket(fileno=tsock.detach())
         sock.setblocking(False)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        sock.send(upgrade_request(parts.netloc, target, protocol=protocol))
+        sock.send(upgrade_request(parts.netloc, target, protocol=protocol,
+                                  extensions=DEFLATE_OFFER if deflate else None))
         data = b""
         while b"\r\n\r\n" not in data:
             await trio.lowlevel.wait_readable(sock)
@@ -117,6 +123,9 @@ class RawWebSocket:
         if protocol and f"sec-websocket-protocol: {protocol}".encode() not in head.lower():
             sock.close()
             raise ConnectionRefusedError(f"the server did not choose {protocol}")
+        if deflate and b"permessage-deflate" not in head:
+            sock.close()
+            raise ConnectionRefusedError("the server did not agree to permessage-deflate")
         return cls(sock, rest, on_message, opcode=BINARY if protocol else TEXT)
 
     def fileno(self) -> int:
@@ -153,7 +162,7 @@ class RawWebSocket:
         while (frame := frame_at(buf, offset)) is not None:
             opcode, start, end = frame
             if opcode == self._opcode:
-                self._on_message(buf, start, end)
+                self._on_message(buf, start, end, bool(buf[offset] & RSV1))
             elif opcode == CLOSE:
                 self._close(close_code(buf[start:end]))
                 return
@@ -172,8 +181,8 @@ class RawWebSocket:
 # --- one socket over a trio stream, for tests ----------------------------------------------
 
 async def open_upgraded(url: str, target: str, *, origin: str | None = None,
-                        rcvbuf: int | None = None, protocol: str | None = None
-                        ) -> tuple[trio.SocketStream, bytes]:
+                        rcvbuf: int | None = None, protocol: str | None = None,
+                        extensions: str | None = None) -> tuple[trio.SocketStream, bytes]:
     """Connect to `url` (http://host:port), send an upgrade for `target`; the stream and
     what the server answered up to the end of its response head (and what came with it)."""
     parts = urlsplit(url)
@@ -183,7 +192,8 @@ async def open_upgraded(url: str, target: str, *, origin: str | None = None,
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await sock.connect((host, parts.port or 80))
     stream = trio.SocketStream(sock)
-    await stream.send_all(upgrade_request(host, target, origin=origin, protocol=protocol))
+    await stream.send_all(upgrade_request(host, target, origin=origin, protocol=protocol,
+                                          extensions=extensions))
     return stream, await received_until(stream, b"\r\n\r\n")
 
 

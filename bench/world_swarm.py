@@ -29,6 +29,7 @@ import random
 import re
 import time
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,11 @@ class V2:
         return entered if buf[base] == 0xC0 else before + entered - left
 
 
+def inflate(data: bytes) -> bytes:
+    """One message compressed with permessage-deflate, without context takeover."""
+    return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data + b"\x00\x00\xff\xff")
+
+
 def _count(buf: Buffer, at: int) -> int:
     """The length of the MessagePack array whose header is at `at`."""
     first = buf[at]
@@ -147,6 +153,7 @@ class Player:
         self.send: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.seq = 0
         self.target_zone: str | None = None  # --zones: where it travels after joining
+        self.reads_compressed = True  # inflates compressed snapshots (--read-every)
 
     async def welcome(self) -> str:
         """Wait for the next welcome; the zone it is for."""
@@ -155,8 +162,16 @@ class Player:
         assert self.zone is not None
         return self.zone
 
-    def received(self, buf: Buffer, start: int, end: int, now: float, measuring: bool) -> None:
-        """One message, buf[start:end]."""
+    def unread(self, wire_bytes: int, measuring: bool) -> None:
+        """A compressed message this player does not inflate: a snapshot (the server
+        compresses nothing else), counted but not read."""
+        if measuring:
+            self.snapshots += 1
+            self.bytes += wire_bytes
+
+    def received(self, buf: Buffer, start: int, end: int, now: float, measuring: bool,
+                 wire_bytes: int | None = None) -> None:
+        """One message, buf[start:end] (`wire_bytes` of it on the wire, if compressed)."""
         wire = self.wire
         if not buf.startswith(wire.snapshot_prefix, start):
             body = wire.decode(buf[start:end])
@@ -171,7 +186,7 @@ class Player:
         self.visible = wire.visible(buf, start, end, self.visible)
         if measuring:
             self.snapshots += 1
-            self.bytes += end - start
+            self.bytes += end - start if wire_bytes is None else wire_bytes
             if self.snapshots % SAMPLE_EVERY == 0:
                 self.visible_samples.append(self.visible)
         if not self.sent_at:
@@ -233,11 +248,19 @@ class Swarm:
             await self._play(player, receive, send)
 
     async def _run_raw(self, player: Player, ws_url: str) -> None:
-        def on_message(buf: bytearray, start: int, end: int) -> None:
-            player.received(buf, start, end, time.perf_counter(), self.measuring)
+        def on_message(buf: bytearray, start: int, end: int, compressed: bool) -> None:
+            now = time.perf_counter()
+            if not compressed:
+                player.received(buf, start, end, now, self.measuring)
+            elif player.reads_compressed:
+                data = inflate(bytes(buf[start:end]))
+                player.received(data, 0, len(data), now, self.measuring, end - start)
+            else:
+                player.unread(end - start, self.measuring)
 
         protocol = v2.SUBPROTOCOL if player.wire.name == "v2" else None
-        conn = await RawWebSocket.connect(ws_url, on_message, protocol=protocol)
+        conn = await RawWebSocket.connect(ws_url, on_message, protocol=protocol,
+                                          deflate=self.args.deflate)
         self.hub.register(conn.fileno(), conn)
         try:
             conn.on_readable()  # what came with the handshake's answer
@@ -384,6 +407,7 @@ async def run(args: argparse.Namespace) -> None:
             nursery.start_soon(swarm.hub.run)
             for i, user in enumerate(users):
                 player = Player(user, V2() if args.protocol == "v2" else V1())
+                player.reads_compressed = i % args.read_every == 0
                 if args.zones:
                     player.target_zone = args.zones[i % len(args.zones)]
                 swarm.players.append(player)
@@ -436,7 +460,7 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
     args = swarm.args
     players = [p for p in swarm.players if p.joined.is_set()]
     rates = [p.snapshots / elapsed for p in players]
-    latencies = [x for p in players for x in p.latencies_s]
+    latencies = [x for p in players for x in p.latencies_s]  # of those that read
 
     def per_client(values: list[float]) -> dict[str, float]:
         return {"min": round(min(values, default=math.nan), 2),
@@ -450,6 +474,7 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
     visible = [n for p in players for n in p.visible_samples]
     result: dict[str, object] = {
         "players": len(swarm.players), "joined": len(players), "protocol": args.protocol,
+        "deflate": args.deflate, "read_every": args.read_every,
         "spread": args.spread, "view_radius": args.view_radius,
         "measured_s": round(elapsed, 1),
         "snapshots_per_s_per_client": per_client(rates),
@@ -493,6 +518,12 @@ def main() -> None:
     parser.add_argument("--client", choices=("trio-websocket", "raw"), default="trio-websocket",
                         help="raw: a lean client that does not decode snapshots, for swarms "
                              "larger than one core can drive with trio-websocket")
+    parser.add_argument("--deflate", action="store_true",
+                        help="offer permessage-deflate (raw client); see --read-every")
+    parser.add_argument("--read-every", type=int, default=1,
+                        help="with --deflate, only every k-th player inflates its snapshots "
+                             "(the others count them): latency and visible players are "
+                             "measured on those, for a swarm that must fit in one core")
     parser.add_argument("--server-pid", type=int, help="report this process's CPU")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     trio.run(run, parser.parse_args())

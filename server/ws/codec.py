@@ -4,8 +4,11 @@ Server frames are unmasked, so a frame is a few header bytes in front of the
 payload: `frame()` builds it once and the same bytes go to every client. Client
 frames are masked and small (inputs); `FrameReader` parses them from a byte
 buffer, unmasks with one big-integer XOR, reassembles fragments, and enforces a
-size limit. No extensions; the subprotocol is the caller's choice. Nothing here
-imports trio.
+size limit. The subprotocol is the caller's choice. One extension, permessage-
+deflate (RFC 7692), without context takeover either way: every compressed message
+stands alone, so one compressed snapshot serves every client that gets it, and a
+client's messages are inflated one by one (never past the size limit). Nothing
+here imports trio.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
+import zlib
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +32,14 @@ _OPCODES = (TEXT, BINARY, CONTINUATION, *_CONTROL)
 NOT_AN_UPGRADE = "this endpoint only speaks WebSocket"
 UPGRADE_FIRST = ("open the WebSocket as the first request of a connection, "
                  "not on a kept-alive HTTP one")
+
+
+DEFLATE = "permessage-deflate"
+DEFLATE_ACCEPTED = f"{DEFLATE}; server_no_context_takeover; client_no_context_takeover"
+_DEFLATE_PARAMETERS = {"server_no_context_takeover", "client_no_context_takeover",
+                       "server_max_window_bits", "client_max_window_bits"}
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 7.2.1: left off each compressed message
+RSV1 = 0x40  # a compressed message's first frame
 
 
 class ProtocolViolation(Exception):
@@ -85,9 +97,26 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
 
 
-def handshake_response(request: Request, subprotocol: str | None = None) -> bytes | None:
+def offers_deflate(request: Request) -> bool:
+    """Whether the request offers permessage-deflate as this server takes it: any offer
+    whose parameters are known and that lets the server use the full window (our
+    compressed snapshots are shared, so they are all made the same way)."""
+    for offer in request.headers.get("sec-websocket-extensions", "").split(","):
+        name, *parameters = (part.strip() for part in offer.split(";"))
+        if name != DEFLATE:
+            continue
+        values = dict(p.partition("=")[::2] for p in parameters)
+        if set(values) <= _DEFLATE_PARAMETERS and \
+                values.get("server_max_window_bits", "15").strip('"') == "15":
+            return True
+    return False
+
+
+def handshake_response(request: Request, subprotocol: str | None = None,
+                       deflate: bool = False) -> bytes | None:
     """The 101 response for a valid upgrade request (naming `subprotocol` if one was
-    chosen from those it offered), or None if it is not one."""
+    chosen from those it offered, and permessage-deflate if `deflate`), or None if it
+    is not one."""
     key = request.headers.get("sec-websocket-key", "")
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
@@ -97,6 +126,8 @@ def handshake_response(request: Request, subprotocol: str | None = None) -> byte
     if request.headers.get("sec-websocket-version") != "13":
         return None
     chosen = f"Sec-WebSocket-Protocol: {subprotocol}\r\n" if subprotocol else ""
+    if deflate:
+        chosen += f"Sec-WebSocket-Extensions: {DEFLATE_ACCEPTED}\r\n"
     return ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Accept: {accept_key(key)}\r\n{chosen}\r\n").encode()
 
@@ -108,17 +139,39 @@ def http_response(status: int, reason: str, body: bytes,
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
-def frame_header(length: int, opcode: int = TEXT) -> bytes:
+def frame_header(length: int, opcode: int = TEXT, rsv: int = 0) -> bytes:
     """The header of one unmasked, final frame of `length` payload bytes."""
+    first = 0x80 | rsv | opcode
     if length < 126:
-        return struct.pack("!BB", 0x80 | opcode, length)
+        return struct.pack("!BB", first, length)
     if length < 1 << 16:
-        return struct.pack("!BBH", 0x80 | opcode, 126, length)
-    return struct.pack("!BBQ", 0x80 | opcode, 127, length)
+        return struct.pack("!BBH", first, 126, length)
+    return struct.pack("!BBQ", first, 127, length)
 
 
 def frame(payload: bytes, opcode: int = TEXT) -> bytes:
     return frame_header(len(payload), opcode) + payload
+
+
+def deflated_frame(payload: bytes, opcode: int) -> bytes:
+    """One message compressed on its own (permessage-deflate, no context takeover)."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    data = data[:-len(_DEFLATE_TAIL)]
+    return frame_header(len(data), opcode, RSV1) + data
+
+
+def inflate(data: bytes, limit: int) -> bytes:
+    """A compressed message's payload, at most `limit` bytes (ProtocolViolation past it:
+    a small frame must not become a big message)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        whole = inflater.decompress(data + _DEFLATE_TAIL, limit + 1)
+    except zlib.error:
+        raise ProtocolViolation(1007, "bad compressed data") from None
+    if len(whole) > limit or inflater.unconsumed_tail:
+        raise ProtocolViolation(4008, "message too large")
+    return whole
 
 
 def payload_extent(buf: bytes | bytearray, at: int) -> tuple[int, int] | None:
@@ -155,11 +208,13 @@ class FrameReader:
     parsed in place and the buffer trimmed once per call, which matters at thousands
     of small inputs a second."""
 
-    def __init__(self, *, max_message_bytes: int) -> None:
+    def __init__(self, *, max_message_bytes: int, deflate: bool = False) -> None:
         self._buffer = bytearray()
         self._max = max_message_bytes
+        self._deflate = deflate  # permessage-deflate was agreed: RSV1 marks compression
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
+        self._fragments_compressed = False
 
     def feed(self, data: bytes | memoryview) -> None:
         self._buffer += data
@@ -168,25 +223,29 @@ class FrameReader:
         buf, offset, found = self._buffer, 0, []
         try:
             while (frame := self._frame_at(buf, offset)) is not None:
-                fin, opcode, payload, offset = frame
+                fin, opcode, payload, offset, compressed = frame
                 if opcode in _CONTROL or (fin and opcode != CONTINUATION
                                           and not self._fragments):
-                    found.append((opcode, payload))
+                    found.append((opcode, inflate(payload, self._max) if compressed
+                                  else payload))
                 else:
-                    whole = self._reassemble(fin, opcode, payload)
+                    whole = self._reassemble(fin, opcode, payload, compressed)
                     if whole is not None:
                         found.append(whole)
         finally:
             del buf[:offset]
         return found
 
-    def _reassemble(self, fin: bool, opcode: int, payload: bytes) -> Message | None:
+    def _reassemble(self, fin: bool, opcode: int, payload: bytes,
+                    compressed: bool) -> Message | None:
         if opcode == CONTINUATION:
             if not self._fragments:
                 raise ProtocolViolation(1002, "continuation without a start")
             opcode = self._fragment_opcode
         elif self._fragments:
             raise ProtocolViolation(1002, "a new message inside a fragmented one")
+        else:
+            self._fragments_compressed = compressed
         self._fragments.append(payload)
         if sum(len(f) for f in self._fragments) > self._max:
             raise ProtocolViolation(4008, "message too large")
@@ -195,16 +254,18 @@ class FrameReader:
             return None
         whole = b"".join(self._fragments)
         self._fragments = []
-        return opcode, whole
+        return opcode, inflate(whole, self._max) if self._fragments_compressed else whole
 
-    def _frame_at(self, buf: bytearray, at: int) -> tuple[bool, int, bytes, int] | None:
-        """(fin, opcode, unmasked payload, offset after it) of a whole frame at `at`."""
+    def _frame_at(self, buf: bytearray, at: int) -> tuple[bool, int, bytes, int, bool] | None:
+        """(fin, opcode, unmasked payload, offset after it, compressed) of a whole frame
+        at `at`."""
         if len(buf) - at < 2:
             return None
         first, second = buf[at], buf[at + 1]
-        if first & 0x70:
-            raise ProtocolViolation(1002, "reserved bits set")
         opcode = first & 0x0F
+        compressed = bool(first & RSV1) and self._deflate and opcode in (TEXT, BINARY)
+        if first & 0x70 and not (compressed and first & 0x70 == RSV1):
+            raise ProtocolViolation(1002, "reserved bits set")
         if opcode not in _OPCODES:
             raise ProtocolViolation(1002, "unknown opcode")
         if not second & 0x80:
@@ -221,4 +282,5 @@ class FrameReader:
         end = offset + 4 + length
         if len(buf) < end:
             return None
-        return fin, opcode, unmask(buf[offset + 4:end], buf[offset:offset + 4]), end
+        return (fin, opcode, unmask(buf[offset + 4:end], buf[offset:offset + 4]), end,
+                compressed)

@@ -197,7 +197,9 @@ class Edge:
             await _refuse_and_linger(conn, refusal)
             return None
         wire = wire_for(request.headers.get("sec-websocket-protocol"))
-        response = ws.handshake_response(request, SUBPROTOCOL_V2 if wire is MSGPACK else None)
+        deflate = ws.offers_deflate(request)
+        response = ws.handshake_response(request, SUBPROTOCOL_V2 if wire is MSGPACK else None,
+                                         deflate)
         if response is None:
             await _refuse_and_linger(conn, _refusal(
                 400, "Bad Request", "validation_failed",
@@ -206,7 +208,8 @@ class Edge:
         await send_all(conn, response)
         user_id, expires_at = refusal
         return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
-                       settings=self._settings, hub=self._hub, frames=self._frames, wire=wire)
+                       settings=self._settings, hub=self._hub, frames=self._frames, wire=wire,
+                       deflate=deflate)
 
     def _refuse(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
         """The refusal to send, or the session's user and token expiry."""

@@ -33,36 +33,51 @@ from zones.interest import V1, Base, Snapshot
 log = logging.getLogger(__name__)
 
 FRAMES_KEPT = 4096
+DEFLATE_FROM = 1024  # bytes: smaller snapshots go uncompressed
 
 
 class FrameCache:
     """Frames of recent snapshot payloads. The members of a block get the same payload
-    object in a tick, so the first one's outlet frames it and the others reuse it;
-    by identity, so that a payload is never hashed."""
+    object in a tick, so the first one's outlet frames it (and compresses it, for the
+    members that agreed to permessage-deflate) and the others reuse it; by identity,
+    so that a payload is never hashed. Payloads under DEFLATE_FROM bytes are not worth
+    compressing (they would cost more than they save)."""
 
     def __init__(self) -> None:
-        self._frames: dict[int, tuple[bytes, bytes]] = {}  # id(payload) -> payload, frame
-        self._last: tuple[bytes, bytes] = (b"", b"")
+        # id(payload) -> [payload, its frame, its compressed frame], each made when asked
+        self._frames: dict[int, list[bytes | None]] = {}
+        self._last: list[bytes | None] = [b"", None, None]
 
-    def frame(self, payload: bytes, opcode: int) -> bytes:
-        if payload is self._last[0]:
-            return self._last[1]
-        found = self._frames.get(id(payload))
-        if found is None or found[0] is not payload:
-            if len(self._frames) >= FRAMES_KEPT:
-                self._frames.clear()
-            found = self._frames[id(payload)] = (payload, ws.frame(payload, opcode))
-        self._last = found
-        return found[1]
+    def frame(self, payload: bytes, opcode: int, *, deflate: bool = False) -> bytes:
+        found = self._last
+        if payload is not found[0]:
+            found = self._frames.get(id(payload)) or self._new(payload)
+            if found[0] is not payload:
+                found = self._new(payload)
+            self._last = found
+        kind = 2 if deflate and len(payload) >= DEFLATE_FROM else 1
+        framed = found[kind]
+        if framed is None:
+            framed = found[kind] = (ws.deflated_frame(payload, opcode) if kind == 2
+                                    else ws.frame(payload, opcode))
+        return framed
+
+    def _new(self, payload: bytes) -> list[bytes | None]:
+        if len(self._frames) >= FRAMES_KEPT:
+            self._frames.clear()
+        entry: list[bytes | None] = [payload, None, None]
+        self._frames[id(payload)] = entry
+        return entry
 
 
 class Outlet:
     def __init__(self, sock: socket.socket, frames: FrameCache, *, slow_close_s: float,
-                 wire: str = V1) -> None:
+                 wire: str = V1, deflate: bool = False) -> None:
         self._sock = sock
         self._frames = frames
         self._slow_close_s = slow_close_s
         self._wire = wire
+        self._deflate = deflate  # snapshots may go compressed (permessage-deflate)
         self._opcode = ws.TEXT if wire == V1 else ws.BINARY
         self._pending: memoryview | None = None  # the rest of a frame being written
         self._controls: deque[bytes] = deque()
@@ -145,7 +160,7 @@ class Outlet:
 
     def _snapshot_frame(self, view: Snapshot) -> bytes:
         payload, self._sent = view.encoded(self._wire, self._sent)
-        return self._frames.frame(payload, self._opcode)
+        return self._frames.frame(payload, self._opcode, deflate=self._deflate)
 
     def _enqueue_control(self, frame: bytes) -> None:
         if self.closing.is_set():

@@ -92,7 +92,7 @@ class Session:
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, user_id: uuid.UUID,
                  expires_at: float, world: World, settings: Settings, hub: EpollHub,
-                 frames: FrameCache, wire: Wire) -> None:
+                 frames: FrameCache, wire: Wire, deflate: bool = False) -> None:
         self._sock = sock
         self._user_id = user_id
         self._expires_at = expires_at
@@ -101,8 +101,9 @@ class Session:
         self._slow_close_s = settings.world_slow_close_s
         self._wire = wire
         self.outlet = Outlet(sock, frames, slow_close_s=settings.world_slow_close_s,
-                             wire=wire.name)
-        self._reader = codec.FrameReader(max_message_bytes=settings.world_max_message_bytes)
+                             wire=wire.name, deflate=deflate)
+        self._reader = codec.FrameReader(max_message_bytes=settings.world_max_message_bytes,
+                                         deflate=deflate)
         self._reader.feed(leftover)
         self._buffer = bytearray(RECV_BYTES)
         self._conversation = Conversation(
