@@ -34,7 +34,7 @@ def _character(row: asyncpg.Record) -> Character:
                      row["x"], row["y"], row["active"], row["created_at"])
 
 
-def cache_key(user_id: uuid.UUID) -> str:
+def cache_key(user_id: uuid.UUID | str) -> str:
     """The Redis key of the user's cached list; every write here must invalidate it."""
     return f"characters:user:{user_id}"
 
@@ -134,7 +134,7 @@ async def get_character(conn: asyncpg.Connection, character_id: uuid.UUID) -> Ch
 
 
 async def update_positions(conn: asyncpg.Connection,
-                           positions: list[tuple[uuid.UUID, str, float, float]]) -> None:
+                           positions: list[tuple[uuid.UUID | str, str, float, float]]) -> None:
     """Save (id, zone_id, x, y) of characters leaving or checkpointed by their zone; a
     character that has travelled to another zone since keeps the row travel wrote."""
     await conn.executemany(

@@ -17,7 +17,7 @@ from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
-from server.process import Roles, run_process, until_signalled
+from server.process import Roles, run_process, steady_gc, until_signalled
 
 log = logging.getLogger("outpost")
 
@@ -40,6 +40,7 @@ async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
         nursery.start_soon(until_signalled, shutdown)
         running = await nursery.start(partial(run_process, settings, roles=roles,
                                               shutdown=shutdown))
+        steady_gc()
         where = f"HTTP {running.http_url}" if running.http_url else f"running {roles.name}"
         print(f"outpost: {where}{banner}", flush=True)
         await shutdown.wait()

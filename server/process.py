@@ -9,6 +9,7 @@ Redis, the Postgres pool), each under its own shield.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -94,6 +95,19 @@ def _hypercorn_config(settings: Settings) -> Config:
     config.accesslog = None  # tokens may travel in query strings; never log them
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers only
     return config
+
+
+def steady_gc() -> None:
+    """Tune the cyclic garbage collector for a process that is up and serving.
+
+    What exists once a process has started (modules, services, the app) lives as long
+    as the process: freeze it, so that no collection scans it again. And collect the
+    oldest generation a tenth as often as CPython does by default: with thousands of
+    sessions a full collection holds the event loop for ~100 ms (a zone misses two
+    ticks), and measured at N=1000 it came every five seconds; younger generations,
+    where short-lived cycles die, are collected as before."""
+    gc.freeze()
+    gc.set_threshold(700, 10, 100)
 
 
 async def until_signalled(shutdown: trio.Event) -> None:

@@ -199,10 +199,12 @@ class World:
                 await trio.sleep(1)
 
     async def _save_positions(self, positions: list[Position]) -> None:
+        # Ids as the zone has them, text: asyncpg reads a uuid from it (parsing thousands
+        # of uuid.UUIDs at every checkpoint showed in profiles).
         await self._pg.transact(update_positions, [
-            (uuid.UUID(p.character_id), p.zone_id, p.x, p.y) for p in positions])
+            (p.character_id, p.zone_id, p.x, p.y) for p in positions])
         # Cached character lists show positions: drop the ones this save made stale.
-        await self._cache.invalidate(*{cache_key(uuid.UUID(p.user_id)) for p in positions})
+        await self._cache.invalidate(*{cache_key(p.user_id) for p in positions})
 
     async def _publish_moves(self, payloads: list[bytes]) -> None:
         await self._bus.publish_many(subjects.PLAYER_MOVED, payloads)

@@ -33,7 +33,8 @@ from zones.interest import V1, Base, Snapshot
 log = logging.getLogger(__name__)
 
 FRAMES_KEPT = 4096
-DEFLATE_FROM = 1024  # bytes: smaller snapshots go uncompressed
+DEFLATE_FROM = 4096  # bytes: smaller snapshots go plain (compressing them costs more than
+                     # the few hundred bytes it saves, and a view's complete form is 1-3 KB)
 
 
 class FrameCache:
