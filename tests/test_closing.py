@@ -147,10 +147,12 @@ async def test_a_takeover_gets_4009_while_flooding(world: Running) -> None:
 async def test_token_expiry_gets_4001_while_flooding(world: Running, settings: Settings) -> None:
     async with httpx.AsyncClient(base_url=world.url) as http:
         me = await new_player(http)
-    short = Tokens(settings.jwt_secret, ttl_s=1).issue(uuid.UUID(me["user_id"]))
+    # JWT times are whole seconds: this token expires between 1 and 2 s from now, after
+    # the join and before the flood ends.
+    short = Tokens(settings.jwt_secret, ttl_s=2).issue(uuid.UUID(me["user_id"]))
     stream = await joined_raw(world, short, me["character"]["id"])
     async with stream:
-        await flood(stream, PING * 64, seconds=1.5)  # past the expiry (at most 1 s away)
+        await flood(stream, PING * 64, seconds=2.5)
         assert await close_of(stream) == (4001, "the token has expired")
 
 
