@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             sim.queue(avatar.character_id, math.cos(angle), math.sin(angle),
                       seqs[avatar.character_id])
         began = time.perf_counter()
-        interest.seal(sim.tick, sim.step())
+        moved = sim.step()
+        interest.seal(sim.tick, moved)
         cells = [(cell, list(eids)) for cell, eids in interest.members()]
         for cell, _ in cells:  # what most of a cell's members get: the delta of its block
             interest.view(cell).encoded(wire, interest.view(cell)._after)
