@@ -163,8 +163,8 @@ class Player:
         return self.zone
 
     def unread(self, wire_bytes: int, measuring: bool) -> None:
-        """A compressed message this player does not inflate: a snapshot (the server
-        compresses nothing else), counted but not read."""
+        """A snapshot this player does not read (compressed ones are snapshots: the
+        server compresses nothing else), counted."""
         if measuring:
             self.snapshots += 1
             self.bytes += wire_bytes
@@ -250,13 +250,16 @@ class Swarm:
     async def _run_raw(self, player: Player, ws_url: str) -> None:
         def on_message(buf: bytearray, start: int, end: int, compressed: bool) -> None:
             now = time.perf_counter()
-            if not compressed:
-                player.received(buf, start, end, now, self.measuring)
-            elif player.reads_compressed:
+            if compressed and player.reads_compressed:
                 data = inflate(bytes(buf[start:end]))
                 player.received(data, 0, len(data), now, self.measuring, end - start)
-            else:
+            elif compressed or (not player.reads_compressed
+                                and buf.startswith(player.wire.snapshot_prefix, start)):
+                # A player that does not read its snapshots must not read any of them:
+                # what it saw would lack the compressed ones.
                 player.unread(end - start, self.measuring)
+            else:
+                player.received(buf, start, end, now, self.measuring)
 
         protocol = v2.SUBPROTOCOL if player.wire.name == "v2" else None
         conn = await RawWebSocket.connect(ws_url, on_message, protocol=protocol,

@@ -6,10 +6,11 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 
 import orjson
 import trio
-from quart import Quart, Response, request
+from quart import Quart, Response, request, send_from_directory
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -31,6 +32,7 @@ from server.ws.codec import NOT_AN_UPGRADE, UPGRADE_FIRST
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
+STATIC = Path(__file__).parent / "static"
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -117,6 +119,15 @@ def create_app(services: Services) -> Quart:
     @app.get("/v1/world/zones")
     async def world_zones() -> Response:
         return json_response({"zones": services.world.zone_list()})
+
+    # The browser client (docs/client.md): plain files shipped in the package.
+    @app.get("/")
+    async def index() -> Response:
+        return await send_from_directory(STATIC, "index.html")
+
+    @app.get("/static/<path:name>")
+    async def static_file(name: str) -> Response:
+        return await send_from_directory(STATIC, name)
 
     @app.get("/healthz")
     async def healthz() -> Response:
