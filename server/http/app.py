@@ -55,7 +55,8 @@ async def json_object(max_bytes: int) -> dict[str, object]:
 
 
 def create_app(services: Services) -> Quart:
-    app = QuartTrio("outpost")
+    # The browser client (docs/client.md) is the app's static folder.
+    app = QuartTrio("outpost", static_folder=str(STATIC), static_url_path="/static")
     settings = services.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
@@ -120,14 +121,9 @@ def create_app(services: Services) -> Quart:
     async def world_zones() -> Response:
         return json_response({"zones": services.world.zone_list()})
 
-    # The browser client (docs/client.md): plain files shipped in the package.
     @app.get("/")
     async def index() -> Response:
         return await send_from_directory(STATIC, "index.html")
-
-    @app.get("/static/<path:name>")
-    async def static_file(name: str) -> Response:
-        return await send_from_directory(STATIC, name)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -8,7 +8,7 @@ import { OutpostClient, api } from "./outpost-client.js";
 const INTERPOLATION_MS = 100;
 const MOVE_HZ = 20;  // at most one move a tick, under the server's 30 messages a second
 const STEP = 4;  // world units a move, under the server's WORLD_MAX_STEP (5)
-const SCALE = 4;  // pixels a world unit
+const SCALE = 3;  // pixels a world unit
 
 const $ = (id) => document.getElementById(id);
 const state = { token: sessionStorage.getItem("token"), client: null, me: null, own: null,
@@ -218,5 +218,10 @@ setInterval(() => {
 setInterval(() => guarded(zones), 3000);
 requestAnimationFrame(draw);
 
-if (state.token) guarded(listCharacters).catch(() => show("account"));
-else show("account");
+show("account");
+if (state.token) {
+  listCharacters().catch(() => {  // a token from an earlier visit, expired: log in again
+    sessionStorage.removeItem("token");
+    state.token = null;
+  });
+}
