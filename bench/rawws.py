@@ -192,8 +192,9 @@ async def open_upgraded(url: str, target: str, *, origin: str | None = None,
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await sock.connect((host, parts.port or 80))
     stream = trio.SocketStream(sock)
-    await stream.send_all(upgrade_request(host, target, origin=origin, protocol=protocol,
-                                          extensions=extensions))
+    # Host with its port, as browsers send it (the server's own origin is matched on it).
+    await stream.send_all(upgrade_request(parts.netloc, target, origin=origin,
+                                          protocol=protocol, extensions=extensions))
     return stream, await received_until(stream, b"\r\n\r\n")
 
 

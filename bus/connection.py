@@ -100,6 +100,15 @@ class PullConsumer:
         """Reset the AckWait of messages still being worked on."""
         await aio_as_trio(_settle)([], [], [], [d._msg for d in deliveries])
 
+    async def pending(self) -> int:
+        """Messages of the consumer not settled yet: not delivered, or delivered and not
+        acknowledged."""
+        try:
+            info = await aio_as_trio(self._sub.consumer_info)()
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"consumer info failed: {exc!r}") from exc
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
     async def unsubscribe(self) -> None:
         with suppress(nats.errors.Error, OSError):
             await aio_as_trio(self._sub.unsubscribe)()

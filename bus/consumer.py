@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 BATCH = 64
 FETCH_TIMEOUT_S = 1.0  # a long poll, short so a cancelled fetch leaves no stale pull behind
 SETTLE_TIMEOUT_S = 2.0
+PENDING_EVERY_S = 1.0  # how often the consumer's backlog is asked for (GET /metrics)
 RETRY_S = 0.5  # after a NATS error, and while Postgres is down
 CRASH_BACKOFF_S = 1.0
 # Redelivery delay after a handler failure, by attempt (the last one repeats).
@@ -58,6 +59,11 @@ class ConsumerWorker(Generic[E]):
         self.spec = spec
         self._parse = parse
         self._handle = handle
+        # GET /metrics: the backlog as JetStream last told it, and deliveries since start
+        # that were not the first of their message, or that ended as dead letters.
+        self.pending = 0
+        self.redelivered = 0
+        self.dead_letters = 0
 
     async def run(
         self, *, task_status: trio.TaskStatus[ConsumerWorker[E]] = trio.TASK_STATUS_IGNORED
@@ -78,15 +84,20 @@ class ConsumerWorker(Generic[E]):
     async def _consume(self) -> None:
         await self._bus.ensure_streams(STREAMS)
         consumer = await self._bus.pull_consumer(self.spec)
+        asked_at = -PENDING_EVERY_S
         try:
             while True:
                 await self._process(consumer, await consumer.fetch(BATCH, FETCH_TIMEOUT_S))
+                if trio.current_time() - asked_at >= PENDING_EVERY_S:
+                    asked_at = trio.current_time()
+                    self.pending = await consumer.pending()
         finally:
             with trio.move_on_after(SETTLE_TIMEOUT_S) as scope:
                 scope.shield = True
                 await consumer.unsubscribe()
 
     async def _process(self, consumer: PullConsumer, batch: list[Delivery]) -> None:
+        self.redelivered += sum(1 for d in batch if d.attempt > 1)
         settled = _Settlement()
         try:
             parsed: list[tuple[Delivery, E]] = []
@@ -123,6 +134,7 @@ class ConsumerWorker(Generic[E]):
         except MalformedEvent as exc:
             log.error("%s: terminating malformed %s (%s): %r", self.spec.durable,
                       delivery.subject, exc, delivery.data)
+            self.dead_letters += 1
             return None
 
     async def _attempt(self, consumer: PullConsumer,
@@ -147,6 +159,7 @@ class ConsumerWorker(Generic[E]):
         if attempt >= self.spec.max_deliver:
             log.error("%s: dead letter after %d attempts, terminating %s: %r", durable,
                       attempt, delivery.subject, delivery.data, exc_info=failure)
+            self.dead_letters += 1
             settled.terminated.append(delivery)
         else:
             log.error("%s: attempt %d of %s failed; it will be redelivered", durable, attempt,

@@ -38,6 +38,7 @@ class Provisioner:
         self._bus = bus
         self._zone_id = zone_id
         self._on_committed = on_committed  # wakes the outbox relay
+        self.workers: list[ConsumerWorker[UserRegistered]] = []  # once started
 
     async def run(
         self, *, task_status: trio.TaskStatus[Provisioner] = trio.TASK_STATUS_IGNORED
@@ -51,6 +52,7 @@ class Provisioner:
                 worker = ConsumerWorker(self._bus, consumer_spec(durable),
                                         events.parse_user_registered, handlers[durable])
                 await nursery.start(worker.run)
+                self.workers.append(worker)
             task_status.started(self)
 
     async def _players(self, registered: list[UserRegistered]) -> None:

@@ -11,13 +11,14 @@ the same reason.
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 
 import trio
 
 from bus.connection import Bus, BusUnavailable
 from bus.subjects import STREAMS
 from persistence.errors import Unavailable
-from persistence.outbox import delete_events, pending_events
+from persistence.outbox import backlog, delete_events, pending_events
 from persistence.postgres import Postgres
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ class OutboxRelay:
         self._wakeup = trio.Event()
         self._streams_ready = False
         self.relayed = 0
+        # What waits in the outbox, as of the last attempt (GET /metrics): 0 once drained,
+        # counted while NATS fails, kept while Postgres does. Every relay sees the one table.
+        self.pending = 0
+        self.oldest_s = 0.0
 
     def wake(self) -> None:
         """Something was committed to the outbox: relay it now rather than at the next poll."""
@@ -49,14 +54,22 @@ class OutboxRelay:
             try:
                 while await self._relay_batch():
                     pass
-            except (BusUnavailable, Unavailable) as exc:
+                self.pending, self.oldest_s = 0, 0.0  # drained, as far as this relay saw
+            except BusUnavailable as exc:
                 # Not fatal: the rows stay in the outbox until the next attempt.
                 log.info("outbox relay waiting: %s", exc)
                 self._streams_ready = False
+                await self._measure()
+            except Unavailable as exc:
+                log.info("outbox relay waiting: %s", exc)  # the last count stands
             except Exception:
                 # Nor is anything else: the relay must outlive a bad moment of a driver.
                 log.exception("outbox relay failed; retrying at the next poll")
                 self._streams_ready = False
+
+    async def _measure(self) -> None:
+        with suppress(Unavailable):  # gone since: the last count stands
+            self.pending, self.oldest_s = await self._pg.transact(backlog)
 
     async def _relay_batch(self) -> bool:
         """Relay one batch; True when a full batch went out and more may wait."""

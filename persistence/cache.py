@@ -70,6 +70,8 @@ class Cache:
         self._skip_until = 0.0
         self._unconfirmed: set[str] = set()  # keys whose invalidation Redis has not confirmed
         self._retry_now = trio.Event()
+        # Reads since the start (GET /metrics): a value, a miss, no answer from Redis.
+        self.hits = self.misses = self.errors = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Cache] = trio.TASK_STATUS_IGNORED) -> None:
         self._redis = aioredis.Redis.from_url(
@@ -108,13 +110,17 @@ class Cache:
             # Failing Redis, or one that may still hold a value older than a write it
             # missed: read past it (no fill) until the retried invalidation lands, rather
             # than trust the backoff to outlast the retry.
+            self.errors += 1
             return CacheMiss(None)
         found = await self._call("mget", key, f"{key}:gen")
         if not isinstance(found, list):  # Redis did not answer
+            self.errors += 1
             return CacheMiss(None)
         value, generation = found
         if value is not None:
+            self.hits += 1
             return bytes(value)
+        self.misses += 1
         return CacheMiss(generation.decode() if generation else "0")
 
     async def fill(self, key: str, value: bytes, miss: CacheMiss, ttl_s: int) -> bool:

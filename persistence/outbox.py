@@ -37,3 +37,11 @@ async def pending_events(conn: asyncpg.Connection, limit: int) -> list[PendingEv
 
 async def delete_events(conn: asyncpg.Connection, row_ids: list[int]) -> None:
     await conn.execute("DELETE FROM outbox.events WHERE id = ANY($1::bigint[])", row_ids)
+
+
+async def backlog(conn: asyncpg.Connection) -> tuple[int, float]:
+    """How many events wait in the outbox, and the age in seconds of the oldest (0 if none)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+        " FROM outbox.events")
+    return int(row["n"]), float(row["age"])

@@ -15,6 +15,7 @@ import trio_asyncio
 
 from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
+from server import logs
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
 from server.process import Roles, run_process, steady_gc, until_signalled
@@ -35,13 +36,16 @@ def _kept_secret(data_dir: Path) -> str:
 
 
 async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
+    logs.configure(role=roles.role, form=settings.log_format, level=_log_level())
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(until_signalled, shutdown)
         running = await nursery.start(partial(run_process, settings, roles=roles,
                                               shutdown=shutdown))
         steady_gc()
-        where = f"HTTP {running.http_url}" if running.http_url else f"running {roles.name}"
+        where = (f"HTTP {running.http_url}" if running.http_url
+                 else f"running {roles.name}; metrics {running.metrics_url}")
+        log.info("up: %s", where)
         print(f"outpost: {where}{banner}", flush=True)
         await shutdown.wait()
         # until_signalled has returned; run_process finishes its graceful shutdown itself.
@@ -55,7 +59,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         with stack:
             urls = {name: os.environ.get(name) or stack.urls()[name] for name in URL_VARIABLES}
             settings = load_settings(os.environ, **urls, JWT_SECRET=_kept_secret(data_dir),
-                                     WORLD_ALLOWED_ORIGINS="*")
+                                     LOG_FORMAT="text")
             where = "\n".join(
                 f"  {name}={url}{'  (embedded)' if name in missing else ''}"
                 for name, url in urls.items())
@@ -98,6 +102,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_level() -> str:
+    return os.environ.get("LOG_LEVEL", "INFO").upper()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="outpost", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     migrate = commands.add_parser("migrate", help="apply SQL migrations, then exit")
     migrate.set_defaults(run=cmd_migrate)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Until a process knows its settings (then _serve configures its log lines).
+    logs.configure(role=args.command, form="text", level=_log_level())
     try:
         return int(args.run(args))
     except ConfigError as exc:

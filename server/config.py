@@ -32,6 +32,10 @@ class Settings:
     max_characters_per_user: int = 10
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Where a process without the API (zone, provisioner) serves /metrics; 0: any free port.
+    metrics_port: int = 0
+    # Log lines as JSON (one object a line) or text; `outpost dev` defaults to text.
+    log_format: str = "json"
     max_body_bytes: int = 16 * 1024
     # Redis is a cache: a call that takes longer than this is treated as a miss.
     redis_timeout_s: float = 0.25
@@ -81,6 +85,15 @@ def _positive(parse: Callable[[str], Number]) -> Callable[[str], Number]:
         return value
 
     return parse_positive
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse_choice(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+
+    return parse_choice
 
 
 def _not_negative(raw: str) -> float:
@@ -142,6 +155,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "MAX_CHARACTERS_PER_USER": ("max_characters_per_user", _positive(int)),
     "HTTP_HOST": ("http_host", _nonempty),
     "HTTP_PORT": ("http_port", _port),
+    "METRICS_PORT": ("metrics_port", _port),
+    "LOG_FORMAT": ("log_format", _one_of("json", "text")),
     "MAX_BODY_BYTES": ("max_body_bytes", _positive(int)),
     "REDIS_TIMEOUT_MS": ("redis_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "DB_TIMEOUT_MS": ("db_timeout_s", lambda raw: _positive(float)(raw) / 1000),

@@ -22,6 +22,7 @@ from hypercorn.config import Config
 from bus.provisioning import Provisioner
 from server.config import Settings
 from server.http.app import create_app
+from server.metrics import Metrics, serve_metrics
 from server.services import Services, start_services
 from server.ws.edge import Edge
 from zones.host import ZoneHost
@@ -41,14 +42,21 @@ class Roles:
 
     @property
     def name(self) -> str:
+        return "outpost-" + self.role
+
+    @property
+    def role(self) -> str:
+        """What log lines and metrics call it: api, provisioner, zone-z1, api+provisioner+..."""
         parts = [r for r, on in (("api", self.http), ("provisioner", self.provisioner)) if on]
-        return "outpost-" + "+".join(parts + [f"zone-{z}" for z in self.zones])
+        return "+".join(parts + [f"zone-{z}" for z in self.zones])
 
 
 @dataclass(frozen=True)
 class Running:
     http_url: str | None  # e.g. http://127.0.0.1:8000; None without the http role
+    metrics_url: str  # where /metrics is served: on the HTTP port, or on METRICS_PORT
     services: Services
+    metrics: Metrics
 
     @property
     def url(self) -> str:
@@ -64,6 +72,8 @@ async def run_process(
     """Run `roles` until `shutdown` is set; report when ready (and where HTTP listens)."""
     async with trio_asyncio.open_loop(), trio.open_nursery() as backends:
         services = await start_services(backends, settings, name=roles.name)
+        metrics = Metrics(role=roles.role, world=services.world, cache=services.cache,
+                          relay=services.relay)
         async with trio.open_nursery() as workers:
             # Among the workers, so that at shutdown the leaves of sessions that ended
             # still reach zones in other processes before the bus closes.
@@ -71,16 +81,23 @@ async def run_process(
             for zone_id in roles.zones:
                 await workers.start(ZoneHost(zone_id, services.world, services.bus).run)
             if roles.provisioner:
-                await workers.start(Provisioner(
+                provisioner = await workers.start(Provisioner(
                     services.pg, services.cache, services.bus, zone_id=settings.world_zone_id,
                     on_committed=services.relay.wake).run)
+                metrics.consumers = provisioner.workers
             async with trio.open_nursery() as edge:
-                url = None
                 if roles.http:
                     url = await edge.start(partial(
-                        Edge(create_app(services), _hypercorn_config(settings), settings,
-                             services.world, services.tokens).serve, shutdown=shutdown))
-                task_status.started(Running(url, services))
+                        Edge(create_app(services, metrics), _hypercorn_config(settings),
+                             settings, services.world, services.tokens, metrics.wire).serve,
+                        shutdown=shutdown))
+                    running = Running(url, url + "/metrics", services, metrics)
+                else:
+                    metrics_url = await edge.start(partial(
+                        serve_metrics, metrics, settings.http_host, settings.metrics_port,
+                        shutdown=shutdown))
+                    running = Running(None, metrics_url, services, metrics)
+                task_status.started(running)
                 await shutdown.wait()
             # The edge has returned: no request is in flight and every world session has
             # ended (its character left its zone). Workers finish what they hold (a zone

@@ -22,6 +22,7 @@ import trio
 
 from server.ws import codec as ws
 from server.ws.outlet import FrameCache, Outlet
+from server.ws.stats import WireStats
 from zones.interest import V2, Base
 
 BUFFER_BYTES = 4096
@@ -30,6 +31,8 @@ BUFFER_BYTES = 4096
 class Payload:
     """A snapshot that is the same bytes in every form: what the outlet does with forms
     is tested with Forms below."""
+
+    zone = "z1"
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
@@ -139,7 +142,7 @@ async def test_snapshots_and_control_messages_arrive_as_text_frames_in_order(
 ) -> None:
     sock, client = pair
     peer = Peer(client)
-    outlet = Outlet(sock, FrameCache(), slow_close_s=10)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=10)
     snapshot = b'{"type":"snapshot","tick":1,"players":[%s]}' % b",".join([b"{}"] * 100)
     controls = [b'{"type":"welcome"}', b'{"type":"pong","t":1}', b'{"type":"error"}']
     async with running(outlet):
@@ -158,7 +161,7 @@ async def test_a_reader_that_stops_reading_skips_snapshots_but_keeps_control_mes
 ) -> None:
     sock, client = pair
     peer = Peer(client)
-    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=60)
     payloads = [big(n) for n in range(40)]
     pong, error = b'{"type":"pong","t":7}', b'{"type":"error"}'
     async with running(outlet):
@@ -184,7 +187,7 @@ async def test_pongs_to_a_ping_flood_keep_only_the_newest_while_the_reader_is_be
 ) -> None:
     sock, client = pair
     peer = Peer(client)
-    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=60)
     async with running(outlet):
         outlet.pong(b"first")  # the socket is idle: written at once
         outlet.snapshot(Payload(big(0)))  # fills the kernel's buffers: behind from now on
@@ -198,7 +201,7 @@ async def test_a_reader_behind_for_longer_than_slow_close_s_is_dropped(
     pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
 ) -> None:
     sock, client = pair
-    outlet = Outlet(sock, FrameCache(), slow_close_s=2.0)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=2.0)
     async with running(outlet):
         await stay_behind(outlet, 2.0)
         assert outlet.ended.is_set()
@@ -214,7 +217,7 @@ async def test_after_a_slow_drop_the_writer_returns_cleanly(
     pair: tuple[socket.socket, socket.socket], autojump_clock: trio.testing.MockClock,
 ) -> None:
     sock, client = pair
-    outlet = Outlet(sock, FrameCache(), slow_close_s=2.0)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=2.0)
     async with running(outlet) as returned:
         await stay_behind(outlet, 2.0)
         assert outlet.ended.is_set()
@@ -230,7 +233,7 @@ async def test_close_sends_a_close_frame_after_queued_data_then_ends(
 ) -> None:
     sock, client = pair
     peer = Peer(client)
-    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=60)
     first, error = big(0), b'{"type":"error"}'
     async with running(outlet) as returned:
         outlet.snapshot(Payload(first))  # partly written
@@ -254,7 +257,7 @@ async def test_close_of_an_idle_outlet_ends_it_at_once(
 ) -> None:
     sock, client = pair
     peer = Peer(client)
-    outlet = Outlet(sock, FrameCache(), slow_close_s=60)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=60)
     async with running(outlet) as returned:
         outlet.replaced()
         with trio.fail_after(1):
@@ -280,6 +283,8 @@ class Forms:
     """A snapshot of `tick` that says which form the outlet chose: a delta when the last
     one it sent was the tick before, else complete."""
 
+    zone = "z1"
+
     def __init__(self, tick: int) -> None:
         self.tick = tick
 
@@ -293,7 +298,7 @@ async def test_a_member_that_skipped_a_snapshot_gets_a_complete_one_next(
 ) -> None:
     sock, client = pair
     peer = Peer(client)
-    outlet = Outlet(sock, FrameCache(), slow_close_s=60, wire=V2)
+    outlet = Outlet(sock, FrameCache(), stats=WireStats(), slow_close_s=60, wire=V2)
     async with running(outlet):
         outlet.snapshot(Forms(1))
         outlet.snapshot(Forms(2))

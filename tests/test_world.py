@@ -277,7 +277,8 @@ async def test_tokens_in_the_query_string_never_reach_the_logs(
 
 
 @pytest.mark.parametrize("origin, status", [
-    ("https://good.example", b"101"), ("https://evil.example", b"403"), (None, b"101")])
+    ("https://good.example", b"101"), ("https://evil.example", b"403"), (None, b"101"),
+    ("same", b"101"), ("http://127.0.0.1.evil.example", b"403"), ("null", b"403")])
 async def test_the_origin_allowlist(
     settings: Settings, nursery: trio.Nursery, origin: str | None, status: bytes
 ) -> None:
@@ -285,6 +286,8 @@ async def test_the_origin_allowlist(
     async with (running_process(strict, nursery, Roles(zones=("z1",))) as running,
                 httpx.AsyncClient(base_url=running.url, timeout=10) as http):
         me = await new_player(http)
+        if origin == "same":  # a page this server served (the browser client)
+            origin = running.url
         stream, head = await raw_upgrade(running.url, me["token"], origin=origin)
         async with stream:
             assert head.split(b" ")[1] == status, head

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,8 +30,10 @@ from typing import Protocol
 import orjson
 import trio
 
+from zones.context import ZONE
 from zones.interest import Grid, Interest, View
 from zones.simulation import Avatar, Rules, Simulation
+from zones.stats import ZoneCounts
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +111,7 @@ class ZoneActor:
         self._last_known: OrderedDict[str, Position] = OrderedDict()
         self._save_now = trio.Event()
         self._moves_out, self._moves_in = trio.open_memory_channel[list[bytes]](2)
-        self.tick_durations_s: deque[float] = deque(maxlen=1200)
-        self.skipped_ticks = 0
-        self.dropped_inputs = 0
-        self.dropped_move_batches = 0
+        self.counts = ZoneCounts()
 
     # --- the interface sessions use --------------------------------------------------------
 
@@ -137,7 +136,7 @@ class ZoneActor:
 
     def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
         if not self._sim.queue(character_id, dx, dy, seq):
-            self.dropped_inputs += 1
+            self.counts.inputs_dropped += 1
 
     def leave(self, character_id: str, outlet: Outlet) -> None:
         """`outlet`'s session ended; a no-op if a newer session owns the character now."""
@@ -163,23 +162,22 @@ class ZoneActor:
     def tick(self) -> int:
         return self._sim.tick
 
+    @property
+    def inputs_applied(self) -> int:
+        return self._sim.inputs_applied
+
     def stats(self) -> dict[str, object]:
         """What GET /v1/world/zones says of this zone: its players and recent tick times."""
-        durations = sorted(self.tick_durations_s)
-
-        def ms(q: float) -> float | None:
-            if not durations:
-                return None
-            return round(1000 * durations[min(len(durations) - 1, int(q * len(durations)))], 3)
-
+        p50, p99, most = self.counts.ticks.percentiles_ms(0.5, 0.99, 1.0)
         return {"zone": self.zone_id, "up": True, "players": self.player_count,
                 "tick": self.tick, "tick_rate": self.tick_rate_hz,
-                "tick_ms": {"p50": ms(0.5), "p99": ms(0.99), "max": ms(1.0)}}
+                "tick_ms": {"p50": p50, "p99": p99, "max": most}}
 
     # --- the actor -------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[ZoneActor] = trio.TASK_STATUS_IGNORED
                   ) -> None:
+        ZONE.set(self.zone_id)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._saver)
@@ -201,12 +199,12 @@ class ZoneActor:
             behind = trio.current_time() - (start + n * period)
             if behind > period:  # fell behind (a stall): skip, do not burst to catch up
                 skipped = int(behind / period)
-                self.skipped_ticks += skipped
+                self.counts.skipped_ticks += skipped
                 n += skipped
             await trio.sleep_until(start + n * period)
             began = time.perf_counter()
             await self._step()
-            self.tick_durations_s.append(time.perf_counter() - began)
+            self.counts.ticks.observe(time.perf_counter() - began)
 
     async def _step(self) -> None:
         moved = self._sim.step()
@@ -234,7 +232,7 @@ class ZoneActor:
             try:
                 self._moves_out.send_nowait(batch)
             except trio.WouldBlock:
-                self.dropped_move_batches += 1
+                self.counts.move_batches_dropped += 1
 
     async def _publisher(self) -> None:
         async for batch in self._moves_in:

@@ -27,6 +27,7 @@ from bus import subjects
 from bus.connection import Bus, BusUnavailable, Message
 from persistence.errors import DomainError
 from zones.actor import Entrant, ZoneActor
+from zones.context import ZONE
 from zones.interest import Interest, View
 from zones.world import World
 
@@ -68,6 +69,7 @@ class ZoneHost:
     async def run(self, *, task_status: trio.TaskStatus[ZoneHost] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Reports ready once it runs the zone or knows it must stand by."""
+        ZONE.set(self.zone_id)
         await self._bus.connected_once.wait()
         while True:
             try:

@@ -387,6 +387,8 @@ class Positioned(Protocol):
 class Snapshot(Protocol):
     """What a member is handed each tick (a View, to the zones)."""
 
+    zone: str
+
     def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
         """The payload for a member that speaks `wire` and was last sent `since`, and
         what it will have been sent now."""
@@ -396,10 +398,11 @@ class View:
     """What the members of one block see at one tick, encoded once per form."""
 
     __slots__ = ("_after", "_block", "_cell", "_complete", "_delta", "_interest", "_v1",
-                 "base", "tick")
+                 "base", "tick", "zone")
 
     def __init__(self, interest: Interest, cell: Cell) -> None:
         self._interest = interest
+        self.zone = interest.zone_id
         self._cell = cell
         self._block = interest.grid.block(cell)
         self.tick = interest.tick

@@ -29,6 +29,7 @@ import trio
 from bus import subjects
 from bus.connection import Bus, BusUnavailable
 from zones.actor import Admission, Entrant
+from zones.context import ZONE
 from zones.errors import Refused, ZoneUnavailable
 from zones.interest import Grid, Interest
 from zones.link import Member
@@ -59,6 +60,7 @@ class RemoteZone:
         self._last_rejoin = 0.0
 
     async def run(self) -> None:
+        ZONE.set(self.zone_id)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._receive_snapshots)
             nursery.start_soon(self._send_inputs)

@@ -94,6 +94,7 @@ class Simulation:
         self.avatars: dict[str, Avatar] = {}
         self._arrivals: deque[Avatar] = deque()  # one per queued move, in order
         self._eids = Eids()
+        self.inputs_applied = 0  # moves applied since the start
 
     def add(self, avatar: Avatar) -> Avatar:
         """Place `avatar` (clamped into bounds); a character already here keeps its state."""
@@ -134,6 +135,7 @@ class Simulation:
         arrivals, carried = self._arrivals, deque[Avatar]()
         hypot = math.hypot
         moved = []
+        applied = 0
         for avatar in arrivals:
             if not avatar.present or not avatar.queued:
                 continue  # left the zone since
@@ -147,6 +149,7 @@ class Simulation:
                 avatar.applied += 1
                 budget = avatar.budget
             dx, dy, avatar.seq = avatar.queued.popleft()
+            applied += 1
             length = hypot(dx, dy)
             if length > budget:  # scale down to what is left of this tick's step
                 scale = budget / length
@@ -155,6 +158,7 @@ class Simulation:
             x, y = avatar.x + dx, avatar.y + dy
             avatar.x = round((min_x if x < min_x else max_x if x > max_x else x) * 1000) / 1000
             avatar.y = round((min_y if y < min_y else max_y if y > max_y else y) * 1000) / 1000
+        self.inputs_applied += applied
         self._arrivals = carried
         self._eids.wake()
         return moved

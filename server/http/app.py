@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import trio
-from quart import Quart, Response, request, send_from_directory
+from quart import Quart, Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -26,6 +28,9 @@ from server.http.errors import (
     raw_json_response,
 )
 from server.http.me import read_me
+from server.http.openapi import document
+from server.logs import REQUEST
+from server.metrics import Metrics
 from server.services import Services
 from server.ws.codec import NOT_AN_UPGRADE, UPGRADE_FIRST
 
@@ -36,6 +41,9 @@ STATIC = Path(__file__).parent / "static"
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+# A client may name its request (X-Request-Id) for the log lines; anything else gets one.
+_REQUEST_ID = re.compile(r"[\w.-]{1,64}")
+UNMATCHED = "unmatched"  # the route label of requests for no route (one label, not a path each)
 
 
 async def json_object(max_bytes: int) -> dict[str, object]:
@@ -54,11 +62,30 @@ async def json_object(max_bytes: int) -> dict[str, object]:
     return body
 
 
-def create_app(services: Services) -> Quart:
+def create_app(services: Services, metrics: Metrics) -> Quart:
     # The browser client (docs/client.md) is the app's static folder.
     app = QuartTrio("outpost", static_folder=str(STATIC), static_url_path="/static")
     settings = services.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+
+    @app.before_request
+    async def begin() -> None:
+        given = request.headers.get("X-Request-Id", "")
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        g.began = time.perf_counter()
+        REQUEST.set(g.request_id)  # this request's log lines name it
+
+    @app.after_request
+    async def account(response: Response) -> Response:
+        """Count and log every answer (the path only: a query string may hold a token)."""
+        took = time.perf_counter() - g.began
+        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+        metrics.http_requests.labels(route, str(response.status_code)).inc()
+        metrics.http_seconds.labels(route).observe(took)
+        response.headers["X-Request-Id"] = g.request_id
+        log.info("%s %s %d in %.1f ms", request.method, request.path, response.status_code,
+                 1000 * took)
+        return response
 
     def current_user() -> uuid.UUID:
         return services.tokens.user_from_header(request.headers.get("Authorization"))
@@ -124,6 +151,14 @@ def create_app(services: Services) -> Quart:
     @app.get("/")
     async def index() -> Response:
         return await send_from_directory(STATIC, "index.html")
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return json_response(document(settings))
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return metrics.exposition()
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -33,6 +33,7 @@ from server.ws.hub import EpollHub
 from server.ws.messages import MSGPACK, SUBPROTOCOL_V2, wire_for
 from server.ws.outlet import FrameCache
 from server.ws.session import CLOSE_LINGER_S, Session, authenticate, half_close
+from server.ws.stats import WireStats
 from zones.world import World
 
 log = logging.getLogger(__name__)
@@ -72,20 +73,23 @@ class _Replayed(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
-async def send_all(sock: socket.socket, data: bytes) -> None:
+async def send_all(sock: socket.socket, data: bytes, stats: WireStats) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[sock.send(view):]
+            sent = sock.send(view)
         except BlockingIOError:
             await trio.lowlevel.wait_writable(sock)
+            continue
+        stats.bytes_sent += sent
+        view = view[sent:]
 
 
-async def _refuse_and_linger(conn: socket.socket, response: bytes) -> None:
+async def _refuse_and_linger(conn: socket.socket, response: bytes, stats: WireStats) -> None:
     """Send `response`, half-close, and read on (discarding) until the client closes or
     CLOSE_LINGER_S pass: closing with its input unread would reset the connection and
     destroy the response in flight (see server/ws/session.py)."""
-    await send_all(conn, response)
+    await send_all(conn, response, stats)
     half_close(conn)
     with trio.move_on_after(CLOSE_LINGER_S):
         while True:
@@ -106,7 +110,7 @@ def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
 
 class Edge:
     def __init__(self, app: Quart, config: Config, settings: Settings, world: World,
-                 tokens: Tokens) -> None:
+                 tokens: Tokens, stats: WireStats) -> None:
         self._asgi: AppWrapper = wrap_app(app, config.wsgi_max_body_size, None)
         self._config = config
         self._settings = settings
@@ -117,6 +121,7 @@ class Edge:
         self._sessions: set[Session] = set()
         self._hub = EpollHub()
         self._frames = FrameCache()
+        self._stats = stats
 
     async def serve(self, *, shutdown: trio.Event,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -177,10 +182,12 @@ class Edge:
                     session = await self._open_session(conn, request, rest)
                 if session is not None:
                     self._sessions.add(session)
+                    self._stats.sessions += 1
                     try:
                         await session.run()
                     finally:
                         self._sessions.discard(session)
+                        self._stats.sessions -= 1
                 return
             stream = _Replayed(conn, (head + b"\r\n\r\n" if head is not None else b"") + rest)
             await TCPServer(self._asgi, self._config, self._context,
@@ -194,7 +201,7 @@ class Edge:
         """Answer the upgrade: a Session after the 101, None after a refusal."""
         refusal = self._refuse(request)
         if isinstance(refusal, bytes):
-            await _refuse_and_linger(conn, refusal)
+            await _refuse_and_linger(conn, refusal, self._stats)
             return None
         wire = wire_for(request.headers.get("sec-websocket-protocol"))
         deflate = ws.offers_deflate(request)
@@ -203,13 +210,13 @@ class Edge:
         if response is None:
             await _refuse_and_linger(conn, _refusal(
                 400, "Bad Request", "validation_failed",
-                "not a valid WebSocket (version 13) handshake"))
+                "not a valid WebSocket (version 13) handshake"), self._stats)
             return None
-        await send_all(conn, response)
+        await send_all(conn, response, self._stats)
         user_id, expires_at = refusal
         return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
-                       settings=self._settings, hub=self._hub, frames=self._frames, wire=wire,
-                       deflate=deflate)
+                       settings=self._settings, hub=self._hub, frames=self._frames,
+                       stats=self._stats, wire=wire, deflate=deflate)
 
     def _refuse(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
         """The refusal to send, or the session's user and token expiry."""
@@ -222,9 +229,19 @@ class Edge:
             return _refusal(401, "Unauthorized", exc.code, exc.message)
         origin = request.headers.get("origin")
         allowed = self._settings.world_allowed_origins
-        if origin is not None and "*" not in allowed and origin.rstrip("/") not in allowed:
+        if (origin is not None and "*" not in allowed and origin.rstrip("/") not in allowed
+                and not _same_origin(origin, request.headers.get("host"))):
             return _refusal(403, "Forbidden", "forbidden", "this origin may not open the world")
         return user_id, expires_at
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    """A page served by this very server (the browser client at /, docs/client.md): its
+    origin names the host and port the browser asked for. A page of another site cannot
+    forge Origin, so it is still refused."""
+    scheme, _, netloc = origin.rstrip("/").partition("://")
+    return (host is not None and scheme in ("http", "https")
+            and netloc.lower() == host.strip().lower())
 
 
 async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:

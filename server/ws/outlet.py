@@ -21,16 +21,14 @@ was not sent.
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections import deque
 
 import trio
 
 from server.ws import codec as ws
+from server.ws.stats import ABORTED, WireStats
 from zones.interest import V1, Base, Snapshot
-
-log = logging.getLogger(__name__)
 
 FRAMES_KEPT = 4096
 DEFLATE_FROM = 4096  # bytes: smaller snapshots go plain (compressing them costs more than
@@ -72,10 +70,11 @@ class FrameCache:
 
 
 class Outlet:
-    def __init__(self, sock: socket.socket, frames: FrameCache, *, slow_close_s: float,
-                 wire: str = V1, deflate: bool = False) -> None:
+    def __init__(self, sock: socket.socket, frames: FrameCache, *, stats: WireStats,
+                 slow_close_s: float, wire: str = V1, deflate: bool = False) -> None:
         self._sock = sock
         self._frames = frames
+        self._stats = stats
         self._slow_close_s = slow_close_s
         self._wire = wire
         self._deflate = deflate  # snapshots may go compressed (permessage-deflate)
@@ -92,6 +91,8 @@ class Outlet:
         self.ended = trio.Event()  # set when the writing is done: closed, broken or dropped
         self.aborted = False  # ended without its close frame: broken, or dropped
         self.skipped_snapshots = 0
+        self.dropped_for = ""  # why the outlet gave up on a client, if it did
+        self.close_code: int | None = None  # the code it closed with (ABORTED: none sent)
 
     # --- what sessions and zones call; none of it blocks ----------------------------------
 
@@ -117,11 +118,11 @@ class Outlet:
             return
         if self._view is not None:
             self.skipped_snapshots += 1
+            self._stats.snapshots[self._view.zone][1] += 1
         self._view = view
         assert self._behind_since is not None
         if trio.current_time() - self._behind_since > self._slow_close_s:
-            log.info("dropping a world client that stayed behind for %.0f s",
-                     self._slow_close_s)
+            self.dropped_for = f"it stayed behind for {self._slow_close_s:g} s"
             self.abort()
 
     def replaced(self) -> None:
@@ -132,6 +133,8 @@ class Outlet:
         if self.closing.is_set():
             return
         self._view, self._pong = None, None
+        self.close_code = code
+        self._stats.closes[code] += 1
         self._enqueue_control(ws.close_frame(code, reason))
         self.closing.set()
         self._wake.set()
@@ -160,6 +163,7 @@ class Outlet:
                 and self._view is None)
 
     def _snapshot_frame(self, view: Snapshot) -> bytes:
+        self._stats.snapshots[view.zone][0] += 1
         payload, self._sent = view.encoded(self._wire, self._sent)
         return self._frames.frame(payload, self._opcode, deflate=self._deflate)
 
@@ -179,6 +183,7 @@ class Outlet:
         except OSError:
             self.abort()
             return
+        self._stats.bytes_sent += sent
         if sent < len(frame):
             self._pending = memoryview(frame)[sent:]
             self._behind_since = trio.current_time()
@@ -195,6 +200,7 @@ class Outlet:
         except OSError:
             self.abort()
             return False
+        self._stats.bytes_sent += sent
         self._pending = self._pending[sent:] if sent < len(self._pending) else None
         return self._pending is None
 
@@ -211,6 +217,9 @@ class Outlet:
 
     def abort(self) -> None:
         """Give up on the socket (broken, or too far behind): nothing more is sent."""
+        if not self.closing.is_set():
+            self.close_code = ABORTED
+            self._stats.closes[ABORTED] += 1
         self._pending = None
         self._controls.clear()
         self._view, self._pong = None, None

@@ -34,6 +34,7 @@ from auth.tokens import Tokens, bearer_token
 from persistence.errors import DomainError, Unauthenticated
 from server.config import Settings
 from server.http.characters import character_json
+from server.logs import SESSION
 from server.ws import codec, messages
 from server.ws.hub import EpollHub
 from server.ws.messages import (
@@ -50,6 +51,7 @@ from server.ws.messages import (
     Wire,
 )
 from server.ws.outlet import FrameCache, Outlet
+from server.ws.stats import WireStats
 from zones.world import Entered, World
 
 log = logging.getLogger(__name__)
@@ -92,7 +94,8 @@ class Session:
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, user_id: uuid.UUID,
                  expires_at: float, world: World, settings: Settings, hub: EpollHub,
-                 frames: FrameCache, wire: Wire, deflate: bool = False) -> None:
+                 frames: FrameCache, stats: WireStats, wire: Wire, deflate: bool = False
+                 ) -> None:
         self._sock = sock
         self._user_id = user_id
         self._expires_at = expires_at
@@ -100,7 +103,8 @@ class Session:
         self._hub = hub
         self._slow_close_s = settings.world_slow_close_s
         self._wire = wire
-        self.outlet = Outlet(sock, frames, slow_close_s=settings.world_slow_close_s,
+        self._deflate = deflate
+        self.outlet = Outlet(sock, frames, stats=stats, slow_close_s=settings.world_slow_close_s,
                              wire=wire.name, deflate=deflate)
         self._reader = codec.FrameReader(max_message_bytes=settings.world_max_message_bytes,
                                          deflate=deflate)
@@ -120,6 +124,10 @@ class Session:
         self._peer_gone = trio.Event()  # the peer said goodbye, or vanished
 
     async def run(self) -> None:
+        SESSION.set(self.session_id)  # this task's and its children's log lines name it
+        log.info("world session of user %s opened (%s%s)", self._user_id, self._wire.name,
+                 ", deflate" if self._deflate else "")
+        began = trio.current_time()
         self._hub.register(self._sock.fileno(), self)
         try:
             async with trio.open_nursery() as nursery:
@@ -131,6 +139,10 @@ class Session:
         finally:
             self._hub.unregister(self._sock.fileno())
             self._leave()
+            outlet = self.outlet
+            log.info("world session closed with %s after %.1f s%s", outlet.close_code,
+                     trio.current_time() - began,
+                     f": dropped, {outlet.dropped_for}" if outlet.dropped_for else "")
 
     def close(self, code: int, reason: str) -> None:
         self.outlet.close(code, reason)
@@ -254,6 +266,8 @@ class Session:
             return
         if self._entered is not None and self._entered.character.id != character_id:
             self._leave()  # a session plays one character at a time
+        log.info("joined %s with character %s", entered.admission.zone_id, character_id,
+                 extra={"zone": entered.admission.zone_id})
         self._welcome(entered)
 
     async def _travel(self, zone_id: str) -> None:
@@ -265,6 +279,7 @@ class Session:
         except DomainError as exc:
             self._error(exc.code, exc.message)  # still where it was
             return
+        log.info("travelled to %s", zone_id, extra={"zone": zone_id})
         self._welcome(entered)
 
     def _welcome(self, entered: Entered) -> None:

@@ -1,0 +1,19 @@
+"""What the world's WebSocket edge of a process counts, for /metrics
+(docs/operations.md): plain numbers the edge, its sessions and their outlets update."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+ABORTED = 1006  # closed without a close frame (broken, or dropped): RFC 6455's "abnormal"
+
+
+@dataclass
+class WireStats:
+    sessions: int = 0  # open now
+    bytes_sent: int = 0  # every byte written to world sockets, frames and handshakes
+    closes: Counter[int] = field(default_factory=Counter)  # by the code the server sent
+    # zone -> [snapshots sent, snapshots skipped (a newer one came before it was sent)]
+    snapshots: defaultdict[str, list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0, 0]))
