@@ -82,6 +82,7 @@ async def running_process(settings: Settings, nursery: trio.Nursery,
 
     running = await nursery.start(run)
     try:
+        await _hosting(running, roles.zones, settings.zone_lease_s)
         yield running
     finally:
         shutdown.set()
@@ -89,6 +90,19 @@ async def running_process(settings: Settings, nursery: trio.Nursery,
             await stopped.wait()
         if not stopped.is_set():  # a shutdown that hangs is a bug, not a slow test
             pytest.fail(f"the process did not stop within {STOP_TIMEOUT_S} s")
+
+
+async def _hosting(running: Running, zones: tuple[str, ...], lease_s: float) -> None:
+    """Wait until this process runs `zones` itself. The session's NATS is shared, so an
+    earlier test's process that did not give a lease back (killed, or too slow to stop)
+    holds it until it expires: until then this process stands by, and its joins would
+    go to a holder that is gone."""
+
+    async def hosted() -> bool:
+        return all(zone in running.services.world.zones for zone in zones)
+
+    await eventually(hosted, f"this process to hold the lease of {', '.join(zones)}",
+                     tries=int(20 * lease_s) + 20)
 
 
 @asynccontextmanager
