@@ -44,6 +44,7 @@ _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large
 # A client may name its request (X-Request-Id) for the log lines; anything else gets one.
 _REQUEST_ID = re.compile(r"[\w.-]{1,64}")
 UNMATCHED = "unmatched"  # the route label of requests for no route (one label, not a path each)
+DRAIN_S = 5.0  # how long an answered request's unread body may take to arrive
 
 
 async def json_object(max_bytes: int) -> dict[str, object]:
@@ -75,9 +76,28 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
         g.began = time.perf_counter()
         REQUEST.set(g.request_id)  # this request's log lines name it
 
+    async def drain(response: Response) -> None:
+        """Read the body of a request answered without it (415, 405, 401...). hypercorn
+        keeps the connection alive only once the body is in; otherwise it closes it, but
+        from a task quart-trio cancels as the answer goes, so the close may never happen
+        and the client's next request on that connection waits for nothing (server/ws/
+        edge.py shields that close). A body over the limit is not worth waiting for."""
+        if request.content_length == 0 or (request.content_length is None
+                                           and "transfer-encoding" not in request.headers):
+            return
+        if (request.content_length or 0) <= settings.max_body_bytes:
+            with trio.move_on_after(DRAIN_S):
+                try:
+                    await request.get_data(as_text=False)
+                    return
+                except HTTPException:  # chunked, and over the limit after all
+                    pass
+        response.headers["Connection"] = "close"
+
     @app.after_request
     async def account(response: Response) -> Response:
         """Count and log every answer (the path only: a query string may hold a token)."""
+        await drain(response)
         took = time.perf_counter() - g.began
         route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
         metrics.http_requests.labels(route, str(response.status_code)).inc()

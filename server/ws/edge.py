@@ -66,11 +66,16 @@ class _Replayed(trio.abc.HalfCloseableStream):
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
+    # hypercorn closes a connection whose request body was not read from the app's task,
+    # which quart-trio is cancelling as the answer goes: unshielded, that close is cut
+    # short and the client waits on a connection nobody serves any more.
     async def send_eof(self) -> None:
-        await self._stream.send_eof()
+        with trio.CancelScope(shield=True):
+            await self._stream.send_eof()
 
     async def aclose(self) -> None:
-        await self._stream.aclose()
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
 
 
 async def send_all(sock: socket.socket, data: bytes, stats: WireStats) -> None:
