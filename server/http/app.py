@@ -14,7 +14,7 @@ import orjson
 import trio
 from quart import Quart, Response, g, request, send_from_directory
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from persistence.errors import DomainError
 from server.http.characters import character_json
@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
 STATIC = Path(__file__).parent / "static"
+# The browser client's files, by name: a request names one of them or is 404 (the file
+# system is never asked about a name it could choke on: too long, say).
+STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file())
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -64,8 +67,7 @@ async def json_object(max_bytes: int) -> dict[str, object]:
 
 
 def create_app(services: Services, metrics: Metrics) -> Quart:
-    # The browser client (docs/client.md) is the app's static folder.
-    app = QuartTrio("outpost", static_folder=str(STATIC), static_url_path="/static")
+    app = QuartTrio("outpost", static_folder=None)  # /static is ours (static_file)
     settings = services.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
@@ -171,6 +173,13 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     @app.get("/")
     async def index() -> Response:
         return await send_from_directory(STATIC, "index.html")
+
+    @app.get("/static/<path:filename>")
+    async def static_file(filename: str) -> Response:
+        """The browser client (docs/client.md): its scripts and styles."""
+        if filename not in STATIC_FILES:
+            raise NotFound("no such file")
+        return await send_from_directory(STATIC, filename)
 
     @app.get("/openapi.json")
     async def openapi() -> Response:

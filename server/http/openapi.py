@@ -501,7 +501,7 @@ def _paths(settings: Settings) -> Json:
                 "tags": ["client"],
                 "summary": "The browser client's files (scripts, styles)",
                 "parameters": [{"name": "filename", "in": "path", "required": True,
-                                "schema": {"type": "string"},
+                                "schema": {"type": "string"}, "example": "outpost-client.js",
                                 "description": "a file under server/http/static"}],
                 "responses": {
                     "200": {"description": "the file, with its own content type",
