@@ -70,7 +70,7 @@ async def test_schemathesis_finds_nothing_the_document_does_not_allow(
                "--report", "junit", "--report-junit-path", str(report)]
     with trio.fail_after(300):
         done = await trio.run_process(command, capture_stdout=True, capture_stderr=True,
-                                      check=False)
+                                      check=False, cwd=tmp_path)  # its cache goes there
     output = done.stdout.decode() + done.stderr.decode()
     assert done.returncode == 0, output[-6000:]
     cases = ElementTree.parse(report).getroot().iter("testcase")
