@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,13 +15,8 @@ from auth.tokens import Tokens
 from bus import events
 from persistence.errors import InvalidCredentials, RateLimited, ValidationFailed
 from persistence.postgres import Postgres
-from persistence.users import User, find_by_login, insert_user
+from persistence.users import EMAIL, EMAIL_MAX, USERNAME, User, find_by_login, insert_user
 
-USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
-# Plausible, not RFC 5322: one @, no spaces or control characters (Postgres text cannot
-# hold NUL), a dot in the domain.
-EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
-EMAIL_MAX = 254
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 
 

@@ -12,7 +12,10 @@ import orjson
 from bus.subjects import CHARACTER_CREATED, USER_REGISTERED
 from persistence.characters import Character
 from persistence.outbox import OutboxEvent
-from persistence.users import User
+from persistence.users import EMAIL, EMAIL_MAX, USERNAME, User
+
+# A user.registered is a few hundred bytes; one far larger is not one (nor worth parsing).
+EVENT_MAX_BYTES = 4096
 
 
 class MalformedEvent(ValueError):
@@ -45,7 +48,10 @@ def character_created(character: Character) -> OutboxEvent:
 
 
 def parse_user_registered(data: bytes) -> UserRegistered:
-    """The payload of a `user.registered`, checked field by field."""
+    """The payload of a `user.registered`, checked field by field: a username or email
+    that registration would refuse is refused here too."""
+    if len(data) > EVENT_MAX_BYTES:
+        raise MalformedEvent(f"{len(data)} bytes, over {EVENT_MAX_BYTES}")
     try:
         payload = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -65,4 +71,8 @@ def parse_user_registered(data: bytes) -> UserRegistered:
         raise MalformedEvent(str(exc)) from None
     if registered_at.tzinfo is None:
         raise MalformedEvent("registrationTimestamp has no time zone")
+    if not USERNAME.fullmatch(fields["username"]):
+        raise MalformedEvent("username is not 3-32 letters, digits, _ . or -")
+    if len(fields["email"]) > EMAIL_MAX or not EMAIL.fullmatch(fields["email"]):
+        raise MalformedEvent("email is not a plausible address")
     return UserRegistered(user_id, fields["username"], fields["email"], registered_at)

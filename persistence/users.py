@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +11,14 @@ import asyncpg
 
 from persistence.errors import Conflict
 from persistence.outbox import OutboxEvent, add_event
+
+# What an account's username and email may be (docs/protocol.md, "Auth"): registration
+# checks them, and so does every consumer of user.registered (bus/events.py).
+USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
+# Plausible, not RFC 5322: one @, no spaces or control characters (Postgres text cannot
+# hold NUL), a dot in the domain.
+EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
+EMAIL_MAX = 254
 
 
 @dataclass(frozen=True)

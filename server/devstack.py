@@ -131,6 +131,14 @@ class EmbeddedServer:
                 self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all, as a crash (the fault suite's `kill -9`)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+        self.paused = False
+
     def pause(self) -> None:
         """Freeze the server (SIGSTOP): it accepts connections but never answers."""
         assert self.process is not None

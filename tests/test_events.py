@@ -17,12 +17,14 @@ from collections import Counter
 import asyncpg
 import httpx
 import orjson
+import pytest
 import trio
 import trio_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from bus import subjects
+from bus.events import MalformedEvent, parse_user_registered
 from persistence.outbox import OutboxEvent, add_event
 from server.devstack import DevStack
 from server.process import Running
@@ -196,3 +198,23 @@ async def test_relay_drops_duplicate_outbox_rows(api: Running) -> None:
     api.services.relay.wake()
     await eventually(relayed, "the relay to drain the re-sent copy")
     assert (await msg_id_counts(api, "USERS"))[user_id] == 1
+
+
+@pytest.mark.parametrize("fields", [
+    {"username": "x" * 200_000},  # oversized: over EVENT_MAX_BYTES
+    {"username": "y" * 33},  # a username registration refuses
+    {"username": "no spaces"},
+    {"email": "not-an-address"},
+    {"email": f"{'e' * 250}@example.com"},
+])
+def test_a_user_registered_that_registration_would_refuse_is_malformed(
+    fields: dict[str, str],
+) -> None:
+    """Found by the fault suite: such events were provisioned, not dead-lettered."""
+    payload = {"userId": str(uuid.uuid4()), "username": "ada_99", "email": "ada@example.com",
+               "registrationTimestamp": "2026-01-01T00:00:00Z", **fields}
+    with pytest.raises(MalformedEvent):
+        parse_user_registered(orjson.dumps(payload))
+    good = parse_user_registered(orjson.dumps({**payload, "username": "ada_99",
+                                               "email": "ada@example.com"}))
+    assert good.username == "ada_99"

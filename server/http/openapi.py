@@ -14,7 +14,8 @@ schema here is never stricter than the code.
 
 from __future__ import annotations
 
-from auth.accounts import EMAIL_MAX, PASSWORD_MAX, PASSWORD_MIN
+from auth.accounts import PASSWORD_MAX, PASSWORD_MIN
+from persistence.users import EMAIL_MAX
 from server.config import Settings
 from server.http.characters import CLASSES, NAME_MAX, NAME_MIN
 

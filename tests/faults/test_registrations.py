@@ -1,0 +1,211 @@
+"""Fault scenarios of registration and provisioning (issue 13's table, rows 1-3 and 5).
+
+Covers: a storm of concurrent registrations while NATS is killed (-9) halfway and
+started again 5 s later; the same storm while the provisioner is killed (-9) twice
+mid-batch and started again; malformed and oversized `user.registered` events among
+good ones; Postgres killed (-9) right after a burst of 201s. In each, every 201 of the
+ledger is in Postgres, every user announced once in JetStream and provisioned once
+in all four parts, the outbox empty: nothing lost, nothing doubled.
+
+Rules: the fault suite's durable services (tests/faults/conftest.py); the api runs
+in-process, the provisioner too unless the scenario kills it (then it is an `outpost
+provisioner` subprocess, as an operator runs it). Waits are bounded polls.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import orjson
+import trio
+
+from bus.subjects import STREAMS
+from persistence.outbox import backlog
+from server.config import Settings
+from server.devstack import DevStack
+from server.process import Roles, Running
+from tests.faults.ledger import Figures, Ledger, Load, audit, parts, record
+from tests.helpers import eventually, running_process, use_api_loop
+from tests.processes import process_env, started
+from tests.provisioned import drained, publish, user_registered
+
+STORM = 500
+NATS_DOWN_S = 5.0
+SETTLE_TRIES = 900  # polls of 0.1 s: a storm of 500 settles in a few seconds
+
+
+@asynccontextmanager
+async def observed(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
+                   provisioner: bool = True) -> AsyncIterator[tuple[Running, Load]]:
+    """An `outpost api` subprocess under load from this process, and an in-process
+    observer (the audit's connections; the provisioner too, unless the scenario runs
+    its own)."""
+    roles = Roles(http=False, provisioner=provisioner)
+    async with (running_process(settings, nursery, roles) as observer,
+                started(tmp_path, "api", env=process_env(settings)) as api):
+        use_api_loop(observer)
+        await observer.services.bus.ensure_streams(STREAMS)
+        load = Load(api.url, concurrency=STORM)
+        try:
+            yield observer, load
+        finally:
+            await load.aclose()
+
+
+async def storm(load: Load, ledger: Ledger, n: int,
+                milestones: dict[int, trio.Event]) -> None:
+    """`n` registrations at once; `milestones[k]` is set once `k` were answered."""
+    answered = 0
+
+    async def one() -> None:
+        nonlocal answered
+        await ledger.register(load.client())
+        answered += 1
+        if answered in milestones:
+            milestones[answered].set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(n):
+            nursery.start_soon(one)
+
+
+async def outbox_empty(running: Running) -> bool:
+    pending, _ = await running.services.pg.transact(backlog)
+    return pending == 0
+
+
+async def settled(running: Running, ledger: Ledger) -> None:
+    """The outbox relayed, every user of the ledger provisioned, the consumers drained."""
+    async def provisioned() -> bool:
+        missing, _ = await parts(running, ledger)
+        return missing == 0
+
+    await eventually(lambda: outbox_empty(running), "the outbox to drain", tries=SETTLE_TRIES)
+    await eventually(provisioned, "every user provisioned", tries=SETTLE_TRIES)
+    await eventually(lambda: drained(running), "the consumers to drain", tries=SETTLE_TRIES)
+
+
+async def test_registration_storm_with_nats_killed(
+    stack: DevStack, settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    ledger = Ledger()
+    async with observed(settings, nursery, tmp_path) as (running, load):
+        halfway = trio.Event()
+        async with trio.open_nursery() as loading:
+            loading.start_soon(storm, load, ledger, STORM, {STORM // 2: halfway})
+            await halfway.wait()
+            stack.nats.kill()
+            await trio.sleep(NATS_DOWN_S)
+            stack.nats.start()
+        back = trio.current_time()
+        await settled(running, ledger)
+        recovery = trio.current_time() - back
+        result = await audit(running, ledger)
+    record(Figures("registration storm, NATS killed", f"{STORM} concurrent registrations",
+                   f"kill -9 NATS halfway, back after {NATS_DOWN_S:g} s", recovery,
+                   result.lost, result.doubled, str(result)))
+    assert ledger.statuses == {201: STORM}, ledger.statuses  # NATS is not on the HTTP path
+    assert (result.lost, result.doubled) == (0, 0), str(result)
+
+
+def _redelivered(metrics: str) -> int:
+    return sum(int(float(n)) for n in re.findall(
+        r'^outpost_consumer_redelivered_total\{[^}]*\} (\S+)$', metrics, re.M))
+
+
+async def test_registration_storm_with_the_provisioner_killed_twice(
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    ledger = Ledger()
+    env = process_env(settings)
+    redelivered = 0
+    async with observed(settings, nursery, tmp_path, provisioner=False) as (running, load):
+        marks = [trio.Event() for _ in range(2)]
+        async with trio.open_nursery() as loading:
+            loading.start_soon(storm, load, ledger, STORM,
+                            {STORM // 3: marks[0], 2 * STORM // 3: marks[1]})
+            for mark in marks:
+                async with started(tmp_path, "provisioner", env=env) as provisioner:
+                    await mark.wait()
+                    provisioner.process.send_signal(signal.SIGKILL)
+                    await provisioner.process.wait()
+        back = trio.current_time()
+        async with started(tmp_path, "provisioner", env=env) as provisioner:
+            await settled(running, ledger)
+            recovery = trio.current_time() - back
+            async with httpx.AsyncClient() as http:
+                metrics_url = provisioner.banner.split("metrics ")[1].strip()
+                redelivered += _redelivered((await http.get(metrics_url)).text)
+        result = await audit(running, ledger)
+    record(Figures("registration storm, provisioner killed", f"{STORM} concurrent "
+                   "registrations", "kill -9 the provisioner at 1/3 and 2/3, restarted",
+                   recovery, result.lost, result.doubled,
+                   f"{redelivered} redeliveries; {result}"))
+    assert ledger.statuses == {201: STORM}, ledger.statuses
+    assert (result.lost, result.doubled) == (0, 0), str(result)
+
+
+def _dead_letters(metrics: str) -> int:
+    return sum(int(float(n)) for n in re.findall(
+        r'^outpost_consumer_dead_letters_total\{[^}]*\} (\S+)$', metrics, re.M))
+
+
+async def test_poison_events_among_good_ones(
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    good = 100
+    poison = [b"not json", b"[1, 2]", b"{}", orjson.dumps({"userId": "not-a-uuid"}),
+              user_registered(str(uuid.uuid4()), username="x" * 200_000),  # oversized
+              user_registered(str(uuid.uuid4()), username="y" * 300)]  # over 32 letters
+    ledger = Ledger()
+    async with (observed(settings, nursery, tmp_path) as (running, load),
+                httpx.AsyncClient() as http):
+        before = _dead_letters((await http.get(running.metrics_url)).text)
+        async with trio.open_nursery() as loading:
+            loading.start_soon(storm, load, ledger, good, {})
+            for payload in poison:
+                await publish(running, payload, msg_id=str(uuid.uuid4()))
+        began = trio.current_time()
+        await settled(running, ledger)
+        recovery = trio.current_time() - began
+        result = await audit(running, ledger)
+        dead = _dead_letters((await http.get(running.metrics_url)).text) - before
+    record(Figures("poison events", f"{good} registrations, {len(poison)} poison events",
+                   "malformed and oversized user.registered", recovery, result.lost,
+                   result.doubled, f"{dead} dead letters (4 consumers each); {result}"))
+    assert (result.lost, result.doubled) == (0, 0), str(result)
+    assert dead == 4 * len(poison), dead
+
+
+async def test_postgres_killed_right_after_a_burst_of_201s(
+    stack: DevStack, settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    burst = 200
+    ledger = Ledger()
+    async with observed(settings, nursery, tmp_path) as (running, load):
+        await storm(load, ledger, burst, {})
+        async with trio.open_nursery() as creating:
+            for user_id in list(ledger.users):
+                creating.start_soon(ledger.create_character, load.client(), user_id)
+        stack.postgres.kill()  # right after the last 201: nothing had time to settle
+        stack.postgres.start()
+        back = trio.current_time()
+
+        async def ready() -> bool:
+            return (await load.client().get("/readyz")).status_code == 200
+
+        await eventually(ready, "the api to be ready again", tries=SETTLE_TRIES)
+        recovery = trio.current_time() - back
+        await settled(running, ledger)
+        result = await audit(running, ledger)
+    record(Figures("Postgres killed after acks", f"{burst} registrations + {burst} "
+                   "characters", "kill -9 Postgres after the last 201", recovery,
+                   result.lost, result.doubled, str(result)))
+    assert ledger.statuses == {201: 2 * burst}, ledger.statuses
+    assert (result.lost, result.doubled) == (0, 0), str(result)
