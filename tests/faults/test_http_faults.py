@@ -1,0 +1,169 @@
+"""Fault scenarios of the HTTP API (issue 13's table: Redis stopped and paused, brute
+force).
+
+Covers: character lists read without pause while Redis is stopped, and again while it
+is frozen (SIGSTOP) for 5 s: every answer 200 with exactly the characters the ledger
+holds, served from Postgres, and cached again once Redis is back (the api's cache hit
+counter moves); 200 wrong passwords for one account and 1,000 attempts from one
+address are limited per account and per address with 429 and Retry-After, an unknown
+user gets the very answer a wrong password gets, and a player from another address
+logs in meanwhile.
+
+Rules: the fault suite's durable services; `outpost api` subprocesses (each with its
+own in-memory login limits); the ledger in this process.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import trio
+
+from server.config import Settings
+from server.devstack import DevStack
+from tests.faults.ledger import PASSWORD, Figures, Ledger, Load, record
+from tests.helpers import bearer, eventually
+from tests.processes import process_env, started
+
+PLAYERS = 50
+FAULT_S = 5.0
+
+
+def _hits(metrics: str) -> float:
+    found = re.search(r'^outpost_cache_requests_total\{result="hit"\} (\S+)$', metrics, re.M)
+    return float(found[1]) if found else 0.0
+
+
+async def _read_lists(load: Load, ledger: Ledger, until: trio.Event,
+                      took: list[float], wrong: list[str]) -> None:
+    """Every player's list, over and over until `until`; each answer checked."""
+    mine: dict[str, set[str]] = {}
+    for character, user in ledger.characters.items():
+        mine.setdefault(user, set()).add(character)
+
+    async def reader(user_id: str) -> None:
+        while not until.is_set():
+            began = trio.current_time()
+            response = await load.client().get("/v1/characters",
+                                               headers=bearer(ledger.users[user_id]))
+            took.append(trio.current_time() - began)
+            ledger.statuses[response.status_code] += 1
+            if response.status_code != 200:
+                wrong.append(f"{response.status_code} {response.text}")
+                continue
+            listed = {c["id"] for c in response.json()["characters"]}
+            if not mine[user_id] <= listed:
+                wrong.append(f"{user_id}: {sorted(mine[user_id] - listed)} missing")
+            await trio.sleep(0.05)
+
+    async with trio.open_nursery() as nursery:
+        for user_id in mine:
+            nursery.start_soon(reader, user_id)
+
+
+async def test_redis_stopped_then_frozen_under_list_reads(
+    stack: DevStack, settings: Settings, tmp_path: Path
+) -> None:
+    ledger = Ledger()
+    async with (started(tmp_path, "api", env=process_env(settings)) as api,
+                httpx.AsyncClient(base_url=api.url) as http):
+        load = Load(api.url, concurrency=PLAYERS)
+        for _ in range(PLAYERS):
+            await ledger.register(load.client())
+        for user_id in list(ledger.users):
+            await ledger.create_character(load.client(), user_id)
+        figures = []
+        for fault, stop, back in (("stopped", stack.redis.stop, stack.redis.start),
+                                  ("frozen (SIGSTOP)", stack.redis.pause,
+                                   stack.redis.resume)):
+            took: list[float] = []
+            wrong: list[str] = []
+            done = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_read_lists, load, ledger, done, took, wrong)
+                await trio.sleep(0.5)
+                stop()
+                await trio.sleep(FAULT_S)
+                back()
+                hits = _hits((await http.get("/metrics")).text)
+                back_at = trio.current_time()
+
+                async def cached_again(hits: float = hits) -> bool:
+                    return _hits((await http.get("/metrics")).text) > hits
+
+                await eventually(cached_again, "lists cached again", tries=300)
+                recovery = trio.current_time() - back_at
+                done.set()
+            took.sort()
+            figures.append((fault, recovery, len(took), took[len(took) // 2],
+                            took[int(len(took) * 0.99)], took[-1], wrong))
+        await load.aclose()
+    for fault, recovery, reads, p50, p99, most, wrong in figures:
+        record(Figures(f"Redis {fault}", f"{PLAYERS} players reading their lists",
+                       f"Redis {fault} for {FAULT_S:g} s", recovery, len(wrong), 0,
+                       f"{reads} reads; p50 {1000 * p50:.0f} ms, p99 {1000 * p99:.0f} ms, "
+                       f"max {1000 * most:.0f} ms"))
+    for fault, _, _, _, _, most, wrong in figures:
+        assert not wrong, (fault, wrong[:5])
+        # The server's own bound: Redis gives up after its timeout, Postgres answers.
+        assert most < settings.redis_timeout_s + settings.db_timeout_s, (fault, most)
+    assert set(ledger.statuses) == {201, 200}, ledger.statuses
+
+
+async def test_brute_force_is_limited_per_account_and_per_address(
+    settings: Settings, tmp_path: Path
+) -> None:
+    env = process_env(settings)
+    answers: dict[str, dict[int, int]] = {}
+    async with started(tmp_path, "api", env=env) as api:
+        load = Load(api.url, concurrency=20)
+        ledger = Ledger()
+        await ledger.register(load.client())
+        [victim_id] = ledger.users
+        victim = (await load.client().get("/v1/me", headers=bearer(ledger.users[victim_id]))
+                  ).json()["username"]
+        per_account: dict[int, int] = {}
+        for _ in range(200):
+            response = await load.client().post("/v1/auth/login", json={
+                "username": victim, "password": "wrong password"})
+            per_account[response.status_code] = per_account.get(response.status_code, 0) + 1
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+        answers["one account"] = per_account
+        await load.aclose()
+    async with started(tmp_path, "api", env=env) as api:  # fresh limits for this part
+        load = Load(api.url, concurrency=20)
+        ledger = Ledger()
+        await ledger.register(load.client())
+        unknown = await load.client().post("/v1/auth/login", json={
+            "username": "nobody_at_all", "password": "wrong password"})
+        wrong = await load.client().post("/v1/auth/login", json={
+            "username": (await load.client().get("/v1/me", headers=bearer(
+                next(iter(ledger.users.values()))))).json()["username"],
+            "password": "wrong password"})
+        assert (unknown.status_code, unknown.json()) == (wrong.status_code, wrong.json())
+        per_address: dict[int, int] = {}
+        for i in range(1000):
+            response = await load.client().post("/v1/auth/login", json={
+                "username": f"guess_{i}", "password": "wrong password"})
+            per_address[response.status_code] = per_address.get(response.status_code, 0) + 1
+        answers["one address"] = per_address
+        # A player on another address is not held back by the flood from this one.
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=api.url, transport=other) as elsewhere:
+            me = await load.client().get("/v1/me", headers=bearer(
+                next(iter(ledger.users.values()))))
+            login = await elsewhere.post("/v1/auth/login", json={
+                "username": me.json()["username"], "password": PASSWORD})
+        await load.aclose()
+    record(Figures("brute force", "200 wrong passwords for one account; 1,000 logins "
+                   "from one address", "none (abuse)", 0.0, 0, 0,
+                   f"account: {answers['one account']}; address: {answers['one address']}"))
+    assert answers["one account"] == {401: settings.login_rate_per_username,
+                                      429: 200 - settings.login_rate_per_username}
+    # Two attempts of the comparison above count against the address too.
+    assert answers["one address"] == {401: settings.login_rate_per_address - 2,
+                                      429: 1000 - settings.login_rate_per_address + 2}
+    assert login.status_code == 200, login.text
