@@ -8,6 +8,7 @@ Each scenario ends with one Figures row; the suite prints them as a table.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter
 from contextlib import suppress
@@ -26,6 +27,12 @@ from tests.helpers import bearer, unique_name
 from tests.provisioned import FULL, counts
 
 PASSWORD = "correct horse"
+
+
+def metric_sum(metrics: str, name: str, labels: str = "") -> float:
+    """The sum of `name`'s samples in a /metrics text whose labels include `labels`."""
+    return sum(float(value) for found, value in re.findall(
+        rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", metrics, re.M) if labels in found)
 
 
 @dataclass

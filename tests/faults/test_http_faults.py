@@ -15,7 +15,6 @@ own in-memory login limits); the ledger in this process.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import httpx
@@ -23,7 +22,7 @@ import trio
 
 from server.config import Settings
 from server.devstack import DevStack
-from tests.faults.ledger import PASSWORD, Figures, Ledger, Load, record
+from tests.faults.ledger import PASSWORD, Figures, Ledger, Load, metric_sum, record
 from tests.helpers import bearer, eventually
 from tests.processes import process_env, started
 
@@ -32,8 +31,7 @@ FAULT_S = 5.0
 
 
 def _hits(metrics: str) -> float:
-    found = re.search(r'^outpost_cache_requests_total\{result="hit"\} (\S+)$', metrics, re.M)
-    return float(found[1]) if found else 0.0
+    return metric_sum(metrics, "outpost_cache_requests_total", 'result="hit"')
 
 
 async def _read_lists(load: Load, ledger: Ledger, until: trio.Event,

@@ -14,7 +14,6 @@ provisioner` subprocess, as an operator runs it). Waits are bounded polls.
 
 from __future__ import annotations
 
-import re
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,9 +29,9 @@ from persistence.outbox import backlog
 from server.config import Settings
 from server.devstack import DevStack
 from server.process import Roles, Running
-from tests.faults.ledger import Figures, Ledger, Load, audit, parts, record
+from tests.faults.ledger import Figures, Ledger, Load, audit, metric_sum, parts, record
 from tests.helpers import eventually, running_process, use_api_loop
-from tests.processes import process_env, started
+from tests.processes import Outpost, process_env, started
 from tests.provisioned import drained, publish, user_registered
 
 STORM = 500
@@ -127,9 +126,11 @@ async def test_registration_storm_with_nats_killed(
     assert (result.lost, result.doubled, stuck) == (0, 0, ""), str(result)
 
 
-def _redelivered(metrics: str) -> int:
-    return sum(int(float(n)) for n in re.findall(
-        r'^outpost_consumer_redelivered_total\{[^}]*\} (\S+)$', metrics, re.M))
+async def _redelivered(provisioner: Outpost) -> int:
+    """What the provisioner's consumers were given again (its /metrics)."""
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(provisioner.banner.split("metrics ")[1].strip())).text
+    return int(metric_sum(metrics, "outpost_consumer_redelivered_total"))
 
 
 async def test_registration_storm_with_the_provisioner_killed_twice(
@@ -146,15 +147,14 @@ async def test_registration_storm_with_the_provisioner_killed_twice(
             for mark in marks:
                 async with started(tmp_path, "provisioner", env=env) as provisioner:
                     await mark.wait()
+                    redelivered += await _redelivered(provisioner)  # its last moment
                     provisioner.process.send_signal(signal.SIGKILL)
                     await provisioner.process.wait()
         back = trio.current_time()
         async with started(tmp_path, "provisioner", env=env) as provisioner:
             stuck = await settled(running, ledger)
             recovery = trio.current_time() - back
-            async with httpx.AsyncClient() as http:
-                metrics_url = provisioner.banner.split("metrics ")[1].strip()
-                redelivered += _redelivered((await http.get(metrics_url)).text)
+            redelivered += await _redelivered(provisioner)
         result = await audit(running, ledger)
     record(Figures("registration storm, provisioner killed", f"{STORM} concurrent "
                    "registrations", "kill -9 the provisioner at 1/3 and 2/3, restarted",
@@ -165,8 +165,7 @@ async def test_registration_storm_with_the_provisioner_killed_twice(
 
 
 def _dead_letters(metrics: str) -> int:
-    return sum(int(float(n)) for n in re.findall(
-        r'^outpost_consumer_dead_letters_total\{[^}]*\} (\S+)$', metrics, re.M))
+    return int(metric_sum(metrics, "outpost_consumer_dead_letters_total"))
 
 
 async def test_poison_events_among_good_ones(
