@@ -15,7 +15,7 @@ from auth.tokens import Tokens
 from bus import events
 from persistence.errors import InvalidCredentials, RateLimited, ValidationFailed
 from persistence.postgres import Postgres
-from persistence.users import EMAIL, EMAIL_MAX, USERNAME, User, find_by_login, insert_user
+from persistence.users import USERNAME, User, find_by_login, insert_user, plausible_email
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 
@@ -53,7 +53,7 @@ def validate_registration(body: Mapping[str, object]) -> Registration:
     username, email, password = (values.get(k) for k in ("username", "email", "password"))
     if username is not None and not USERNAME.fullmatch(username):
         problems["username"] = "3 to 32 characters of letters, digits, _ . -"
-    if email is not None and (len(email) > EMAIL_MAX or not EMAIL.fullmatch(email)):
+    if email is not None and not plausible_email(email):
         problems["email"] = "not a plausible email address"
     if password is not None and not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         problems["password"] = f"{PASSWORD_MIN} to {PASSWORD_MAX} characters"

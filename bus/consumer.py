@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -90,7 +91,10 @@ class ConsumerWorker(Generic[E]):
                 await self._process(consumer, await consumer.fetch(BATCH, FETCH_TIMEOUT_S))
                 if trio.current_time() - asked_at >= PENDING_EVERY_S:
                     asked_at = trio.current_time()
-                    self.pending = await consumer.pending()
+                    # Only for /metrics: a failed ask keeps the last count and must not
+                    # restart the consumer (a NATS that is really gone fails the fetch).
+                    with suppress(BusUnavailable):
+                        self.pending = await consumer.pending()
         finally:
             with trio.move_on_after(SETTLE_TIMEOUT_S) as scope:
                 scope.shield = True

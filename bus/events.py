@@ -12,7 +12,7 @@ import orjson
 from bus.subjects import CHARACTER_CREATED, USER_REGISTERED
 from persistence.characters import Character
 from persistence.outbox import OutboxEvent
-from persistence.users import EMAIL, EMAIL_MAX, USERNAME, User
+from persistence.users import USERNAME, User, plausible_email
 
 # A user.registered is a few hundred bytes; one far larger is not one (nor worth parsing).
 EVENT_MAX_BYTES = 4096
@@ -73,6 +73,6 @@ def parse_user_registered(data: bytes) -> UserRegistered:
         raise MalformedEvent("registrationTimestamp has no time zone")
     if not USERNAME.fullmatch(fields["username"]):
         raise MalformedEvent("username is not 3-32 letters, digits, _ . or -")
-    if len(fields["email"]) > EMAIL_MAX or not EMAIL.fullmatch(fields["email"]):
+    if not plausible_email(fields["email"]):
         raise MalformedEvent("email is not a plausible address")
     return UserRegistered(user_id, fields["username"], fields["email"], registered_at)

@@ -21,6 +21,10 @@ EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x
 EMAIL_MAX = 254
 
 
+def plausible_email(email: str) -> bool:
+    return len(email) <= EMAIL_MAX and EMAIL.fullmatch(email) is not None
+
+
 @dataclass(frozen=True)
 class User:
     id: uuid.UUID

@@ -42,6 +42,7 @@ from bus.consumer import ConsumerWorker
 from bus.events import UserRegistered
 from bus.relay import OutboxRelay
 from persistence.cache import Cache
+from server.http.errors import json_response
 from server.ws.stats import WireStats
 from zones.world import World
 
@@ -176,7 +177,7 @@ def metrics_app(metrics: Metrics) -> Quart:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', 200, {"Content-Type": "application/json"})
+        return json_response({"status": "ok"})
 
     return app
 

@@ -14,11 +14,15 @@ import httpx
 import pytest
 import trio
 import trio_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import Settings
 from server.process import Roles, Running, run_process
 
 STOP_TIMEOUT_S = 15
+
+# A /metrics page: (sample name, its labels) -> value.
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def unique_name(prefix: str = "u") -> str:
@@ -122,15 +126,48 @@ def use_api_loop(api: Running) -> None:
     trio_asyncio.current_loop.set(api.services.pg._pool._loop)  # type: ignore[union-attr]
 
 
-async def eventually(check: Callable[[], Awaitable[object]], what: str, *,
-                     tries: int = 100) -> object:
-    """Poll `check` every 0.1 s until it returns something truthy; fail after `tries`."""
+async def within(check: Callable[[], Awaitable[object]], *, tries: int = 100) -> object:
+    """Poll `check` every 0.1 s until it returns something truthy, and return that; None
+    after `tries`."""
     for _ in range(tries):
         result = await check()
         if result:
             return result
         await trio.sleep(0.1)
-    pytest.fail(f"gave up after {tries / 10:.0f} s waiting for {what}")
+    return None
+
+
+async def eventually(check: Callable[[], Awaitable[object]], what: str, *,
+                     tries: int = 100) -> object:
+    """`within`, failing the test after `tries`."""
+    result = await within(check, tries=tries)
+    if not result:
+        pytest.fail(f"gave up after {tries / 10:.0f} s waiting for {what}")
+    return result
+
+
+async def scrape(http: httpx.AsyncClient, url: str) -> Samples:
+    """GET /metrics at `url`, parsed by prometheus-client's own parser."""
+    response = await http.get(url)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.text)
+            for s in family.samples}
+
+
+def at(samples: Samples, name: str, **labels: str) -> float:
+    """The one sample `name` with exactly `labels`; fails if there is none."""
+    key = (name, frozenset(labels.items()))
+    assert key in samples, f"{name}{labels} is not in /metrics"
+    return samples[key]
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples `name` whose labels include `labels` (0 if none)."""
+    wanted = labels.items()
+    return sum(value for (found, those), value in samples.items()
+               if found == name and wanted <= those)
 
 
 async def read_response(stream: trio.SocketStream, reader: h11.Connection) -> httpx.Response:

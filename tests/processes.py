@@ -35,6 +35,11 @@ class Outpost:
     def url(self) -> str:
         return self.banner.removeprefix("HTTP ").strip()
 
+    @property
+    def metrics_url(self) -> str:
+        """Of a process without the API: its banner says where (METRICS_PORT)."""
+        return self.banner.split("metrics ")[1].strip()
+
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """Signal it and wait (bounded) for it to exit; its exit code."""
         self.process.send_signal(sig)

@@ -10,34 +10,25 @@ from pathlib import Path
 import httpx
 import orjson
 import trio
-from prometheus_client.parser import text_string_to_metric_families
 
 from bench.rawws import client_frame
 from bus.subjects import USER_REGISTERED
 from persistence.outbox import OutboxEvent
 from server.config import Settings
 from server.process import Roles
-from tests.helpers import bearer, eventually, running_process, use_api_loop
+from tests.helpers import (
+    Samples,
+    at,
+    bearer,
+    eventually,
+    running_process,
+    scrape,
+    use_api_loop,
+)
 from tests.processes import process_env, started
 from tests.world import connect, joined, new_player, raw_upgrade, send, snapshot_with, ws_url
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 CONSUMERS = ("player-service", "character-service", "progression-service", "building-service")
-
-
-async def scrape(http: httpx.AsyncClient, url: str) -> Samples:
-    response = await http.get(url)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples}
-
-
-def at(samples: Samples, name: str, **labels: str) -> float:
-    key = (name, frozenset(labels.items()))
-    assert key in samples, f"{name}{labels} is not in /metrics"
-    return samples[key]
 
 
 async def test_a_short_session_moves_every_metric(
@@ -151,22 +142,21 @@ async def test_processes_without_an_api_serve_metrics_on_their_own_port(
                 started(tmp_path, "provisioner", env=env) as provisioner,
                 httpx.AsyncClient(timeout=10) as http):
         for process, role in ((zone_process, f"zone-{zone}"), (provisioner, "provisioner")):
-            url = process.banner.split("metrics ")[1].strip()
+            url = process.metrics_url
             assert url.endswith("/metrics"), process.banner
             samples = await scrape(http, url)
             assert at(samples, "outpost_process_info", role=role) == 1
             assert at(samples, "process_open_fds") > 0
             assert (await http.get(url.removesuffix("/metrics") + "/healthz")).status_code == 200
 
-        zone_url = zone_process.banner.split("metrics ")[1].strip()
+        zone_url = zone_process.metrics_url
 
         async def ticking() -> bool:
             samples = await scrape(http, zone_url)
             return at(samples, "outpost_zone_tick_seconds_count", zone=zone) > 0
 
         await eventually(ticking, f"zone {zone} ticking in its /metrics")
-        provisioner_url = provisioner.banner.split("metrics ")[1].strip()
-        samples = await scrape(http, provisioner_url)
+        samples = await scrape(http, provisioner.metrics_url)
         for consumer in CONSUMERS:
             assert at(samples, "outpost_consumer_pending", consumer=consumer) >= 0
 

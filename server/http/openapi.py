@@ -15,7 +15,7 @@ schema here is never stricter than the code.
 from __future__ import annotations
 
 from auth.accounts import PASSWORD_MAX, PASSWORD_MIN
-from persistence.users import EMAIL_MAX
+from persistence.users import EMAIL, EMAIL_MAX, USERNAME
 from server.config import Settings
 from server.http.characters import CLASSES, NAME_MAX, NAME_MIN
 
@@ -103,14 +103,12 @@ def _schemas(settings: Settings) -> Json:
             "type": "object",
             "required": ["username", "email", "password"],
             "properties": {
-                "username": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{3,32}$",
+                # The very patterns registration checks (persistence/users.py).
+                "username": {"type": "string", "pattern": f"^{USERNAME.pattern}$",
                              "description": "unique case-insensitively"},
                 "email": {
                     "type": "string", "maxLength": EMAIL_MAX,
-                    # auth/accounts.py EMAIL: one @, no spaces or control characters,
-                    # a dot in the domain.
-                    "pattern": r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+"
-                               r"\.[^@\s\x00-\x1f\x7f.]+$",
+                    "pattern": f"^{EMAIL.pattern}$",
                     "description": "a plausible address, unique case-insensitively, "
                                    "stored lower-cased",
                 },

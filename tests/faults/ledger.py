@@ -8,7 +8,6 @@ Each scenario ends with one Figures row; the suite prints them as a table.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections import Counter
 from contextlib import suppress
@@ -27,12 +26,6 @@ from tests.helpers import bearer, unique_name
 from tests.provisioned import FULL, counts
 
 PASSWORD = "correct horse"
-
-
-def metric_sum(metrics: str, name: str, labels: str = "") -> float:
-    """The sum of `name`'s samples in a /metrics text whose labels include `labels`."""
-    return sum(float(value) for found, value in re.findall(
-        rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", metrics, re.M) if labels in found)
 
 
 @dataclass
@@ -118,10 +111,6 @@ class Ledger:
         if response.status_code == 201:
             self.characters[response.json()["id"]] = user_id
         return response.status_code
-
-    @property
-    def server_errors(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status >= 500 and status != 503)
 
 
 @dataclass

@@ -15,6 +15,8 @@ own in-memory login limits); the ledger in this process.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
@@ -22,16 +24,16 @@ import trio
 
 from server.config import Settings
 from server.devstack import DevStack
-from tests.faults.ledger import PASSWORD, Figures, Ledger, Load, metric_sum, record
-from tests.helpers import bearer, eventually
+from tests.faults.ledger import Figures, Ledger, Load, record
+from tests.helpers import bearer, eventually, register, scrape, total
 from tests.processes import process_env, started
 
 PLAYERS = 50
 FAULT_S = 5.0
 
 
-def _hits(metrics: str) -> float:
-    return metric_sum(metrics, "outpost_cache_requests_total", 'result="hit"')
+async def _hits(http: httpx.AsyncClient) -> float:
+    return total(await scrape(http, "/metrics"), "outpost_cache_requests_total", result="hit")
 
 
 async def _read_lists(load: Load, ledger: Ledger, until: trio.Event,
@@ -85,11 +87,11 @@ async def test_redis_stopped_then_frozen_under_list_reads(
                 stop()
                 await trio.sleep(FAULT_S)
                 back()
-                hits = _hits((await http.get("/metrics")).text)
+                hits = await _hits(http)
                 back_at = trio.current_time()
 
                 async def cached_again(hits: float = hits) -> bool:
-                    return _hits((await http.get("/metrics")).text) > hits
+                    return await _hits(http) > hits
 
                 await eventually(cached_again, "lists cached again", tries=300)
                 recovery = trio.current_time() - back_at
@@ -110,58 +112,46 @@ async def test_redis_stopped_then_frozen_under_list_reads(
     assert set(ledger.statuses) == {201, 200}, ledger.statuses
 
 
+async def _wrong_logins(http: httpx.AsyncClient, usernames: Iterable[str]) -> Counter[int]:
+    """A wrong password for each of `usernames`, one after another; the statuses."""
+    statuses: Counter[int] = Counter()
+    for username in usernames:
+        response = await http.post("/v1/auth/login", json={"username": username,
+                                                           "password": "wrong password"})
+        statuses[response.status_code] += 1
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+    return statuses
+
+
 async def test_brute_force_is_limited_per_account_and_per_address(
     settings: Settings, tmp_path: Path
 ) -> None:
     env = process_env(settings)
-    answers: dict[str, dict[int, int]] = {}
-    async with started(tmp_path, "api", env=env) as api:
-        load = Load(api.url, concurrency=20)
-        ledger = Ledger()
-        await ledger.register(load.client())
-        [victim_id] = ledger.users
-        victim = (await load.client().get("/v1/me", headers=bearer(ledger.users[victim_id]))
-                  ).json()["username"]
-        per_account: dict[int, int] = {}
-        for _ in range(200):
-            response = await load.client().post("/v1/auth/login", json={
-                "username": victim, "password": "wrong password"})
-            per_account[response.status_code] = per_account.get(response.status_code, 0) + 1
-            if response.status_code == 429:
-                assert int(response.headers["Retry-After"]) >= 1
-        answers["one account"] = per_account
-        await load.aclose()
-    async with started(tmp_path, "api", env=env) as api:  # fresh limits for this part
-        load = Load(api.url, concurrency=20)
-        ledger = Ledger()
-        await ledger.register(load.client())
-        unknown = await load.client().post("/v1/auth/login", json={
+    async with (started(tmp_path, "api", env=env) as api,
+                httpx.AsyncClient(base_url=api.url, timeout=30) as http):
+        victim = await register(http)
+        per_account = await _wrong_logins(http, [victim["username"]] * 200)
+    async with (started(tmp_path, "api", env=env) as api,  # fresh limits for this part
+                httpx.AsyncClient(base_url=api.url, timeout=30) as http):
+        player = await register(http)
+        unknown = await http.post("/v1/auth/login", json={
             "username": "nobody_at_all", "password": "wrong password"})
-        wrong = await load.client().post("/v1/auth/login", json={
-            "username": (await load.client().get("/v1/me", headers=bearer(
-                next(iter(ledger.users.values()))))).json()["username"],
-            "password": "wrong password"})
+        wrong = await http.post("/v1/auth/login", json={
+            "username": player["username"], "password": "wrong password"})
         assert (unknown.status_code, unknown.json()) == (wrong.status_code, wrong.json())
-        per_address: dict[int, int] = {}
-        for i in range(1000):
-            response = await load.client().post("/v1/auth/login", json={
-                "username": f"guess_{i}", "password": "wrong password"})
-            per_address[response.status_code] = per_address.get(response.status_code, 0) + 1
-        answers["one address"] = per_address
+        per_address = await _wrong_logins(http, (f"guess_{i}" for i in range(1000)))
         # A player on another address is not held back by the flood from this one.
         other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
         async with httpx.AsyncClient(base_url=api.url, transport=other) as elsewhere:
-            me = await load.client().get("/v1/me", headers=bearer(
-                next(iter(ledger.users.values()))))
             login = await elsewhere.post("/v1/auth/login", json={
-                "username": me.json()["username"], "password": PASSWORD})
-        await load.aclose()
+                "username": player["username"], "password": player["password"]})
     record(Figures("brute force", "200 wrong passwords for one account; 1,000 logins "
                    "from one address", "none (abuse)", 0.0, 0, 0,
-                   f"account: {answers['one account']}; address: {answers['one address']}"))
-    assert answers["one account"] == {401: settings.login_rate_per_username,
-                                      429: 200 - settings.login_rate_per_username}
+                   f"account: {dict(per_account)}; address: {dict(per_address)}"))
+    assert per_account == {401: settings.login_rate_per_username,
+                           429: 200 - settings.login_rate_per_username}
     # Two attempts of the comparison above count against the address too.
-    assert answers["one address"] == {401: settings.login_rate_per_address - 2,
-                                      429: 1000 - settings.login_rate_per_address + 2}
+    assert per_address == {401: settings.login_rate_per_address - 2,
+                           429: 1000 - settings.login_rate_per_address + 2}
     assert login.status_code == 200, login.text

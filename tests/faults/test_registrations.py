@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,8 +29,8 @@ from persistence.outbox import backlog
 from server.config import Settings
 from server.devstack import DevStack
 from server.process import Roles, Running
-from tests.faults.ledger import Figures, Ledger, Load, audit, metric_sum, parts, record
-from tests.helpers import eventually, running_process, use_api_loop
+from tests.faults.ledger import Figures, Ledger, Load, audit, parts, record
+from tests.helpers import eventually, running_process, scrape, total, use_api_loop, within
 from tests.processes import Outpost, process_env, started
 from tests.provisioned import drained, publish, user_registered
 
@@ -79,14 +79,6 @@ async def outbox_empty(running: Running) -> bool:
     return pending == 0
 
 
-async def _within(check: Callable[[], Awaitable[bool]], tries: int = SETTLE_TRIES) -> bool:
-    for _ in range(tries):
-        if await check():
-            return True
-        await trio.sleep(0.1)
-    return False
-
-
 async def settled(running: Running, ledger: Ledger) -> str:
     """Wait (bounded) until the outbox is relayed, every user of the ledger provisioned
     and the consumers drained; what never came, if anything (the audit then says what
@@ -98,7 +90,7 @@ async def settled(running: Running, ledger: Ledger) -> str:
     for check, what in ((lambda: outbox_empty(running), "the outbox never drained"),
                         (provisioned, "users never provisioned"),
                         (lambda: drained(running), "the consumers never drained")):
-        if not await _within(check):
+        if not await within(check, tries=SETTLE_TRIES):
             return what
     return ""
 
@@ -129,8 +121,8 @@ async def test_registration_storm_with_nats_killed(
 async def _redelivered(provisioner: Outpost) -> int:
     """What the provisioner's consumers were given again (its /metrics)."""
     async with httpx.AsyncClient() as http:
-        metrics = (await http.get(provisioner.banner.split("metrics ")[1].strip())).text
-    return int(metric_sum(metrics, "outpost_consumer_redelivered_total"))
+        samples = await scrape(http, provisioner.metrics_url)
+    return int(total(samples, "outpost_consumer_redelivered_total"))
 
 
 async def test_registration_storm_with_the_provisioner_killed_twice(
@@ -164,10 +156,6 @@ async def test_registration_storm_with_the_provisioner_killed_twice(
     assert (result.lost, result.doubled, stuck) == (0, 0, ""), str(result)
 
 
-def _dead_letters(metrics: str) -> int:
-    return int(metric_sum(metrics, "outpost_consumer_dead_letters_total"))
-
-
 async def test_poison_events_among_good_ones(
     settings: Settings, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -178,7 +166,8 @@ async def test_poison_events_among_good_ones(
     ledger = Ledger()
     async with (observed(settings, nursery, tmp_path) as (running, load),
                 httpx.AsyncClient() as http):
-        before = _dead_letters((await http.get(running.metrics_url)).text)
+        before = total(await scrape(http, running.metrics_url),
+                       "outpost_consumer_dead_letters_total")
         async with trio.open_nursery() as loading:
             loading.start_soon(storm, load, ledger, good, {})
             for payload in poison:
@@ -187,7 +176,8 @@ async def test_poison_events_among_good_ones(
         stuck = await settled(running, ledger)
         recovery = trio.current_time() - began
         result = await audit(running, ledger)
-        dead = _dead_letters((await http.get(running.metrics_url)).text) - before
+        dead = int(total(await scrape(http, running.metrics_url),
+                         "outpost_consumer_dead_letters_total") - before)
     record(Figures("poison events", f"{good} registrations, {len(poison)} poison events",
                    "malformed and oversized user.registered", recovery, result.lost,
                    result.doubled, f"{dead} dead letters (4 consumers each); {result}"))
