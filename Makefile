@@ -10,7 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# zones/ and server/ws/ are partly compiled (setup.py): editing them means building again.
+$(STAMP): pyproject.toml setup.py $(wildcard zones/*.py server/ws/*.py) | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

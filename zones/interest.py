@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
+from zones.simulation import Avatar
 from zones.snapshots import (
     EMPTY,
     Headers,
@@ -206,7 +207,7 @@ class Interest:
         if not cell:
             del self._cells[entity.cell]
 
-    def seal(self, tick: int, moved: Iterable[Positioned] = ()) -> None:
+    def seal(self, tick: int, moved: Sequence[Avatar] = ()) -> None:
         """Close the window: everything since the last seal happened in `tick`, and so
         did the moves of `moved` (update() for each, done here in the same loop: this is
         the zone's every tick, written for speed; it encodes the entry of every player
@@ -373,15 +374,6 @@ class Interest:
                 self.update(eid, x, y, seq)
         self.seal(tick)
         return True
-
-
-class Positioned(Protocol):
-    """Where a player is, as the zone's simulation says (zones/simulation.py, Avatar)."""
-
-    eid: int
-    x: float
-    y: float
-    seq: int
 
 
 class Snapshot(Protocol):

@@ -20,6 +20,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import orjson
@@ -49,7 +50,8 @@ class Move:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    t: object  # any JSON value, echoed as it came
+    t: Any  # any JSON value, echoed as it came (Any, not object: mypyc cannot build a
+    # dataclass field of type object)
 
 
 @dataclass(frozen=True, slots=True)
