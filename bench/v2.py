@@ -12,7 +12,7 @@ against the snapshot of tick `base`, which the server knows this client was sent
             view.apply(message)          # view.players: eid -> Seen
 
 The swarm, which must keep up with hundreds of clients on one core, reads just its
-own player's seq with `own_seq` and never decodes the rest.
+own player's entry with `OwnEntry` and never decodes the rest.
 """
 
 from __future__ import annotations
@@ -98,19 +98,28 @@ class OwnEntry:
     def __init__(self, eid: int) -> None:
         self._needle = b"\x94" + _uint(eid) + b"\xca"
 
-    def seq(self, payload: bytes | bytearray, start: int = 0, end: int | None = None
-            ) -> int | None:
+    def entry(self, payload: bytes | bytearray, start: int = 0, end: int | None = None
+              ) -> tuple[int, float, float] | None:
+        """(seq, x, y) of the eid's update entry, if the snapshot has one."""
         end = len(payload) if end is None else end
         at = payload.find(b"\xa6update", start, end)
         while at >= 0:
             at = payload.find(self._needle, at, end)
             if at < 0:
                 return None
-            after = at + len(self._needle) + 4
+            x_at = at + len(self._needle)
+            after = x_at + 4
             if payload[after:after + 1] == b"\xca":
-                return _read_uint(payload, after + 5)
+                seq = _read_uint(payload, after + 5)
+                if seq is None:
+                    return None
+                x, _, y = _XY.unpack_from(payload, x_at)
+                return seq, x, y
             at += 1
         return None
+
+
+_XY = struct.Struct(">fBf")  # x, y's 0xca marker, y: an entry's float32 after its eid
 
 
 def _read_uint(buf: bytes | bytearray, at: int) -> int | None:

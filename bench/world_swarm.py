@@ -17,6 +17,11 @@ later run with the same --users-file starts spread. --view-radius is the server'
 WORLD_VIEW_RADIUS, for the report. Registering is Argon2id-bound: for big swarms run
 the server with cheap hashing (ARGON2_TIME_COST=1 ARGON2_MEMORY_KIB=1024) or let
 --users-file keep the users of an earlier run (their tokens are reused while valid).
+
+SIGINT or SIGTERM while measuring ends the run early, with its report. --ledger FILE
+writes what the server acknowledged to each player: its own entries (seq and
+position) as they changed, its welcomes and its close code, each with the machine's
+monotonic clock; the fault suite audits it against Postgres (tests/faults/).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import base64
 import math
 import os
 import random
-import re
+import signal
 import time
 import uuid
 import zlib
@@ -60,8 +65,6 @@ class V1:
 
     name = "v1"
     snapshot_prefix = b'{"type":"snapshot"'
-    _digits = re.compile(rb"\d+")
-
     def __init__(self) -> None:
         self._needle = b""
 
@@ -75,12 +78,13 @@ class V1:
         body: dict[str, Any] = orjson.loads(payload)
         return body
 
-    def seq(self, buf: Buffer, start: int, end: int) -> int | None:
+    def entry(self, buf: Buffer, start: int, end: int) -> tuple[int, float, float] | None:
+        """(seq, x, y) of this player's entry: the one object around its id."""
         at = buf.find(self._needle, start, end)
         if at < 0:
             return None
-        digits = self._digits.match(buf, buf.find(b'"seq":', at, end) + 6)
-        return int(digits.group()) if digits else None
+        entry = orjson.loads(buf[buf.rfind(b"{", start, at):buf.find(b"}", at, end) + 1])
+        return entry["seq"], entry["x"], entry["y"]
 
     def visible(self, buf: Buffer, start: int, end: int, before: int) -> int:
         return buf.count(b'"id":', start, end)
@@ -105,8 +109,8 @@ class V2:
     def decode(self, payload: Buffer) -> dict[str, Any]:
         return v2.decode(payload)
 
-    def seq(self, buf: Buffer, start: int, end: int) -> int | None:
-        return self._own.seq(buf, start, end) if self._own else None
+    def entry(self, buf: Buffer, start: int, end: int) -> tuple[int, float, float] | None:
+        return self._own.entry(buf, start, end) if self._own else None
 
     def visible(self, buf: Buffer, start: int, end: int, before: int) -> int:
         base = buf.find(b"\xa4base", start, end) + 5
@@ -134,8 +138,9 @@ Wire = V1 | V2
 class Player:
     """One swarm client and what it measured."""
 
-    def __init__(self, user: dict[str, Any], wire: Wire) -> None:
+    def __init__(self, user: dict[str, Any], wire: Wire, *, ledger: bool = False) -> None:
         self.user = user
+        self.ledger = ledger
         self.character_id: str = user["character_id"]
         self.wire = wire
         self.sent_at: dict[int, float] = {}
@@ -154,6 +159,12 @@ class Player:
         self.seq = 0
         self.target_zone: str | None = None  # --zones: where it travels after joining
         self.reads_compressed = True  # inflates compressed snapshots (--read-every)
+        # --ledger: what the server acknowledged, with time.monotonic() (the same clock in
+        # every process of this machine): [t, seq, x, y] whenever its own entry changed,
+        # [t, zone, x, y] per welcome, and the close code it ended with.
+        self.acked: list[tuple[float, int, float, float]] = []
+        self.welcomes: list[tuple[float, str, float, float]] = []
+        self.close_code: str | None = None
 
     async def welcome(self) -> str:
         """Wait for the next welcome; the zone it is for."""
@@ -178,6 +189,7 @@ class Player:
             if body.get("type") == "welcome":
                 self.zone = body["zone"]
                 self.at = (body["character"]["x"], body["character"]["y"])
+                self.welcomes.append((time.monotonic(), body["zone"], *self.at))
                 wire.own(self.character_id, body.get("eid"))
                 self._welcomed.set()
             elif body.get("type") == "error":
@@ -189,11 +201,14 @@ class Player:
             self.bytes += end - start if wire_bytes is None else wire_bytes
             if self.snapshots % SAMPLE_EVERY == 0:
                 self.visible_samples.append(self.visible)
-        if not self.sent_at:
+        if not self.sent_at and not self.ledger:
             return
-        seq = wire.seq(buf, start, end)
-        if seq is None:
+        entry = wire.entry(buf, start, end)
+        if entry is None:
             return
+        if self.ledger and (not self.acked or self.acked[-1][1:] != entry):
+            self.acked.append((time.monotonic(), *entry))
+        seq = entry[0]
         for k in [k for k in self.sent_at if k <= seq]:
             sent = self.sent_at.pop(k)
             if measuring:
@@ -215,16 +230,17 @@ class Swarm:
             else:
                 await self._run_trio_websocket(player, ws_url)
         except ConnectionClosed as exc:
-            self.close_reason(str(exc.reason.code if exc.reason else 1006))
+            player.close_code = self.close_reason(str(exc.reason.code if exc.reason else 1006))
         except Closed as exc:
-            self.close_reason(str(exc.code))
+            player.close_code = self.close_reason(str(exc.code))
         except (HandshakeError, OSError) as exc:
-            self.close_reason(type(exc).__name__)
+            player.close_code = self.close_reason(type(exc).__name__)
         finally:
             player.send = None  # the mover moves it no more
 
-    def close_reason(self, reason: str) -> None:
+    def close_reason(self, reason: str) -> str:
         self.closed[reason] = self.closed.get(reason, 0) + 1
+        return reason
 
     async def _run_trio_websocket(self, player: Player, ws_url: str) -> None:
         # Big receive buffers: a 500-player v1 snapshot is ~50 KB, and trio-websocket's
@@ -409,7 +425,8 @@ async def run(args: argparse.Namespace) -> None:
             nursery.start_soon(swarm.mover)
             nursery.start_soon(swarm.hub.run)
             for i, user in enumerate(users):
-                player = Player(user, V2() if args.protocol == "v2" else V1())
+                player = Player(user, V2() if args.protocol == "v2" else V1(),
+                                ledger=bool(args.ledger))
                 player.reads_compressed = i % args.read_every == 0
                 if args.zones:
                     player.target_zone = args.zones[i % len(args.zones)]
@@ -423,12 +440,17 @@ async def run(args: argparse.Namespace) -> None:
             await trio.sleep(args.warmup_s)  # let the last ones settle before measuring
             swarm.measuring = True
             started, cpu_started = time.perf_counter(), _cpu(args)
-            await _report_while(swarm, args.duration)
+            await _measure(swarm, args.duration)
             elapsed = time.perf_counter() - started
             server_cpu = _cpu(args) - cpu_started if args.server_pid else None
             swarm.measuring = False
-            zones = (await http.get("/v1/world/zones")).json()["zones"]
+            try:
+                zones = (await http.get("/v1/world/zones")).json()["zones"]
+            except httpx.TransportError:  # the server is gone (a fault test killed it)
+                zones = []
             nursery.cancel_scope.cancel()
+    if args.ledger:
+        await trio.Path(args.ledger).write_bytes(orjson.dumps(ledger(swarm)))
     emit(f"world_swarm: {len(users)} players ({args.protocol}), moves at {args.move_hz} Hz, "
          f"{args.duration} s", summary(swarm, elapsed, server_cpu, zones), as_json=args.json)
 
@@ -442,6 +464,21 @@ async def _all_set(swarm: Swarm, event: str, timeout_s: float) -> None:
 
 def _cpu(args: argparse.Namespace) -> float:
     return cpu_seconds(args.server_pid) if args.server_pid else 0.0
+
+
+async def _measure(swarm: Swarm, duration_s: float) -> None:
+    """Measure for `duration_s`, or until SIGINT or SIGTERM ends the run early (it reports
+    what it measured, and writes the ledger, all the same)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_early() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_early)
+            await _report_while(swarm, duration_s)
+            nursery.cancel_scope.cancel()
 
 
 async def _report_while(swarm: Swarm, duration_s: float) -> None:
@@ -494,6 +531,15 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
     return result
 
 
+def ledger(swarm: Swarm) -> dict[str, object]:
+    """What the server acknowledged to each player (--ledger), for an audit to compare
+    with what it stored (tests/faults/)."""
+    return {"players": [{"character_id": p.character_id,
+                         "sent": p.seq, "acked": p.acked, "welcomes": p.welcomes,
+                         "close": p.close_code, "errors": p.errors}
+                        for p in swarm.players]}
+
+
 def _bounds(raw: str) -> tuple[float, float, float, float]:
     min_x, min_y, max_x, max_y = (float(part) for part in raw.split(","))
     return min_x, min_y, max_x, max_y
@@ -528,6 +574,9 @@ def main() -> None:
                              "(the others count them): latency and visible players are "
                              "measured on those, for a swarm that must fit in one core")
     parser.add_argument("--server-pid", type=int, help="report this process's CPU")
+    parser.add_argument("--ledger", help="write what the server acknowledged to each player "
+                                         "(its own entries' seq and position, its welcomes, "
+                                         "its close) to this JSON file")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     trio.run(run, parser.parse_args())
 

@@ -270,11 +270,12 @@ def test_a_view_refuses_to_be_followed_out_of_step() -> None:
                       "leave": []})
 
 
-def test_the_swarm_finds_its_own_seq_without_decoding() -> None:
+def test_the_swarm_finds_its_own_entry_without_decoding() -> None:
     zone = interest(0.0)
     for eid in range(300):
-        zone.enter(eid, f"c{eid}", f"n{eid}", float(eid), 0.0, eid * 3)
+        zone.enter(eid, f"c{eid}", f"n{eid}", eid + 0.5, -2.0 * eid, eid * 3)
     zone.seal(1)
     payload = zone.view(0).encoded(V2, None)[0]
-    assert [OwnEntry(eid).seq(payload) for eid in (0, 127, 128, 299)] == [0, 381, 384, 897]
-    assert OwnEntry(300).seq(payload) is None
+    assert [OwnEntry(eid).entry(payload) for eid in (0, 127, 128, 299)] == [
+        (0, 0.5, -0.0), (381, 127.5, -254.0), (384, 128.5, -256.0), (897, 299.5, -598.0)]
+    assert OwnEntry(300).entry(payload) is None

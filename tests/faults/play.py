@@ -1,0 +1,162 @@
+"""Players for the fault suite's play scenarios: `bench/world_swarm.py` in a process of
+its own (so that the load does not compete with the test's event loop), with a ledger
+of what the server acknowledged to each player, and the audits of positions against
+Postgres.
+
+Positions: a v2 snapshot shows float32 (docs/protocol.md, "World, protocol v2"), Postgres
+keeps the zone's exact numbers, so a stored position equals an acknowledged one when
+its float32 is the one shown.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import trio
+
+from server.process import Running
+from tests.helpers import eventually
+
+MOVE_HZ = 5.0
+JOIN_TRIES = 900  # polls of 0.1 s: 200 registrations and joins on a busy 2-core machine
+Position = tuple[float, float]
+
+
+def float32(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+@dataclass
+class Played:
+    """One player's side of the ledger (bench/world_swarm.py, `ledger`)."""
+
+    character_id: str
+    sent: int  # the last move seq it sent
+    acked: list[tuple[float, int, float, float]]  # [t, seq, x, y] as its entry changed
+    welcomes: list[tuple[float, str, float, float]]  # [t, zone, x, y]
+    close: str | None
+    errors: list[str]
+
+    def last_acked(self, before: float) -> tuple[float, int, float, float] | None:
+        earlier = [entry for entry in self.acked if entry[0] < before]
+        return earlier[-1] if earlier else None
+
+    def welcome_after(self, after: float) -> tuple[float, str, float, float] | None:
+        return next((w for w in self.welcomes if w[0] > after), None)
+
+    def current_until(self, position: Position) -> float | None:
+        """When the player's acknowledged position last stopped being the stored
+        `position` (the time of its next entry; inf if it still is), None if it never
+        was."""
+        at = shown(position)
+        found = [i for i, entry in enumerate(self.acked) if entry[2:] == at]
+        if not found:
+            return None
+        after = found[-1] + 1
+        return self.acked[after][0] if after < len(self.acked) else math.inf
+
+
+class Swarm:
+    """A running world_swarm and, once it has ended, its ledger."""
+
+    def __init__(self, process: trio.Process, ledger_file: Path, log: Path,
+                 users: Path) -> None:
+        self.process = process
+        self._ledger_file = ledger_file
+        self.log = log
+        self.users = users  # for another swarm of the same players
+
+    async def finished(self) -> dict[str, Played]:
+        """End the run (SIGTERM: the swarm reports and writes its ledger) and read it."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        with trio.fail_after(30):
+            code = await self.process.wait()
+        log = self.log.read_text()
+        assert code == 0, f"the swarm failed ({code}):\n{log[-3000:]}"
+        raw = orjson.loads(self._ledger_file.read_bytes())["players"]
+        return {p["character_id"]: Played(p["character_id"], p["sent"],
+                                          [tuple(a) for a in p["acked"]],
+                                          [tuple(w) for w in p["welcomes"]], p["close"],
+                                          p["errors"]) for p in raw}
+
+    @property
+    def report(self) -> dict[str, Any]:
+        """The swarm's JSON report (once finished)."""
+        text = self.log.read_text()
+        report: dict[str, Any] = orjson.loads(text[text.index("{"):text.rindex("}") + 1])
+        return report
+
+
+@asynccontextmanager
+async def swarm(folder: Path, url: str, n: int, *, users: Path | None = None,
+                duration_s: float = 300.0) -> AsyncIterator[Swarm]:
+    """`n` players joining the zone of the api at `url` in v2 and moving at MOVE_HZ until
+    `finished()` or `duration_s`: the users of the file `users` (those of an earlier
+    swarm), or registered afresh."""
+    run = uuid.uuid4().hex[:8]
+    ledger, log = folder / f"ledger-{run}.json", folder / f"swarm-{run}.log"
+    users = users or folder / f"users-{run}.json"
+    with open(log, "wb") as output:  # noqa: ASYNC230  (opening a local file: instant)
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "bench.world_swarm", "--url", url, "-n", str(n),
+             "--protocol", "v2", "--client", "raw", "--move-hz", str(MOVE_HZ),
+             "--duration", str(duration_s), "--ramp-s", "2", "--warmup-s", "0",
+             "--users-file", str(users),
+             "--ledger", str(ledger), "--json"],
+            stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield Swarm(process, ledger, log, users)
+    finally:
+        with trio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+async def players_in(url: str, zone: str) -> int:
+    """The players the api at `url` counts in `zone` (0 while it is down)."""
+    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
+        zones = (await http.get("/v1/world/zones")).json()["zones"]
+    return next((z["players"] for z in zones if z["zone"] == zone and z["up"]), 0)
+
+
+async def playing(url: str, zone: str, n: int, tries: int = JOIN_TRIES) -> float:
+    """Wait until `zone` counts `n` players; how long that took."""
+    began = time.monotonic()
+
+    async def counted() -> bool:
+        return await players_in(url, zone) == n
+
+    await eventually(counted, f"{n} players in {zone}", tries=tries)
+    return time.monotonic() - began
+
+
+async def _positions(conn: asyncpg.Connection) -> dict[str, Position]:
+    rows = await conn.fetch("SELECT id, x, y FROM characters.characters")
+    return {str(row["id"]): (row["x"], row["y"]) for row in rows}
+
+
+async def stored(observer: Running) -> dict[str, Position]:
+    """Every character's position in Postgres (a few thousand rows in this suite)."""
+    positions: dict[str, Position] = await observer.services.pg.transact(_positions)
+    return positions
+
+
+def shown(position: Position) -> Position:
+    """How a v2 snapshot shows a stored position."""
+    return float32(position[0]), float32(position[1])
