@@ -18,7 +18,8 @@ WORLD_VIEW_RADIUS, for the report. Registering is Argon2id-bound: for big swarms
 the server with cheap hashing (ARGON2_TIME_COST=1 ARGON2_MEMORY_KIB=1024) or let
 --users-file keep the users of an earlier run (their tokens are reused while valid).
 
-SIGINT or SIGTERM while measuring ends the run early, with its report. --ledger FILE
+SIGINT or SIGTERM while measuring ends the run early, with its report; SIGUSR1 stops
+the moves (the players stay). --ledger FILE
 writes what the server acknowledged to each player: its own entries (seq and
 position) as they changed, its welcomes and its close code, each with the machine's
 monotonic clock; the fault suite audits it against Postgres (tests/faults/).
@@ -220,6 +221,7 @@ class Swarm:
         self.args = args
         self.players: list[Player] = []
         self.measuring = False
+        self.moving = True  # until SIGUSR1
         self.closed: dict[str, int] = {}
         self.hub = EpollHub()  # the raw clients' sockets
 
@@ -333,7 +335,7 @@ class Swarm:
             tick += 1
             await trio.sleep_until(start + tick * step)
             for player in self.players[tick % slots::slots]:
-                if player.send is None:
+                if player.send is None or not self.moving:
                     continue
                 player.seq += 1
                 angle = player.seq * 0.7
@@ -438,6 +440,8 @@ async def run(args: argparse.Namespace) -> None:
             await _all_set(swarm, "joined", 60)
             await _all_set(swarm, "spread", 120)
             await trio.sleep(args.warmup_s)  # let the last ones settle before measuring
+            if args.ready_file:
+                await trio.Path(args.ready_file).touch()
             swarm.measuring = True
             started, cpu_started = time.perf_counter(), _cpu(args)
             await _measure(swarm, args.duration)
@@ -468,15 +472,19 @@ def _cpu(args: argparse.Namespace) -> float:
 
 async def _measure(swarm: Swarm, duration_s: float) -> None:
     """Measure for `duration_s`, or until SIGINT or SIGTERM ends the run early (it reports
-    what it measured, and writes the ledger, all the same)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    what it measured, and writes the ledger, all the same). SIGUSR1 stops the moves,
+    the players staying: what they were last shown is then where they are."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
 
-            async def stop_early() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
+            async def obey() -> None:
+                async for signum in signals:
+                    if signum == signal.SIGUSR1:
+                        swarm.moving = False
+                    else:
+                        nursery.cancel_scope.cancel()
 
-            nursery.start_soon(stop_early)
+            nursery.start_soon(obey)
             await _report_while(swarm, duration_s)
             nursery.cancel_scope.cancel()
 
@@ -574,6 +582,8 @@ def main() -> None:
                              "(the others count them): latency and visible players are "
                              "measured on those, for a swarm that must fit in one core")
     parser.add_argument("--server-pid", type=int, help="report this process's CPU")
+    parser.add_argument("--ready-file", help="touch this file when the players are in and "
+                                             "measuring begins")
     parser.add_argument("--ledger", help="write what the server acknowledged to each player "
                                          "(its own entries' seq and position, its welcomes, "
                                          "its close) to this JSON file")

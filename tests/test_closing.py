@@ -32,30 +32,20 @@ from server.config import Settings
 from server.process import Roles, Running, run_process
 from server.ws import codec
 from tests.helpers import running_process, use_api_loop
-from tests.world import WORLD_PATH, connect, crowd, joined, new_player, raw_upgrade, ws_url
+from tests.world import (
+    FLOOD_S,
+    WORLD_PATH,
+    connect,
+    crowd,
+    flood,
+    joined,
+    leftover,
+    new_player,
+    raw_upgrade,
+    ws_url,
+)
 
-FLOOD_S = 1.0
 PING = client_frame(b"are you there", codec.PING)  # control frames: never rate limited
-
-
-async def flood(stream: trio.SocketStream, frame: bytes, *, seconds: float = FLOOD_S,
-                limit_bytes: int | None = None) -> int:
-    """Send `frame` again and again without reading, for `seconds` (or `limit_bytes`);
-    the bytes sent. A reset while sending is what a WebSocket library reports as an
-    abnormal closure (1006) before it reads the close frame: it fails the test."""
-    sent = 0
-    with trio.move_on_after(seconds):
-        while limit_bytes is None or sent < limit_bytes:
-            try:
-                await stream.send_all(frame)
-            except trio.BrokenResourceError as exc:
-                pytest.fail(f"the server reset the connection after {sent} bytes: {exc!r}")
-            sent += len(frame)
-    return sent
-
-
-def leftover(head: bytes) -> bytes:
-    return head.partition(b"\r\n\r\n")[2]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 
 from server.ws import codec
 from server.ws.messages import (
+    MSGPACK,
     CloseFrame,
     Conversation,
     Join,
@@ -83,6 +84,19 @@ def test_bad_messages_are_refusals(payload: bytes, code: str) -> None:
     refusal = joined().receive(codec.TEXT, payload, 0)
     assert isinstance(refusal, Refusal) and refusal.code == code, refusal
     assert refusal.message
+
+
+def test_text_that_is_not_utf8_closes_with_1007_on_either_wire() -> None:
+    """RFC 6455 8.1; text that is UTF-8 but not JSON stays a bad_json refusal."""
+    bad = b'{"type": "\xff\xfe"}'
+    assert joined().receive(codec.TEXT, bad, 0) == Violation(1007, "text must be UTF-8")
+    v2 = Conversation(max_messages_per_s=30.0, join_timeout_s=10.0, idle_timeout_s=60.0,
+                      now=0.0, wire=MSGPACK)
+    assert v2.receive(codec.TEXT, bad, 0) == Violation(1007, "text must be UTF-8")
+    assert v2.receive(codec.TEXT, b"ok", 0) == \
+        Refusal("validation_failed", "send binary frames of MessagePack")
+    refusal = joined().receive(codec.TEXT, "{é".encode(), 0)
+    assert isinstance(refusal, Refusal) and refusal.code == "bad_json"
 
 
 def test_binary_frames_are_refused() -> None:

@@ -70,6 +70,29 @@ async def raw_upgrade(http_url: str, token: str | None, *, origin: str | None = 
                                protocol=protocol)
 
 
+FLOOD_S = 1.0
+
+
+async def flood(stream: trio.SocketStream, frame: bytes, *, seconds: float = FLOOD_S,
+                limit_bytes: int | None = None) -> int:
+    """Send `frame` again and again without reading, for `seconds` (or `limit_bytes`);
+    the bytes sent. A reset while sending is what a WebSocket library reports as an
+    abnormal closure (1006) before it reads the close frame: it fails the test."""
+    sent = 0
+    with trio.move_on_after(seconds):
+        while limit_bytes is None or sent < limit_bytes:
+            try:
+                await stream.send_all(frame)
+            except trio.BrokenResourceError as exc:
+                pytest.fail(f"the server reset the connection after {sent} bytes: {exc!r}")
+            sent += len(frame)
+    return sent
+
+
+def leftover(head: bytes) -> bytes:
+    return head.partition(b"\r\n\r\n")[2]
+
+
 async def send(conn: WebSocketConnection, message: Message) -> None:
     await conn.send_message(orjson.dumps(message).decode())
 

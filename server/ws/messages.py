@@ -95,11 +95,11 @@ class Wire:
     name: str  # V1 or V2 (zones/interest.py)
     opcode: int  # the frames its messages come in
     wrong_frame: Refusal  # the answer to a frame of the other kind
-    decode: Callable[[bytes], object | Refusal]
+    decode: Callable[[bytes], object | Refusal | Violation]
     encode: Callable[[object], bytes]
 
 
-def _json(payload: bytes) -> object | Refusal:
+def _json(payload: bytes) -> object | Refusal | Violation:
     try:
         body: object = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -194,7 +194,7 @@ class Conversation:
             self.deadline = now + self._idle_timeout_s
         body = self.wire.decode(payload)
         if type(body) is not dict:
-            return body if isinstance(body, Refusal) else _NOT_AN_OBJECT
+            return body if isinstance(body, Refusal | Violation) else _NOT_AN_OBJECT
         kind = body.get("type")
         if kind == "move":
             return self._move(body)
@@ -216,6 +216,8 @@ class Conversation:
             return None
         if not self._bucket.take(now):  # a data frame of the other wire's kind
             return Violation(4008, "too many messages")
+        if opcode == codec.TEXT and _not_utf8(payload):
+            return _NOT_UTF8
         return self.wire.wrong_frame
 
     def _move(self, body: dict[str, object]) -> Move | Refusal:
@@ -261,9 +263,23 @@ def _travel(body: dict[str, object]) -> Travel | Refusal:
     return Travel(zone)
 
 
-def _not_json(payload: bytes) -> Refusal:
-    """The error for a message orjson refused: NaN, Infinity or a number too large for a
-    double are JSON-ish (the stdlib reads them) but not finite numbers."""
+def _not_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+_NOT_UTF8 = Violation(1007, "text must be UTF-8")  # RFC 6455 8.1: fail the connection
+
+
+def _not_json(payload: bytes) -> Refusal | Violation:
+    """The answer to a message orjson refused: text that is not UTF-8 closes the socket;
+    NaN, Infinity or a number too large for a double are JSON-ish (the stdlib reads
+    them) but not finite numbers."""
+    if _not_utf8(payload):
+        return _NOT_UTF8
     try:
         json.loads(payload)
     except ValueError:

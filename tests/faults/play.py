@@ -73,12 +73,29 @@ class Played:
 class Swarm:
     """A running world_swarm and, once it has ended, its ledger."""
 
-    def __init__(self, process: trio.Process, ledger_file: Path, log: Path,
-                 users: Path) -> None:
+    def __init__(self, process: trio.Process, url: str, n: int, ledger_file: Path,
+                 ready_file: Path, log: Path, users: Path) -> None:
         self.process = process
+        self.url, self.n = url, n
         self._ledger_file = ledger_file
+        self._ready_file = ready_file
         self.log = log
         self.users = users  # for another swarm of the same players
+
+    async def ready(self, zone: str) -> None:
+        """Wait until the swarm has its players in and measures, and `zone` counts them
+        all (a zone's count alone could be a killed zone's, listed until its lease ends)."""
+        async def touched() -> bool:
+            return await trio.Path(self._ready_file).exists()
+
+        await eventually(touched, "the swarm's players to be in", tries=JOIN_TRIES)
+        await playing(self.url, zone, self.n)
+
+    async def settled(self) -> None:
+        """Stop the moves (SIGUSR1) and give the last ones time to be acknowledged: where
+        the players were last shown is then where they are."""
+        self.process.send_signal(signal.SIGUSR1)
+        await trio.sleep(1)
 
     async def finished(self) -> dict[str, Played]:
         """End the run (SIGTERM: the swarm reports and writes its ledger) and read it."""
@@ -110,6 +127,7 @@ async def swarm(folder: Path, url: str, n: int, *, users: Path | None = None,
     swarm), or registered afresh."""
     run = uuid.uuid4().hex[:8]
     ledger, log = folder / f"ledger-{run}.json", folder / f"swarm-{run}.log"
+    ready = folder / f"ready-{run}"
     users = users or folder / f"users-{run}.json"
     with open(log, "wb") as output:  # noqa: ASYNC230  (opening a local file: instant)
         process = await trio.lowlevel.open_process(
@@ -117,10 +135,10 @@ async def swarm(folder: Path, url: str, n: int, *, users: Path | None = None,
              "--protocol", "v2", "--client", "raw", "--move-hz", str(MOVE_HZ),
              "--duration", str(duration_s), "--ramp-s", "2", "--warmup-s", "0",
              "--users-file", str(users),
-             "--ledger", str(ledger), "--json"],
+             "--ledger", str(ledger), "--ready-file", str(ready), "--json"],
             stdout=output, stderr=subprocess.STDOUT)
     try:
-        yield Swarm(process, ledger, log, users)
+        yield Swarm(process, url, n, ledger, ready, log, users)
     finally:
         with trio.CancelScope(shield=True):
             if process.returncode is None:

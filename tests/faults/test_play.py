@@ -1,4 +1,6 @@
-"""Fault scenarios during play (issue 13's table: zone killed and stopped, api killed).
+"""Fault scenarios during play (issue 13's table: Postgres down during play, zone killed
+and stopped, api killed, a silent reader, floods and bad frames, a token expiring in
+play).
 
 200 players (bench/world_swarm.py in its own process, tests/faults/play.py) play zone
 z1 through an `outpost api` process while the zone runs in an `outpost zone z1`
@@ -12,32 +14,58 @@ observer (no roles) reads Postgres; waits are bounded polls.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
+import orjson
+import psutil
 import trio
+from trio_websocket import ConnectionClosed
 
+from auth.tokens import Tokens
+from bench import v2
+from bench.rawws import client_frame, close_of, received_until
 from server.config import Settings
+from server.devstack import DevStack
 from server.process import Roles, Running
+from server.ws import codec
 from tests.faults.ledger import Figures, record
 from tests.faults.play import Played, Position, playing, shown, stored, swarm
-from tests.helpers import running_process, use_api_loop
+from tests.helpers import (
+    assert_error,
+    bearer,
+    running_process,
+    scrape,
+    total,
+    use_api_loop,
+    within,
+)
 from tests.processes import Outpost, process_env, started
+from tests.world import connect, flood, joined, leftover, new_player, raw_upgrade, send, ws_url
 
 PLAYERS = 200
 ZONE = "z1"
 CHECKPOINT_S = 1.0
 SAVE_SLACK_S = 0.5  # a checkpoint's own batch, and the snapshot's way to the player
+SLOW_CLOSE_S = 3.0
+POSTGRES_DOWN_S = 10.0
+TOKEN_TTL_S = 5
 
 
 @asynccontextmanager
-async def world(settings: Settings, nursery: trio.Nursery, tmp_path: Path
+async def world(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
+                checkpoint_s: float = CHECKPOINT_S
                 ) -> AsyncIterator[tuple[Running, Outpost, dict[str, str]]]:
     """The observer, an api process, and the environment a zone process takes."""
-    env = process_env(settings, WORLD_CHECKPOINT=str(CHECKPOINT_S), WORLD_ZONES=ZONE)
+    env = process_env(settings, WORLD_CHECKPOINT=str(checkpoint_s), WORLD_ZONES=ZONE,
+                      WORLD_SLOW_CLOSE=str(SLOW_CLOSE_S))
     async with (running_process(settings, nursery, Roles(http=False)) as observer,
                 started(tmp_path, "api", env=env) as api):
         use_api_loop(observer)
@@ -75,7 +103,7 @@ async def test_a_zone_stopped_then_killed_during_play(
             AsyncExitStack() as stack:
         first = await stack.enter_async_context(started(tmp_path, "zone", ZONE, env=env))
         players = await stack.enter_async_context(swarm(tmp_path, api.url, PLAYERS))
-        await playing(api.url, ZONE, PLAYERS)
+        await players.ready(ZONE)
         await trio.sleep(2)
         assert await first.stop(signal.SIGTERM) == 0
         saved_at_stop = await stored(observer)
@@ -89,6 +117,7 @@ async def test_a_zone_stopped_then_killed_during_play(
         await second.process.wait()
         saved_at_kill = await stored(observer)
         ledger = await players.finished()
+        await playing(api.url, ZONE, 0)  # its lease ran out: no zone left for the next test
     assert len(ledger) == PLAYERS
     not_last = unlike_acked(ledger, saved_at_stop, restarted)
     not_welcomed = welcomed_elsewhere(ledger, saved_at_stop, restarted)
@@ -111,7 +140,7 @@ async def test_an_api_killed_with_its_sessions(
     async with world(settings, nursery, tmp_path) as (observer, api, env), \
             started(tmp_path, "zone", ZONE, env=env):
         async with swarm(tmp_path, api.url, PLAYERS) as players:
-            await playing(api.url, ZONE, PLAYERS)
+            await players.ready(ZONE)
             await trio.sleep(2)
             api.process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
@@ -122,7 +151,7 @@ async def test_an_api_killed_with_its_sessions(
             gone_after = time.monotonic() - killed
             saved = await stored(observer)
             async with swarm(tmp_path, second.url, PLAYERS, users=players.users) as again:
-                await playing(second.url, ZONE, PLAYERS)
+                await again.ready(ZONE)
                 rejoined = await again.finished()
     at_last_ack = [c for c, p in ledger.items()
                    if (last := p.last_acked(killed)) is not None and shown(saved[c]) == last[2:]]
@@ -140,3 +169,245 @@ async def test_an_api_killed_with_its_sessions(
                    f"{len(newer)}; {PLAYERS - len(not_welcomed)} welcomed there; "
                    f"{reset} sockets reset"))
     assert (older, not_welcomed) == ([], [])
+
+
+async def _closes(url: str, code: int) -> float:
+    async with httpx.AsyncClient() as http:
+        return total(await scrape(http, f"{url}/metrics"), "outpost_ws_closes_total",
+                     code=str(code))
+
+
+async def test_a_silent_reader_among_200(
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with world(settings, nursery, tmp_path) as (_, api, env), \
+            started(tmp_path, "zone", ZONE, env=env), \
+            swarm(tmp_path, api.url, PLAYERS) as players, \
+            httpx.AsyncClient(base_url=api.url) as http:
+        silent = await new_player(http, "Silent")
+        await players.ready(ZONE)
+        rss_before = psutil.Process(api.process.pid).memory_info().rss
+        dropped_before = await _closes(api.url, 1006)
+        stream, head = await raw_upgrade(api.url, silent["token"], rcvbuf=4096)
+        async with stream:
+            assert head.startswith(b"HTTP/1.1 101"), head
+            await stream.send_all(client_frame(orjson.dumps(
+                {"type": "join", "character_id": silent["character"]["id"]})))
+            await received_until(stream, b'"type":"welcome"')
+            joined_at = time.monotonic()  # from now on it reads nothing
+            await playing(api.url, ZONE, PLAYERS + 1)
+            await playing(api.url, ZONE, PLAYERS)  # it was dropped, and left the zone
+            dropped_after = time.monotonic() - joined_at
+            await trio.sleep(2)  # the others, after
+            rss_after = psutil.Process(api.process.pid).memory_info().rss
+            dropped = await _closes(api.url, 1006) - dropped_before
+        ledger = await players.finished()
+        report = players.report
+    rates, p99 = report["snapshots_per_s_per_client"], report["input_latency"]["p99_ms"]
+    grown_mb = (rss_after - rss_before) / 2**20
+    record(Figures("slow and silent readers", f"{PLAYERS} players moving at 5 Hz",
+                   "1 more that never reads (4 KB receive buffer)", dropped_after, 0, 0,
+                   f"dropped after {dropped_after:.1f} s (WORLD_SLOW_CLOSE {SLOW_CLOSE_S:g}); "
+                   f"others' snapshots/s min {rates['min']}, latency p99 {p99} ms; api "
+                   f"memory {grown_mb:+.1f} MB"))
+    assert dropped == 1  # the silent one, without a close frame: there is no room for one
+    assert all(played.close is None for played in ledger.values())
+    assert rates["min"] >= 19.0, rates  # nobody else skipped a snapshot (20 Hz ticks)
+    assert p99 < 250, p99  # a fan-out stalled by the silent one would take seconds
+    assert grown_mb < 20, grown_mb
+
+
+async def test_a_token_expiring_in_play(
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # No checkpoint in the session's life: the position is saved because it left.
+    async with world(settings, nursery, tmp_path, checkpoint_s=60) as (observer, api, env), \
+            started(tmp_path, "zone", ZONE, env=env), \
+            swarm(tmp_path, api.url, PLAYERS) as players, \
+            httpx.AsyncClient(base_url=api.url) as http:
+        me = await new_player(http, "Expiring")
+        character_id = me["character"]["id"]
+        await players.ready(ZONE)
+        short = Tokens(settings.jwt_secret, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]))
+        expires = time.time() + TOKEN_TTL_S  # to within the token's whole second
+        acked: tuple[float, float] | None = None
+        async with connect(ws_url(api.url, short)) as conn:
+            await joined(conn, character_id)
+
+            async def move() -> None:
+                """Until a second before expiry, so that every move is acknowledged before
+                the close (one in flight at the close would be applied unseen)."""
+                seq = 0
+                while time.time() < expires - 1.5:
+                    seq += 1
+                    await send(conn, {"type": "move", "dx": 0.5, "dy": -0.25, "seq": seq})
+                    await trio.sleep(0.2)
+
+            with trio.fail_after(TOKEN_TTL_S + 5):
+                async with trio.open_nursery() as moving:
+                    moving.start_soon(move)
+                    try:
+                        while True:
+                            message = orjson.loads(await conn.get_message())
+                            for entry in message.get("players", ()):
+                                if entry["id"] == character_id and entry["seq"]:
+                                    acked = (entry["x"], entry["y"])
+                    except ConnectionClosed as closed:
+                        code = closed.reason.code if closed.reason else None
+                        late_s = time.time() - expires
+                    moving.cancel_scope.cancel()
+        closed_at = time.monotonic()
+
+        async def saved_there() -> bool:
+            return (await stored(observer))[character_id] == acked
+
+        await within(saved_there, tries=100)  # the zone saves it as it leaves
+        saved_s = time.monotonic() - closed_at
+        saved = (await stored(observer))[character_id]
+        login = await http.post("/v1/auth/login", json={"username": me["username"],
+                                                         "password": me["password"]})
+        assert login.status_code == 200, login.text
+        async with connect(ws_url(api.url, login.json()["token"])) as conn:
+            resumed = await joined(conn, character_id)
+        mine = await http.get("/v1/characters", headers=bearer(login.json()["token"]))
+        assert mine.status_code == 200
+        ledger = await players.finished()
+    at = (resumed["character"]["x"], resumed["character"]["y"])
+    record(Figures("token expiry in play", f"1 player among {PLAYERS}, moving at 5 Hz",
+                   f"its token expires {TOKEN_TTL_S} s into the session", saved_s,
+                   int(saved != acked) + int(at != saved), 0,
+                   f"closed {code} {late_s:+.1f} s from expiry; saved {saved}, last acked "
+                   f"{acked}; resumed at {at}"))
+    assert code == 4001
+    assert -1.0 <= late_s <= 1.5, late_s  # JWT times are whole seconds
+    assert acked is not None and saved == acked and at == saved
+    assert all(played.close is None for played in ledger.values())
+
+
+async def _ticks(zone: Outpost) -> tuple[float, float]:
+    """When, and how many ticks the zone process had made (its own /metrics)."""
+    async with httpx.AsyncClient() as http:
+        samples = await scrape(http, zone.metrics_url)
+    return time.monotonic(), total(samples, "outpost_zone_tick_seconds_count")
+
+
+async def test_postgres_down_during_play(
+    stack: DevStack, settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with world(settings, nursery, tmp_path) as (observer, api, env), \
+            started(tmp_path, "zone", ZONE, env=env) as zone, \
+            swarm(tmp_path, api.url, PLAYERS) as players, \
+            httpx.AsyncClient(base_url=api.url) as http:
+        me = await new_player(http, "Lister")
+        await players.ready(ZONE)
+        stack.postgres.stop()
+        began, tick_began = await _ticks(zone)
+        answers = []
+        while time.monotonic() - began < POSTGRES_DOWN_S:
+            asked = time.monotonic()
+            response = await http.get("/v1/characters", headers=bearer(me["token"]))
+            answers.append(time.monotonic() - asked)
+            assert_error(response, 503, "unavailable")
+            await trio.sleep(1)
+        ended, tick_ended = await _ticks(zone)
+        stack.postgres.start()
+        back = time.monotonic()
+
+        async def ready() -> bool:
+            return (await http.get("/readyz")).status_code == 200
+
+        await within(ready, tries=300)
+        recovered = time.monotonic() - back
+        await players.settled()
+        ledger = await players.finished()  # they leave: the zone saves each of them
+        ids = set(ledger)
+
+        async def saved() -> bool:
+            return not unlike_acked(ledger, {c: p for c, p in (await stored(observer)).items()
+                                             if c in ids}, math.inf)
+
+        await within(saved, tries=100)
+        unsaved = unlike_acked(ledger, await stored(observer), math.inf)
+        report = players.report
+    tick_rate = (tick_ended - tick_began) / (ended - began)
+    record(Figures("Postgres down during play", f"{PLAYERS} players moving at 5 Hz",
+                   f"Postgres stopped {POSTGRES_DOWN_S:g} s, then started", recovered,
+                   len(unsaved), 0,
+                   f"ticks at {tick_rate:.1f}/s meanwhile; {len(answers)} lists answered "
+                   f"503 in at most {1000 * max(answers):.0f} ms; snapshots/s min "
+                   f"{report['snapshots_per_s_per_client']['min']}; "
+                   f"{PLAYERS - len(unsaved)} saved at the last acked"))
+    assert tick_rate >= 19.0, tick_rate
+    assert max(answers) < settings.db_timeout_s, answers
+    assert report["snapshots_per_s_per_client"]["min"] >= 19.0, report
+    assert unsaved == []
+
+
+async def _abused(url: str, user: dict[str, Any], abuse: bytes, *, join: bool = False,
+                  flood_bytes: int = 0, wire: str = "v1") -> int | str:
+    """Send `abuse` on a socket of `user`'s (joined first if `join`; again and again for
+    `flood_bytes`, within a second, if given): the close code it got, or the error code
+    if the socket stayed open (it then answers a ping)."""
+    v2_wire = wire == "v2"
+    opcode = codec.BINARY if v2_wire else codec.TEXT
+    encode = v2.encode if v2_wire else orjson.dumps
+    stream, head = await raw_upgrade(url, user["token"], protocol=v2.SUBPROTOCOL if v2_wire
+                                     else None)
+    async with stream:
+        assert head.startswith(b"HTTP/1.1 101"), head
+        if join:
+            await stream.send_all(client_frame(encode(
+                {"type": "join", "character_id": user["character"]["id"]}), opcode))
+            head += await received_until(stream, b"welcome")
+        if flood_bytes:
+            await flood(stream, abuse, seconds=1.0, limit_bytes=flood_bytes)
+        else:
+            await stream.send_all(abuse)
+        if v2_wire:  # an error, not a close: then the socket still answers
+            await received_until(stream, b"bad_json")
+            await stream.send_all(client_frame(v2.encode({"type": "ping", "t": 1}), opcode))
+            await received_until(stream, b"pong")
+            return "bad_json"
+        code, _ = await close_of(stream, leftover(head))
+        return code
+
+
+async def test_floods_and_bad_frames_among_200(
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    move = client_frame(b'{"type":"move","dx":0.1,"dy":0,"seq":1}')
+    huge = 2 << 20  # 2 MiB, all of it sent
+    cases: dict[str, tuple[bytes, dict[str, Any], int | str]] = {  # docs/protocol.md
+        "10,000 moves in 1 s": (move * 100, {"join": True, "flood_bytes": 10_000 * len(move)},
+                                4008),
+        "a 2 MiB frame": (client_frame(b"x" * huge), {}, 4008),
+        "an unfinished fragment": (client_frame(b'{"type":', fin=False)
+                                   + client_frame(b'"ping"}'), {}, 1002),  # RFC 6455
+        "bad UTF-8": (client_frame(b'{"type": "\xff\xfe"}'), {}, 1007),  # RFC 6455
+        "bad MessagePack": (client_frame(b"\xc1\x00", codec.BINARY), {"wire": "v2"},
+                            "bad_json"),
+    }
+    async with world(settings, nursery, tmp_path) as (_, api, env), \
+            started(tmp_path, "zone", ZONE, env=env), \
+            swarm(tmp_path, api.url, PLAYERS) as players, \
+            httpx.AsyncClient(base_url=api.url) as http:
+        abusers = [await new_player(http, f"Abuser{i}") for i in range(len(cases))]
+        await players.ready(ZONE)
+        got = {name: await _abused(api.url, user, abuse, **options)
+               for (name, (abuse, options, _)), user in zip(cases.items(), abusers,
+                                                            strict=True)}
+        await trio.sleep(1)  # the others, after
+        ledger = await players.finished()
+        report = players.report
+    expected = {name: answer for name, (_, _, answer) in cases.items()}
+    wrong = {name: got[name] for name in cases if got[name] != expected[name]}
+    rates, p99 = report["snapshots_per_s_per_client"], report["input_latency"]["p99_ms"]
+    record(Figures("floods and bad frames", f"{PLAYERS} players moving at 5 Hz",
+                   ", ".join(cases), 0.0, len(wrong), 0,
+                   "; ".join(f"{name}: {answer}" for name, answer in got.items())
+                   + f"; others' snapshots/s min {rates['min']}, latency p99 {p99} ms"))
+    assert wrong == {}, wrong
+    assert all(played.close is None for played in ledger.values())
+    assert rates["min"] >= 19.0, rates
+    assert p99 < 250, p99
+
