@@ -296,3 +296,21 @@ async def test_sigterm_of_a_zone_saves_positions_first(
         assert (await next_of(conn, "error"))["code"] == "zone_unavailable"
     [row] = await stored_characters(settings, [e_id])
     assert (row.x, row.y) == (-1.5, 0.5)
+
+
+async def test_joining_the_same_character_again_through_a_zone_process_is_no_takeover(
+    cluster: dict[str, Outpost]
+) -> None:
+    """A second join of its own character on the same socket (what a rejoin sent again
+    while the first was being answered also is) gets a fresh welcome, not a 4009."""
+    api = cluster["api"]
+    (ada,) = await players(api, 1)
+    a_id = ada["character"]["id"]
+    async with connect(ws_url(api.url, ada["token"])) as conn:
+        first = await joined(conn, a_id)
+        await send(conn, {"type": "move", "dx": 1.0, "dy": 0.0, "seq": 1})
+        await snapshot_with(conn, a_id, lambda e: e["seq"] == 1)
+        again = await joined(conn, a_id)
+        assert (first["character"]["x"], again["character"]["x"]) == (0.0, 1.0)
+        await send(conn, {"type": "move", "dx": 1.0, "dy": 0.0, "seq": 2})
+        await snapshot_with(conn, a_id, lambda e: (e["x"], e["seq"]) == (2.0, 2))

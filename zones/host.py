@@ -158,10 +158,15 @@ class ZoneHost:
             body = orjson.loads(message.data)
             entrant = Entrant(body["character_id"], body["user_id"], body["name"],
                               float(body["x"]), float(body["y"]), bool(body["placed"]))
-            member = RemoteMember(self, body["api"], body["session"])
+            api, session = body["api"], body["session"]
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.error("zone %s: malformed join %r", self.zone_id, message.data)
             return {"error": "validation_failed", "message": "malformed join"}
+        # A session joining its own character again (a client's second join, or a rejoin
+        # sent again while the first was answered) is that member still, not a takeover.
+        known = self._members.get(entrant.character_id)
+        member = known if known is not None and (known.api, known.session) == (api, session) \
+            else RemoteMember(self, api, session)
         try:
             admission = await actor.join(entrant, member)
         except DomainError as exc:

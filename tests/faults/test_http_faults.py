@@ -1,5 +1,5 @@
-"""Fault scenarios of the HTTP API (issue 13's table: Redis stopped and paused, brute
-force).
+"""Fault scenarios of the HTTP API and the world's edge (issue 13's table: Redis stopped
+and paused, brute force, slowloris).
 
 Covers: character lists read without pause while Redis is stopped, and again while it
 is frozen (SIGSTOP) for 5 s: every answer 200 with exactly the characters the ledger
@@ -7,7 +7,9 @@ holds, served from Postgres, and cached again once Redis is back (the api's cach
 counter moves); 200 wrong passwords for one account and 1,000 attempts from one
 address are limited per account and per address with 429 and Retry-After, an unknown
 user gets the very answer a wrong password gets, and a player from another address
-logs in meanwhile.
+logs in meanwhile; 500 half-open handshakes and 500 upgraded sockets that never join
+are closed at their deadlines while real users log in, and the api's descriptors come
+back to where they were.
 
 Rules: the fault suite's durable services; `outpost api` subprocesses (each with its
 own in-memory login limits); the ledger in this process.
@@ -15,18 +17,22 @@ own in-memory login limits); the ledger in this process.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
+import psutil
 import trio
 
+from bench.rawws import close_of
 from server.config import Settings
 from server.devstack import DevStack
 from tests.faults.ledger import Figures, Ledger, Load, record
-from tests.helpers import bearer, eventually, register, scrape, total
+from tests.helpers import bearer, eventually, register, scrape, total, within
 from tests.processes import process_env, started
+from tests.world import new_player, raw_upgrade
 
 PLAYERS = 50
 FAULT_S = 5.0
@@ -155,3 +161,80 @@ async def test_brute_force_is_limited_per_account_and_per_address(
     assert per_address == {401: settings.login_rate_per_address - 2,
                            429: 1000 - settings.login_rate_per_address + 2}
     assert login.status_code == 200, login.text
+
+
+SLOW_SOCKETS = 500  # of each kind: 1,000 in all
+HANDSHAKE_TIMEOUT_S = 2.0
+JOIN_TIMEOUT_S = 3.0
+LOGINS = 10
+
+
+async def test_slowloris(settings: Settings, nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Half-open handshakes and upgraded sockets that never join, 1,000 in all, while
+    real users log in."""
+    env = process_env(settings, WORLD_HANDSHAKE_TIMEOUT=str(HANDSHAKE_TIMEOUT_S),
+                      WORLD_JOIN_TIMEOUT=str(JOIN_TIMEOUT_S))
+    async with started(tmp_path, "api", env=env) as api, \
+            httpx.AsyncClient(base_url=api.url) as http:
+        me, *others = [await new_player(http, f"Patient{i}") for i in range(LOGINS + 1)]
+        fds = psutil.Process(api.process.pid).num_fds
+        baseline = fds()
+        host, port = api.url.removeprefix("http://").split(":")
+        half_open: list[trio.SocketStream] = []
+        for _ in range(SLOW_SOCKETS):
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(f"GET /v1/world/ws?token={me['token']} HTTP/1.1\r\n"
+                                  f"Host: {host}\r\n".encode())  # and never the end
+            half_open.append(stream)
+        never_joined = [(await raw_upgrade(api.url, me["token"]))[0]
+                        for _ in range(SLOW_SOCKETS)]
+        opened = time.monotonic()
+        at_peak = fds()
+        logins = []
+        for user in others:
+            asked = time.monotonic()
+            login = await http.post("/v1/auth/login", json={"username": user["username"],
+                                                             "password": user["password"]})
+            logins.append((login.status_code, time.monotonic() - asked))
+        ends: list[float] = []  # after `opened`, of the half-open ones
+        codes: list[int] = []
+
+        async def ended(stream: trio.SocketStream) -> None:
+            with trio.fail_after(JOIN_TIMEOUT_S + 10):
+                while await stream.receive_some(65536):
+                    pass
+            ends.append(time.monotonic() - opened)
+
+        async def closed_with(stream: trio.SocketStream) -> None:
+            code, _ = await close_of(stream, timeout_s=JOIN_TIMEOUT_S + 10)
+            codes.append(code)
+
+        async with trio.open_nursery() as waiting:
+            for stream in half_open:
+                waiting.start_soon(ended, stream)
+            for stream in never_joined:
+                waiting.start_soon(closed_with, stream)
+        all_closed = time.monotonic() - opened
+        for stream in half_open + never_joined:
+            await stream.aclose()
+
+        async def back_to_baseline() -> bool:
+            return fds() <= baseline + 5
+
+        await within(back_to_baseline, tries=50)
+        after = fds()
+    slowest_login = max(seconds for _, seconds in logins)
+    record(Figures("slowloris", f"{SLOW_SOCKETS} half-open handshakes + {SLOW_SOCKETS} "
+                   "upgraded sockets that never join", f"handshake timeout "
+                   f"{HANDSHAKE_TIMEOUT_S:g} s, join timeout {JOIN_TIMEOUT_S:g} s",
+                   all_closed, 0, 0,
+                   f"half-open ones closed within {max(ends):.1f} s, the others with "
+                   f"{codes.count(4008)} x 4008 within {all_closed:.1f} s; "
+                   f"{sum(s == 200 for s, _ in logins)}/{LOGINS} logins OK meanwhile, slowest "
+                   f"{1000 * slowest_login:.0f} ms; api descriptors {baseline} -> {at_peak} "
+                   f"-> {after}"))
+    assert codes == [4008] * SLOW_SOCKETS
+    assert [status for status, _ in logins] == [200] * LOGINS
+    assert max(ends) < HANDSHAKE_TIMEOUT_S + 1.0, max(ends)
+    assert at_peak >= baseline + 2 * SLOW_SOCKETS - 10  # they were all open at once
+    assert after <= baseline + 5

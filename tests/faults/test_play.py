@@ -1,12 +1,12 @@
 """Fault scenarios during play (issue 13's table: Postgres down during play, zone killed
-and stopped, api killed, a silent reader, floods and bad frames, a token expiring in
-play).
+and stopped, api killed, slow and silent readers, floods and bad frames, token expiry
+in play).
 
 200 players (bench/world_swarm.py in its own process, tests/faults/play.py) play zone
 z1 through an `outpost api` process while the zone runs in an `outpost zone z1`
 process, as operators run them. The swarm's ledger holds every position a snapshot
 acknowledged to each player, and every welcome; after each fault, Postgres is
-compared with it.
+compared with it. Slowloris needs no players: 1,000 sockets that never get anywhere.
 
 Rules: the fault suite's durable services (tests/faults/conftest.py); an in-process
 observer (no roles) reads Postgres; waits are bounded polls.
@@ -153,12 +153,14 @@ async def test_an_api_killed_with_its_sessions(
             async with swarm(tmp_path, second.url, PLAYERS, users=players.users) as again:
                 await again.ready(ZONE)
                 rejoined = await again.finished()
+    # What a player was shown last, even after the kill: frames the api had sent were
+    # still on their way.
     at_last_ack = [c for c, p in ledger.items()
-                   if (last := p.last_acked(killed)) is not None and shown(saved[c]) == last[2:]]
+                   if (last := p.last_acked(math.inf)) is not None and shown(saved[c]) == last[2:]]
     # Else the zone applied moves whose snapshots died with the api: newer, not lost.
     newer = [c for c, p in ledger.items() if c not in at_last_ack
              and p.current_until(saved[c]) is None
-             and (last := p.last_acked(killed)) is not None and p.sent > last[1]]
+             and (last := p.last_acked(math.inf)) is not None and p.sent > last[1]]
     older = [c for c in ledger if c not in at_last_ack and c not in newer]
     not_welcomed = welcomed_elsewhere(rejoined, saved, 0.0)
     reset = sum(p.close == "1006" for p in ledger.values())
@@ -410,4 +412,5 @@ async def test_floods_and_bad_frames_among_200(
     assert all(played.close is None for played in ledger.values())
     assert rates["min"] >= 19.0, rates
     assert p99 < 250, p99
+
 
