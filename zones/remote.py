@@ -41,6 +41,9 @@ DOWN_AFTER_S = 1.5
 REJOIN_EVERY_S = 1.0
 HEARTBEAT_S = 1.0  # an input message at least this often tells the zone we are alive
 SHUTDOWN_SEND_S = 1.0
+# Moves in one input message: ~80 bytes each as JSON, so a message stays far under NATS's
+# max_payload (1 MB by default); a bigger one makes the server close the connection.
+MOVES_PER_MESSAGE = 4096
 
 
 class RemoteZone:
@@ -152,12 +155,16 @@ class RemoteZone:
                     await self._send()
 
     async def _send(self) -> bool:
-        """Send what has gathered, in one message; False if NATS did not take it."""
+        """Send what has gathered, in one message or, when a starved loop let a lot gather,
+        in as many as NATS's payload limit needs; False if NATS did not take them."""
         moves, leaves = self._moves, self._leaves
         self._moves, self._leaves = [], []
-        batch = orjson.dumps({"api": self._instance_id, "moves": moves, "leaves": leaves})
+        batches = [orjson.dumps({"api": self._instance_id,
+                                 "moves": moves[at:at + MOVES_PER_MESSAGE],
+                                 "leaves": leaves if at == 0 else []})
+                   for at in range(0, max(len(moves), 1), MOVES_PER_MESSAGE)]
         try:
-            await self._bus.publish_many(subjects.zone_input(self.zone_id), [batch])
+            await self._bus.publish_many(subjects.zone_input(self.zone_id), batches)
         except BusUnavailable as exc:
             # Moves are stale by the time NATS is back; a leave must still arrive.
             log.warning("zone %s: inputs not sent: %s", self.zone_id, exc)
