@@ -163,6 +163,12 @@ def at(samples: Samples, name: str, **labels: str) -> float:
     return samples[key]
 
 
+async def metric(url: str, name: str, **labels: str) -> float:
+    """`total` of `name` on the /metrics page at `url`, fetched now."""
+    async with httpx.AsyncClient() as http:
+        return total(await scrape(http, url), name, **labels)
+
+
 def total(samples: Samples, name: str, **labels: str) -> float:
     """The sum of the samples `name` whose labels include `labels` (0 if none)."""
     wanted = labels.items()

@@ -39,6 +39,7 @@ from tests.world import (
     crowd,
     flood,
     joined,
+    joined_raw,
     leftover,
     new_player,
     raw_upgrade,
@@ -64,17 +65,6 @@ async def impatient(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[
         yield running
 
 
-async def joined_raw(running: Running, token: str, character_id: str, *,
-                     rcvbuf: int | None = None) -> trio.SocketStream:
-    """A hand-made socket whose character is in the world (its welcome read)."""
-    stream, head = await raw_upgrade(running.url, token, rcvbuf=rcvbuf)
-    assert head.startswith(b"HTTP/1.1 101"), head
-    await stream.send_all(client_frame(orjson.dumps(
-        {"type": "join", "character_id": character_id})))
-    await received_until(stream, b'"type":"welcome"')
-    return stream
-
-
 async def test_a_message_flood_gets_4008_behind_snapshots_it_has_not_read(
     world: Running
 ) -> None:
@@ -83,7 +73,7 @@ async def test_a_message_flood_gets_4008_behind_snapshots_it_has_not_read(
     await crowd(world, 2000)  # ~200 KB snapshots: a client that stops reading is behind
     async with httpx.AsyncClient(base_url=world.url) as http:
         me = await new_player(http)
-    stream = await joined_raw(world, me["token"], me["character"]["id"], rcvbuf=4096)
+    stream = await joined_raw(world.url, me["token"], me["character"]["id"], rcvbuf=4096)
     async with stream:
         move = client_frame(b'{"type":"move","dx":0.1,"dy":0,"seq":1}')
         assert await flood(stream, move * 64) > 0
@@ -115,7 +105,7 @@ async def test_no_join_in_time_gets_4008_through_a_ping_flood(impatient: Running
 async def test_idleness_gets_4008_through_a_ping_flood(impatient: Running) -> None:
     async with httpx.AsyncClient(base_url=impatient.url) as http:
         me = await new_player(http)
-    stream = await joined_raw(impatient, me["token"], me["character"]["id"])
+    stream = await joined_raw(impatient.url, me["token"], me["character"]["id"])
     async with stream:
         await flood(stream, PING * 64)
         assert await close_of(stream) == (4008, "idle for too long")
@@ -125,7 +115,7 @@ async def test_a_takeover_gets_4009_while_flooding(world: Running) -> None:
     async with httpx.AsyncClient(base_url=world.url) as http:
         me = await new_player(http)
     character_id = me["character"]["id"]
-    stream = await joined_raw(world, me["token"], character_id)
+    stream = await joined_raw(world.url, me["token"], character_id)
     async with stream:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(partial(flood, stream, PING * 64, seconds=1.5 * FLOOD_S))
@@ -140,7 +130,7 @@ async def test_token_expiry_gets_4001_while_flooding(world: Running, settings: S
     # JWT times are whole seconds: this token expires between 1 and 2 s from now, after
     # the join and before the flood ends.
     short = Tokens(settings.jwt_secret, ttl_s=2).issue(uuid.UUID(me["user_id"]))
-    stream = await joined_raw(world, short, me["character"]["id"])
+    stream = await joined_raw(world.url, short, me["character"]["id"])
     async with stream:
         await flood(stream, PING * 64, seconds=2.5)
         assert await close_of(stream) == (4001, "the token has expired")
@@ -155,7 +145,7 @@ async def test_a_stopping_server_says_1001_while_clients_flood(
     use_api_loop(running)
     async with httpx.AsyncClient(base_url=running.url) as http:
         me = await new_player(http)
-    stream = await joined_raw(running, me["token"], me["character"]["id"])
+    stream = await joined_raw(running.url, me["token"], me["character"]["id"])
     async with stream:
         async with trio.open_nursery() as flooding:
             flooding.start_soon(flood, stream, PING * 64)

@@ -20,7 +20,7 @@ from trio_asyncio import aio_as_trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from bench import v2
-from bench.rawws import open_upgraded
+from bench.rawws import client_frame, open_upgraded, received_until
 from persistence.characters import Character, get_character
 from server.config import Settings
 from server.process import Running
@@ -91,6 +91,17 @@ async def flood(stream: trio.SocketStream, frame: bytes, *, seconds: float = FLO
 
 def leftover(head: bytes) -> bytes:
     return head.partition(b"\r\n\r\n")[2]
+
+
+async def joined_raw(http_url: str, token: str, character_id: str, *,
+                     rcvbuf: int | None = None) -> trio.SocketStream:
+    """A hand-made v1 socket whose character is in the world (its welcome read)."""
+    stream, head = await raw_upgrade(http_url, token, rcvbuf=rcvbuf)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    await stream.send_all(client_frame(orjson.dumps(
+        {"type": "join", "character_id": character_id})))
+    await received_until(stream, b'"type":"welcome"')
+    return stream
 
 
 async def send(conn: WebSocketConnection, message: Message) -> None:

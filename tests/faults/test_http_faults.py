@@ -30,7 +30,7 @@ from bench.rawws import close_of
 from server.config import Settings
 from server.devstack import DevStack
 from tests.faults.ledger import Figures, Ledger, Load, record
-from tests.helpers import bearer, eventually, register, scrape, total, within
+from tests.helpers import bearer, eventually, metric, register, within
 from tests.processes import process_env, started
 from tests.world import new_player, raw_upgrade
 
@@ -38,8 +38,8 @@ PLAYERS = 50
 FAULT_S = 5.0
 
 
-async def _hits(http: httpx.AsyncClient) -> float:
-    return total(await scrape(http, "/metrics"), "outpost_cache_requests_total", result="hit")
+async def _hits(api_url: str) -> float:
+    return await metric(f"{api_url}/metrics", "outpost_cache_requests_total", result="hit")
 
 
 async def _read_lists(load: Load, ledger: Ledger, until: trio.Event,
@@ -73,8 +73,7 @@ async def test_redis_stopped_then_frozen_under_list_reads(
     stack: DevStack, settings: Settings, tmp_path: Path
 ) -> None:
     ledger = Ledger()
-    async with (started(tmp_path, "api", env=process_env(settings)) as api,
-                httpx.AsyncClient(base_url=api.url) as http):
+    async with started(tmp_path, "api", env=process_env(settings)) as api:
         load = Load(api.url, concurrency=PLAYERS)
         for _ in range(PLAYERS):
             await ledger.register(load.client())
@@ -93,11 +92,11 @@ async def test_redis_stopped_then_frozen_under_list_reads(
                 stop()
                 await trio.sleep(FAULT_S)
                 back()
-                hits = await _hits(http)
+                hits = await _hits(api.url)
                 back_at = trio.current_time()
 
                 async def cached_again(hits: float = hits) -> bool:
-                    return await _hits(http) > hits
+                    return await _hits(api.url) > hits
 
                 await eventually(cached_again, "lists cached again", tries=300)
                 recovery = trio.current_time() - back_at

@@ -6,7 +6,7 @@ in play).
 z1 through an `outpost api` process while the zone runs in an `outpost zone z1`
 process, as operators run them. The swarm's ledger holds every position a snapshot
 acknowledged to each player, and every welcome; after each fault, Postgres is
-compared with it. Slowloris needs no players: 1,000 sockets that never get anywhere.
+compared with it.
 
 Rules: the fault suite's durable services (tests/faults/conftest.py); an in-process
 observer (no roles) reads Postgres; waits are bounded polls.
@@ -37,18 +37,36 @@ from server.devstack import DevStack
 from server.process import Roles, Running
 from server.ws import codec
 from tests.faults.ledger import Figures, record
-from tests.faults.play import Played, Position, playing, shown, stored, swarm
+from tests.faults.play import (
+    RATE_FLOOR,
+    Played,
+    Position,
+    assert_undisturbed,
+    playing,
+    shown,
+    stored,
+    swarm,
+)
 from tests.helpers import (
     assert_error,
     bearer,
+    metric,
     running_process,
-    scrape,
-    total,
     use_api_loop,
     within,
 )
 from tests.processes import Outpost, process_env, started
-from tests.world import connect, flood, joined, leftover, new_player, raw_upgrade, send, ws_url
+from tests.world import (
+    connect,
+    flood,
+    joined,
+    joined_raw,
+    leftover,
+    new_player,
+    raw_upgrade,
+    send,
+    ws_url,
+)
 
 PLAYERS = 200
 ZONE = "z1"
@@ -174,9 +192,7 @@ async def test_an_api_killed_with_its_sessions(
 
 
 async def _closes(url: str, code: int) -> float:
-    async with httpx.AsyncClient() as http:
-        return total(await scrape(http, f"{url}/metrics"), "outpost_ws_closes_total",
-                     code=str(code))
+    return await metric(f"{url}/metrics", "outpost_ws_closes_total", code=str(code))
 
 
 async def test_a_silent_reader_among_200(
@@ -190,12 +206,9 @@ async def test_a_silent_reader_among_200(
         await players.ready(ZONE)
         rss_before = psutil.Process(api.process.pid).memory_info().rss
         dropped_before = await _closes(api.url, 1006)
-        stream, head = await raw_upgrade(api.url, silent["token"], rcvbuf=4096)
+        stream = await joined_raw(api.url, silent["token"], silent["character"]["id"],
+                                  rcvbuf=4096)
         async with stream:
-            assert head.startswith(b"HTTP/1.1 101"), head
-            await stream.send_all(client_frame(orjson.dumps(
-                {"type": "join", "character_id": silent["character"]["id"]})))
-            await received_until(stream, b'"type":"welcome"')
             joined_at = time.monotonic()  # from now on it reads nothing
             await playing(api.url, ZONE, PLAYERS + 1)
             await playing(api.url, ZONE, PLAYERS)  # it was dropped, and left the zone
@@ -213,9 +226,7 @@ async def test_a_silent_reader_among_200(
                    f"others' snapshots/s min {rates['min']}, latency p99 {p99} ms; api "
                    f"memory {grown_mb:+.1f} MB"))
     assert dropped == 1  # the silent one, without a close frame: there is no room for one
-    assert all(played.close is None for played in ledger.values())
-    assert rates["min"] >= 19.0, rates  # nobody else skipped a snapshot (20 Hz ticks)
-    assert p99 < 250, p99  # a fan-out stalled by the silent one would take seconds
+    assert_undisturbed(report, ledger)
     assert grown_mb < 20, grown_mb
 
 
@@ -288,9 +299,7 @@ async def test_a_token_expiring_in_play(
 
 async def _ticks(zone: Outpost) -> tuple[float, float]:
     """When, and how many ticks the zone process had made (its own /metrics)."""
-    async with httpx.AsyncClient() as http:
-        samples = await scrape(http, zone.metrics_url)
-    return time.monotonic(), total(samples, "outpost_zone_tick_seconds_count")
+    return time.monotonic(), await metric(zone.metrics_url, "outpost_zone_tick_seconds_count")
 
 
 async def test_postgres_down_during_play(
@@ -322,11 +331,9 @@ async def test_postgres_down_during_play(
         recovered = time.monotonic() - back
         await players.settled()
         ledger = await players.finished()  # they leave: the zone saves each of them
-        ids = set(ledger)
 
         async def saved() -> bool:
-            return not unlike_acked(ledger, {c: p for c, p in (await stored(observer)).items()
-                                             if c in ids}, math.inf)
+            return not unlike_acked(ledger, await stored(observer), math.inf)
 
         await within(saved, tries=100)
         unsaved = unlike_acked(ledger, await stored(observer), math.inf)
@@ -339,9 +346,9 @@ async def test_postgres_down_during_play(
                    f"503 in at most {1000 * max(answers):.0f} ms; snapshots/s min "
                    f"{report['snapshots_per_s_per_client']['min']}; "
                    f"{PLAYERS - len(unsaved)} saved at the last acked"))
-    assert tick_rate >= 19.0, tick_rate
+    assert tick_rate >= RATE_FLOOR, tick_rate
     assert max(answers) < settings.db_timeout_s, answers
-    assert report["snapshots_per_s_per_client"]["min"] >= 19.0, report
+    assert report["snapshots_per_s_per_client"]["min"] >= RATE_FLOOR, report
     assert unsaved == []
 
 
@@ -409,8 +416,6 @@ async def test_floods_and_bad_frames_among_200(
                    "; ".join(f"{name}: {answer}" for name, answer in got.items())
                    + f"; others' snapshots/s min {rates['min']}, latency p99 {p99} ms"))
     assert wrong == {}, wrong
-    assert all(played.close is None for played in ledger.values())
-    assert rates["min"] >= 19.0, rates
-    assert p99 < 250, p99
+    assert_undisturbed(report, ledger)
 
 

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import httpx
 import orjson
 import trio
 
@@ -30,7 +29,7 @@ from server.config import Settings
 from server.devstack import DevStack
 from server.process import Roles, Running
 from tests.faults.ledger import Figures, Ledger, Load, audit, parts, record
-from tests.helpers import eventually, running_process, scrape, total, use_api_loop, within
+from tests.helpers import eventually, metric, running_process, use_api_loop, within
 from tests.processes import Outpost, process_env, started
 from tests.provisioned import drained, publish, user_registered
 
@@ -120,9 +119,7 @@ async def test_registration_storm_with_nats_killed(
 
 async def _redelivered(provisioner: Outpost) -> int:
     """What the provisioner's consumers were given again (its /metrics)."""
-    async with httpx.AsyncClient() as http:
-        samples = await scrape(http, provisioner.metrics_url)
-    return int(total(samples, "outpost_consumer_redelivered_total"))
+    return int(await metric(provisioner.metrics_url, "outpost_consumer_redelivered_total"))
 
 
 async def test_registration_storm_with_the_provisioner_killed_twice(
@@ -168,10 +165,8 @@ async def test_poison_events_among_good_ones(
               user_registered(str(uuid.uuid4()), username="x" * 200_000),  # oversized
               user_registered(str(uuid.uuid4()), username="y" * 300)]  # over 32 letters
     ledger = Ledger()
-    async with (observed(settings, nursery, tmp_path) as (running, load),
-                httpx.AsyncClient() as http):
-        before = total(await scrape(http, running.metrics_url),
-                       "outpost_consumer_dead_letters_total")
+    async with observed(settings, nursery, tmp_path) as (running, load):
+        before = await metric(running.metrics_url, "outpost_consumer_dead_letters_total")
         async with trio.open_nursery() as loading:
             loading.start_soon(storm, load, ledger, good, {})
             for payload in poison:
@@ -180,8 +175,8 @@ async def test_poison_events_among_good_ones(
         stuck = await settled(running, ledger)
         recovery = trio.current_time() - began
         result = await audit(running, ledger)
-        dead = int(total(await scrape(http, running.metrics_url),
-                         "outpost_consumer_dead_letters_total") - before)
+        dead = int(await metric(running.metrics_url, "outpost_consumer_dead_letters_total")
+                   - before)
     record(Figures("poison events", f"{good} registrations, {len(poison)} poison events",
                    "malformed and oversized user.registered", recovery, result.lost,
                    result.doubled, f"{dead} dead letters (4 consumers each); {result}"))
