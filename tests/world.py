@@ -108,9 +108,9 @@ async def send(conn: WebSocketConnection, message: Message) -> None:
     await conn.send_message(orjson.dumps(message).decode())
 
 
-async def next_of(conn: WebSocketConnection, kind: str) -> Message:
+async def next_of(conn: WebSocketConnection, kind: str, *, within_s: float = 5) -> Message:
     """The next message of type `kind`, skipping others (snapshots mostly)."""
-    with trio.fail_after(5):
+    with trio.fail_after(within_s):
         while True:
             message = orjson.loads(await conn.get_message())
             if message["type"] == kind:

@@ -108,7 +108,7 @@ class ZoneHost:
         try:
             async with trio.open_nursery() as hosting:
                 await hosting.start(actor.run)
-                self._world.zones[self.zone_id] = actor
+                self._world.hosting(actor)
                 self.active = True
                 hosting.start_soon(self._renew, actor, held, hosting.cancel_scope)
                 hosting.start_soon(self._serve_joins, actor)
@@ -119,7 +119,7 @@ class ZoneHost:
                 task_status.started(self)
         finally:
             self.active = False
-            self._world.zones.pop(self.zone_id, None)
+            self._world.stopped_hosting(self.zone_id)
             self._members.clear()
             with trio.move_on_after(2) as scope:
                 scope.shield = True

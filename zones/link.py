@@ -37,15 +37,22 @@ class ZoneLink(Protocol):
 
 
 class LocalZone:
-    """A zone actor of this process, behind the same link as a remote zone."""
+    """A zone actor of this process, behind the same link as a remote zone. It knows its
+    members, so that when the actor stops while they play (its lease lost) they can be
+    told and joined again wherever the zone runs next (zones/world.py)."""
 
     def __init__(self, actor: ZoneActor) -> None:
         self.zone_id = actor.zone_id
         self.actor = actor
         self.move = actor.move  # the hot path: no extra call
+        self.members: dict[str, Member] = {}  # character id -> its member
 
     async def join(self, entrant: Entrant, member: Member) -> Admission:
-        return await self.actor.join(entrant, member.outlet)
+        admission = await self.actor.join(entrant, member.outlet)
+        self.members[entrant.character_id] = member
+        return admission
 
     def leave(self, character_id: str, member: Member) -> None:
+        if self.members.get(character_id) is member:
+            del self.members[character_id]
         self.actor.leave(character_id, member.outlet)

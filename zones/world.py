@@ -41,7 +41,7 @@ from zones.errors import ZoneUnavailable
 from zones.interest import Grid, Interest
 from zones.known import KnownZones
 from zones.link import LocalZone, Member, ZoneLink
-from zones.remote import RemoteZone
+from zones.remote import REJOIN_EVERY_S, RemoteZone
 from zones.simulation import Rules
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,10 @@ class World:
         self.directory = ZoneDirectory(bus, lease_s=config.lease_s)
         self.instance_id = uuid.uuid4().hex  # this process, for zones in others
         self.zones: dict[str, ZoneActor] = {}  # the zones this process runs now
+        self._local: dict[str, LocalZone] = {}  # their links
+        # Links of zones that stopped here (lease lost) while members played: those
+        # members are re-joined, wherever the zone runs next, until they are back.
+        self._stopped: list[LocalZone] = []
         self._remote: dict[str, RemoteZone] = {}
         self._known = KnownZones(lease_s=config.lease_s)
         self._nursery: trio.Nursery | None = None
@@ -93,6 +97,7 @@ class World:
             self._nursery = nursery
             nursery.start_soon(self._hear_zones)
             nursery.start_soon(self._watch_directory)
+            nursery.start_soon(self._rejoin_stopped)
             task_status.started(self)
 
     def new_zone(self, zone_id: str, *,
@@ -103,9 +108,37 @@ class World:
         return ZoneActor(zone_id, c.rules, hooks, tick_rate_hz=c.tick_rate_hz,
                          checkpoint_s=c.checkpoint_s, view_radius=c.view_radius)
 
+    def hosting(self, actor: ZoneActor) -> None:
+        """This process runs `actor`'s zone now: sessions here join it directly."""
+        self.zones[actor.zone_id] = actor
+        self._local[actor.zone_id] = LocalZone(actor)
+
+    def stopped_hosting(self, zone_id: str) -> None:
+        """The zone stopped here (its positions saved). Its members still playing are
+        told, and re-joined every REJOIN_EVERY_S until the zone, here again or in
+        another process, takes them back, as a RemoteZone does for its members."""
+        self.zones.pop(zone_id, None)
+        local = self._local.pop(zone_id, None)
+        if local is None or not local.members:
+            return
+        log.warning("zone %s stopped here; %d players wait for it", zone_id,
+                    len(local.members))
+        for member in local.members.values():
+            member.zone_lost()
+        self._stopped.append(local)
+
+    async def _rejoin_stopped(self) -> None:
+        while True:
+            await trio.sleep(REJOIN_EVERY_S)
+            self._stopped = [local for local in self._stopped if local.members]
+            for local in self._stopped:
+                for member in list(local.members.values()):
+                    member.rejoin()
+
     def link(self, zone_id: str) -> ZoneLink:
-        if zone_id in self.zones:
-            return LocalZone(self.zones[zone_id])
+        local = self._local.get(zone_id)
+        if local is not None:
+            return local
         remote = self._remote.get(zone_id)
         if remote is None:
             assert self._nursery is not None, "World actor not started"
@@ -125,6 +158,9 @@ class World:
             raise Forbidden("that character is not yours")
         zone = self.link(character.zone_id)
         admission = await zone.join(_entrant(character, character.x, character.y), member)
+        for stopped in self._stopped:  # back in its zone: no longer waiting for it
+            if stopped.members.get(str(character_id)) is member:
+                del stopped.members[str(character_id)]
         return Entered(character, admission, zone)
 
     async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
