@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 SILENT_AFTER_S = 5.0
 COMPLETE_EVERY_S = 1.0
+# A holder that has not renewed for this part of a lease stops its zone: the key may
+# expire a lease after the last renewal was asked for, and a standby take over, so the
+# zone must have stopped ticking by then (never two owners), with time to spare.
+FENCE_AT = 0.75
 
 
 class RemoteMember:
@@ -80,6 +84,7 @@ class ZoneHost:
                 await trio.sleep(self._directory.lease_s / 3)
         lease = self._directory.lease_s
         while True:
+            asked_at = trio.current_time()
             revision = await self._claim()
             if revision is None:
                 task_status.started(self)
@@ -89,7 +94,7 @@ class ZoneHost:
                 continue
             log.info("zone %s: running it", self.zone_id)
             try:
-                await self._host(revision, task_status)
+                await self._host(revision, asked_at, task_status)
             except BusUnavailable as exc:  # NATS went away before the zone was served
                 log.warning("zone %s: stopped hosting: %s", self.zone_id, exc)
                 await trio.sleep(lease / 3)
@@ -102,7 +107,8 @@ class ZoneHost:
             log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
             return None
 
-    async def _host(self, revision: int, task_status: trio.TaskStatus[ZoneHost]) -> None:
+    async def _host(self, revision: int, asked_at: float,
+                    task_status: trio.TaskStatus[ZoneHost]) -> None:
         actor = self._world.new_zone(self.zone_id, publish_tick=self._publish_tick)
         held = [revision]
         try:
@@ -110,7 +116,7 @@ class ZoneHost:
                 await hosting.start(actor.run)
                 self._world.hosting(actor)
                 self.active = True
-                hosting.start_soon(self._renew, actor, held, hosting.cancel_scope)
+                hosting.start_soon(self._renew, actor, held, asked_at, hosting.cancel_scope)
                 hosting.start_soon(self._serve_joins, actor)
                 hosting.start_soon(self._serve_inputs, actor)
                 hosting.start_soon(self._send_feed)
@@ -126,23 +132,34 @@ class ZoneHost:
                 if held[0]:
                     await self._directory.release(self.zone_id, held[0])
 
-    async def _renew(self, actor: ZoneActor, held: list[int],
+    async def _renew(self, actor: ZoneActor, held: list[int], renewed_at: float,
                      hosting: trio.CancelScope) -> None:
-        """Renew the lease with the zone's stats; stop hosting if it is lost."""
+        """Renew the lease with the zone's stats (`renewed_at`: when the last renewal
+        that succeeded was asked for); stop hosting if it is lost, or if it could not be
+        renewed for FENCE_AT of a lease (NATS unreachable: cut off, or overloaded)."""
+        lease = self._directory.lease_s
         while True:
-            await trio.sleep(self._directory.lease_s / 3)
-            try:
-                stats = {**actor.stats(), "owner": self._world.instance_id}
-                renewed = await self._directory.renew(self.zone_id, stats, held[0])
-            except BusUnavailable as exc:
-                log.warning("zone %s: lease not renewed (%s)", self.zone_id, exc)
-                continue  # the lease may still hold: try again
-            if renewed is None:
-                log.error("zone %s: lease lost to another process; stopping", self.zone_id)
-                held[0] = 0
-                hosting.cancel()
-                return
-            held[0] = renewed
+            with trio.move_on_at(renewed_at + FENCE_AT * lease):
+                await trio.sleep(lease / 3)
+                asked_at = trio.current_time()
+                try:
+                    stats = {**actor.stats(), "owner": self._world.instance_id}
+                    renewed = await self._directory.renew(self.zone_id, stats, held[0])
+                except BusUnavailable as exc:
+                    log.warning("zone %s: lease not renewed (%s)", self.zone_id, exc)
+                    continue  # the lease may still hold: try again while it surely does
+                if renewed is None:
+                    log.error("zone %s: lease lost to another process; stopping",
+                              self.zone_id)
+                    held[0] = 0
+                    hosting.cancel()
+                    return
+                held[0], renewed_at = renewed, asked_at
+                continue
+            log.error("zone %s: lease not renewed for %.1f s; stopping before it can run "
+                      "out", self.zone_id, trio.current_time() - renewed_at)
+            hosting.cancel()
+            return
 
     async def _serve_joins(self, actor: ZoneActor) -> None:
         async with self._bus.subscription(subjects.zone_join(self.zone_id)) as joins:
