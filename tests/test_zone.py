@@ -194,11 +194,14 @@ class FakeHooks(Watched):
         self.saves: list[tuple[float, list[Position]]] = []
         self.batches: list[list[bytes]] = []
         self.failing = False
+        self.save_takes_s = 0.0
 
     async def save_positions(self, positions: list[Position]) -> None:
         await trio.lowlevel.checkpoint()
         self.attempts.append((trio.current_time(), positions))
         self.recorded()
+        if self.save_takes_s:
+            await trio.sleep(self.save_takes_s)
         if self.failing:
             raise RuntimeError("database down")
         self.saves.append((trio.current_time(), positions))
@@ -343,6 +346,29 @@ async def test_shutdown_saves_every_members_current_position(
         assert hooks.attempts == []
     assert len(hooks.saves) == 1
     assert by_id(hooks.saves[0][1]) == [position("a", 11, 10), position("b", 20, 18)]
+
+
+@pytest.mark.parametrize("lease_left_s", [0.5, 30.0])
+async def test_the_shutdown_save_ends_with_the_lease(
+    autojump_clock: trio.testing.MockClock, lease_left_s: float
+) -> None:
+    """Once its lease may have ended another process may run the zone: a save landing
+    then would overwrite that zone's positions with older ones."""
+    hooks = FakeHooks()
+    hooks.save_takes_s = 1.0
+    outlet = FakeOutlet()
+    async with running(actor(hooks, checkpoint_s=60)) as zone:
+        await zone.join(entrant("a", 10, 10), outlet)
+        zone.move("a", 1, 0, seq=1)
+        await outlet.ticks()
+        zone.lease_ends_at = trio.current_time() + lease_left_s
+        stopping = trio.current_time()
+    assert [positions for _, positions in hooks.attempts] == [[position("a", 11, 10)]]
+    if lease_left_s < hooks.save_takes_s:
+        assert hooks.saves == []
+        assert trio.current_time() == pytest.approx(stopping + lease_left_s)
+    else:
+        assert [positions for _, positions in hooks.saves] == [[position("a", 11, 10)]]
 
 
 async def test_publish_moves_gets_one_batch_per_tick_with_one_payload_per_mover(

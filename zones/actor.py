@@ -20,6 +20,7 @@ that does not fit is dropped and counted: the event is best effort).
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -112,6 +113,9 @@ class ZoneActor:
         self._save_now = trio.Event()
         self._moves_out, self._moves_in = trio.open_memory_channel[list[bytes]](2)
         self.counts = ZoneCounts()
+        # When the lease this zone runs under may end (trio's clock; set by its host): no
+        # position is saved after it, when another process may run the zone.
+        self.lease_ends_at = math.inf
 
     # --- the interface sessions use --------------------------------------------------------
 
@@ -185,10 +189,14 @@ class ZoneActor:
                 task_status.started(self)
                 await self._tick_loop()
         finally:
-            with trio.move_on_after(SHUTDOWN_SAVE_TIMEOUT_S) as scope:
+            deadline = min(trio.current_time() + SHUTDOWN_SAVE_TIMEOUT_S, self.lease_ends_at)
+            with trio.move_on_at(deadline) as scope:
                 scope.shield = True
                 if not await self._save_changed(everyone=True):
                     log.error("zone %s: positions not saved at shutdown", self.zone_id)
+            if scope.cancelled_caught:
+                log.error("zone %s: shutdown save cut short (no write may outlast its lease)",
+                          self.zone_id)
 
     async def _tick_loop(self) -> None:
         period = 1 / self.tick_rate_hz

@@ -113,6 +113,7 @@ class ZoneHost:
         held = [revision]
         try:
             async with trio.open_nursery() as hosting:
+                actor.lease_ends_at = asked_at + self._directory.lease_s
                 await hosting.start(actor.run)
                 self._world.hosting(actor)
                 self.active = True
@@ -155,6 +156,7 @@ class ZoneHost:
                     hosting.cancel()
                     return
                 held[0], renewed_at = renewed, asked_at
+                actor.lease_ends_at = asked_at + lease
                 continue
             log.error("zone %s: lease not renewed for %.1f s; stopping before it can run "
                       "out", self.zone_id, trio.current_time() - renewed_at)
