@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make dev` and `make test`.
-.PHONY: dev test lint clean browser
+.PHONY: dev test lint clean browser netns
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,18 +18,29 @@ $(STAMP): pyproject.toml setup.py $(wildcard zones/*.py server/ws/*.py) | $(BIN)
 dev: $(STAMP)  ## run Outpost with embedded Postgres, Redis and NATS unless URLs are given
 	$(BIN)/outpost dev
 
-# The browser test drives Debian's chromium (Playwright's own browser download does not
-# work on these machines): install it when it is missing and we may; otherwise the test
-# says loudly that it is skipped.
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	      apt-get install -y -q chromium >/dev/null 2>&1 || \
-	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
-	      echo "*** could not install chromium: the browser test will be skipped ***"; \
-	    else echo "*** no chromium, and no root to install it: the browser test will be skipped ***"; fi; }
+# A system package a test needs: installed with apt-get when none of its commands is
+# there and we may; otherwise the test says loudly why it is skipped.
+# $(call system_package,commands,package,what happens without it)
+define system_package
+	@for c in $(1); do command -v $$c >/dev/null 2>&1 && exit 0; done; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q $(2) >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $(2) >/dev/null 2>&1; } || \
+	    echo "*** could not install $(2): $(3) ***"; \
+	  else echo "*** no $(2), and no root to install it: $(3) ***"; fi
+endef
 
-test: $(STAMP) browser  ## lint and type-check, then the whole suite against real services it starts itself
+# The browser test drives Debian's chromium (Playwright's own browser download does not
+# work on these machines).
+browser:
+	$(call system_package,chromium chromium-browser,chromium,the browser test will be skipped)
+
+# The fault suite's partition puts a zone process on a network namespace of its own: root
+# and iproute2's `ip`.
+netns:
+	$(call system_package,ip,iproute2,the partition scenario will be skipped)
+
+test: $(STAMP) browser netns  ## lint and type-check, then the whole suite against real services it starts itself
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -56,13 +56,15 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def started(folder: Path, *args: str, env: dict[str, str]) -> AsyncIterator[Outpost]:
+async def started(folder: Path, *args: str, env: dict[str, str],
+                  prefix: tuple[str, ...] = ()) -> AsyncIterator[Outpost]:
     """`outpost *args` running until the block ends (then stopped with SIGTERM, or killed
-    if that does not do it in GRACE_S)."""
+    if that does not do it in GRACE_S); `prefix` runs it through another command (for
+    example `ip netns exec <host>`: on a test host of its own)."""
     log = folder / f"outpost-{'-'.join(args)}-{uuid.uuid4().hex[:8]}.log"
     with open(log, "wb") as output:  # noqa: ASYNC230  (opening a local file: instant)
         process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "server.cli", *args], stdout=output,
+            [*prefix, sys.executable, "-m", "server.cli", *args], stdout=output,
             stderr=subprocess.STDOUT, env=env)
     try:
         yield Outpost(process, log, await _banner(process, log))

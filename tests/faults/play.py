@@ -27,10 +27,17 @@ import httpx
 import orjson
 import trio
 
-from server.process import Running
-from tests.helpers import eventually
+from server.config import Settings
+from server.process import Roles, Running
+from tests.helpers import eventually, running_process, use_api_loop
+from tests.processes import Outpost, process_env, started
 
 MOVE_HZ = 5.0
+PLAYERS = 200
+ZONE = "z1"
+CHECKPOINT_S = 1.0
+SAVE_SLACK_S = 0.5  # a checkpoint's own batch, and the snapshot's way to the player
+SLOW_CLOSE_S = 3.0
 # The others undisturbed: every one got every snapshot of a 20 Hz zone, and the input
 # latency stayed that of a zone whose fan-out never stalled (a stall takes seconds).
 RATE_FLOOR = 19.0
@@ -206,3 +213,40 @@ def assert_undisturbed(report: dict[str, Any], ledger: dict[str, Played]) -> Non
 def shown(position: Position) -> Position:
     """How a v2 snapshot shows a stored position."""
     return float32(position[0]), float32(position[1])
+
+
+@asynccontextmanager
+async def world(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
+                checkpoint_s: float = CHECKPOINT_S
+                ) -> AsyncIterator[tuple[Running, Outpost, dict[str, str]]]:
+    """The observer, an api process, and the environment a zone process takes."""
+    env = process_env(settings, WORLD_CHECKPOINT=str(checkpoint_s), WORLD_ZONES=ZONE,
+                      WORLD_SLOW_CLOSE=str(SLOW_CLOSE_S))
+    async with (running_process(settings, nursery, Roles(http=False)) as observer,
+                started(tmp_path, "api", env=env) as api):
+        use_api_loop(observer)
+        yield observer, api, env
+
+
+def unlike_acked(ledger: dict[str, Played], saved: dict[str, Position],
+                 before: float) -> list[str]:
+    """The players whose stored position is not the last one acknowledged before
+    `before`."""
+    return [c for c, played in ledger.items()
+            if (last := played.last_acked(before)) is None or shown(saved[c]) != last[2:]]
+
+
+def welcomed_elsewhere(ledger: dict[str, Played], saved: dict[str, Position],
+                       after: float) -> list[str]:
+    """The players whose first welcome after `after` is not at their stored position."""
+    return [c for c, played in ledger.items()
+            if (welcome := played.welcome_after(after)) is None or welcome[2:] != saved[c]]
+
+
+def staler_than(ledger: dict[str, Played], saved: dict[str, Position], at: float,
+                limit_s: float) -> tuple[list[str], float]:
+    """The players whose stored position had stopped being theirs more than `limit_s`
+    before `at` (or never was), and the stalest position's age."""
+    ages = {c: at - until if (until := played.current_until(saved[c])) is not None
+            else float("inf") for c, played in ledger.items()}
+    return [c for c, age in ages.items() if age > limit_s], max(0.0, *ages.values())

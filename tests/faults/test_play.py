@@ -18,8 +18,7 @@ import math
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -34,28 +33,32 @@ from bench import v2
 from bench.rawws import client_frame, close_of, received_until
 from server.config import Settings
 from server.devstack import DevStack
-from server.process import Roles, Running
 from server.ws import codec
 from tests.faults.ledger import Figures, record
 from tests.faults.play import (
+    CHECKPOINT_S,
+    PLAYERS,
     RATE_FLOOR,
-    Played,
-    Position,
+    SAVE_SLACK_S,
+    SLOW_CLOSE_S,
+    ZONE,
     assert_undisturbed,
     playing,
     shown,
+    staler_than,
     stored,
     swarm,
+    unlike_acked,
+    welcomed_elsewhere,
+    world,
 )
 from tests.helpers import (
     assert_error,
     bearer,
     metric,
-    running_process,
-    use_api_loop,
     within,
 )
-from tests.processes import Outpost, process_env, started
+from tests.processes import Outpost, started
 from tests.world import (
     connect,
     flood,
@@ -68,50 +71,8 @@ from tests.world import (
     ws_url,
 )
 
-PLAYERS = 200
-ZONE = "z1"
-CHECKPOINT_S = 1.0
-SAVE_SLACK_S = 0.5  # a checkpoint's own batch, and the snapshot's way to the player
-SLOW_CLOSE_S = 3.0
 POSTGRES_DOWN_S = 10.0
 TOKEN_TTL_S = 5
-
-
-@asynccontextmanager
-async def world(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
-                checkpoint_s: float = CHECKPOINT_S
-                ) -> AsyncIterator[tuple[Running, Outpost, dict[str, str]]]:
-    """The observer, an api process, and the environment a zone process takes."""
-    env = process_env(settings, WORLD_CHECKPOINT=str(checkpoint_s), WORLD_ZONES=ZONE,
-                      WORLD_SLOW_CLOSE=str(SLOW_CLOSE_S))
-    async with (running_process(settings, nursery, Roles(http=False)) as observer,
-                started(tmp_path, "api", env=env) as api):
-        use_api_loop(observer)
-        yield observer, api, env
-
-
-def unlike_acked(ledger: dict[str, Played], saved: dict[str, Position],
-                 before: float) -> list[str]:
-    """The players whose stored position is not the last one acknowledged before
-    `before`."""
-    return [c for c, played in ledger.items()
-            if (last := played.last_acked(before)) is None or shown(saved[c]) != last[2:]]
-
-
-def welcomed_elsewhere(ledger: dict[str, Played], saved: dict[str, Position],
-                       after: float) -> list[str]:
-    """The players whose first welcome after `after` is not at their stored position."""
-    return [c for c, played in ledger.items()
-            if (welcome := played.welcome_after(after)) is None or welcome[2:] != saved[c]]
-
-
-def staler_than(ledger: dict[str, Played], saved: dict[str, Position], at: float,
-                limit_s: float) -> tuple[list[str], float]:
-    """The players whose stored position had stopped being theirs more than `limit_s`
-    before `at` (or never was), and the stalest position's age."""
-    ages = {c: at - until if (until := played.current_until(saved[c])) is not None
-            else float("inf") for c, played in ledger.items()}
-    return [c for c, age in ages.items() if age > limit_s], max(0.0, *ages.values())
 
 
 async def test_a_zone_stopped_then_killed_during_play(
