@@ -115,9 +115,10 @@ class PullConsumer:
 
 
 class Bus:
-    def __init__(self, url: str, *, name: str) -> None:
-        self._url = url
+    def __init__(self, url: str, *, name: str, replicas: int = 1) -> None:
+        self._servers = url.split(",")  # a cluster's servers: any of them will do
         self._name = name
+        self.replicas = replicas  # of every stream and key-value bucket it creates
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self.connected_once = trio.Event()
@@ -130,7 +131,7 @@ class Bus:
             while not nc.is_connected:
                 try:
                     await aio_as_trio(nc.connect)(
-                        servers=[self._url], name=self._name, connect_timeout=2,
+                        servers=self._servers, name=self._name, connect_timeout=2,
                         allow_reconnect=True, max_reconnect_attempts=-1,
                         reconnect_time_wait=CONNECT_RETRY_S,
                         error_cb=_log_error, disconnected_cb=_log_disconnect,
@@ -168,7 +169,7 @@ class Bus:
         """Create or update the streams; idempotent, whoever starts first."""
         _, js = self._client()
         try:
-            await aio_as_trio(_ensure_streams)(js, specs)
+            await aio_as_trio(_ensure_streams)(js, specs, self.replicas)
         except (TimeoutError, nats.errors.Error) as exc:
             raise BusUnavailable(f"could not ensure streams: {exc!r}") from exc
 
@@ -259,10 +260,11 @@ class Bus:
                     await aio_as_trio(sub.unsubscribe)()
 
 
-async def _ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec]) -> None:
+async def _ensure_streams(js: JetStreamContext, specs: Sequence[StreamSpec],
+                          replicas: int) -> None:
     for spec in specs:
         config = StreamConfig(name=spec.name, subjects=list(spec.subjects),
-                              storage=StorageType.FILE,
+                              storage=StorageType.FILE, num_replicas=replicas,
                               duplicate_window=spec.duplicate_window_s)
         try:
             await js.stream_info(spec.name)

@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import NamedTuple
 
 import nats.js.errors
 import orjson
@@ -47,7 +48,7 @@ class ZoneDirectory:
 
     async def open(self) -> None:
         """Make the bucket if there is none; take its TTL as the lease (see above)."""
-        ttl = await self._bus.on_jetstream(_ttl, self.lease_s)
+        ttl = await self._bus.on_jetstream(_ttl, self._shape)
         if ttl != self.lease_s:
             log.error("ZONE_LEASE is %g s but the zone directory (the JetStream bucket %s) "
                       "keeps keys for %g s, as the process that made it asked; this process "
@@ -59,7 +60,7 @@ class ZoneDirectory:
     async def claim(self, zone_id: str, value: dict[str, object]) -> int | None:
         """Take the zone if nobody holds it: the revision to renew against, else None."""
         try:
-            return await self._bus.on_jetstream(_create, self.lease_s, zone_id,
+            return await self._bus.on_jetstream(_create, self._shape, zone_id,
                                                 orjson.dumps(value))
         except nats.js.errors.KeyValueError:
             return None
@@ -67,7 +68,7 @@ class ZoneDirectory:
     async def renew(self, zone_id: str, value: dict[str, object], revision: int) -> int | None:
         """Extend the lease: the new revision, or None if the zone is no longer ours."""
         try:
-            return await self._bus.on_jetstream(_update, self.lease_s, zone_id,
+            return await self._bus.on_jetstream(_update, self._shape, zone_id,
                                                 orjson.dumps(value), revision)
         except nats.js.errors.KeyValueError:
             return None
@@ -75,13 +76,17 @@ class ZoneDirectory:
     async def release(self, zone_id: str, revision: int) -> None:
         """Give the zone up now (a graceful stop), so a standby need not wait the lease out."""
         with suppress(nats.js.errors.KeyValueError):  # not ours any more: nothing to do
-            await self._bus.on_jetstream(_delete, self.lease_s, zone_id, revision)
+            await self._bus.on_jetstream(_delete, self._shape, zone_id, revision)
+
+    @property
+    def _shape(self) -> _Shape:
+        return _Shape(self.lease_s, self._bus.replicas)
 
     @asynccontextmanager
     async def watching(self) -> AsyncIterator[DirectoryWatch]:
         """A watch of the whole directory: first every key held now, then each claim,
         renewal and release as it happens."""
-        watch = DirectoryWatch(await self._bus.on_jetstream(_watch, self.lease_s), self._bus)
+        watch = DirectoryWatch(await self._bus.on_jetstream(_watch, self._shape), self._bus)
         try:
             yield watch
         finally:
@@ -110,34 +115,42 @@ class DirectoryWatch:
             await self._bus.on_jetstream(_stop, self._watcher)
 
 
-async def _bucket(js: JetStreamContext, lease_s: float) -> KeyValue:
+class _Shape(NamedTuple):
+    """What the bucket is made with, by whichever process makes it first."""
+
+    lease_s: float
+    replicas: int
+
+
+async def _bucket(js: JetStreamContext, shape: _Shape) -> KeyValue:
     try:
         return await js.key_value(BUCKET)
     except nats.js.errors.BucketNotFoundError:
         return await js.create_key_value(KeyValueConfig(
-            bucket=BUCKET, history=1, ttl=lease_s, storage=StorageType.FILE))
+            bucket=BUCKET, history=1, ttl=shape.lease_s, storage=StorageType.FILE,
+            replicas=shape.replicas))
 
 
-async def _ttl(js: JetStreamContext, lease_s: float) -> float:
-    status = await (await _bucket(js, lease_s)).status()
-    return status.ttl or lease_s
+async def _ttl(js: JetStreamContext, shape: _Shape) -> float:
+    status = await (await _bucket(js, shape)).status()
+    return status.ttl or shape.lease_s
 
 
-async def _create(js: JetStreamContext, lease_s: float, key: str, value: bytes) -> int:
-    return await (await _bucket(js, lease_s)).create(key, value)
+async def _create(js: JetStreamContext, shape: _Shape, key: str, value: bytes) -> int:
+    return await (await _bucket(js, shape)).create(key, value)
 
 
-async def _update(js: JetStreamContext, lease_s: float, key: str, value: bytes,
+async def _update(js: JetStreamContext, shape: _Shape, key: str, value: bytes,
                   revision: int) -> int:
-    return await (await _bucket(js, lease_s)).update(key, value, last=revision)
+    return await (await _bucket(js, shape)).update(key, value, last=revision)
 
 
-async def _delete(js: JetStreamContext, lease_s: float, key: str, revision: int) -> None:
-    await (await _bucket(js, lease_s)).delete(key, last=revision)
+async def _delete(js: JetStreamContext, shape: _Shape, key: str, revision: int) -> None:
+    await (await _bucket(js, shape)).delete(key, last=revision)
 
 
-async def _watch(js: JetStreamContext, lease_s: float) -> KeyValue.KeyWatcher:
-    return await (await _bucket(js, lease_s)).watchall()
+async def _watch(js: JetStreamContext, shape: _Shape) -> KeyValue.KeyWatcher:
+    return await (await _bucket(js, shape)).watchall()
 
 
 async def _next(js: JetStreamContext, watcher: KeyValue.KeyWatcher,

@@ -22,7 +22,7 @@ class ConfigError(Exception):
 class Settings:
     database_url: str
     redis_url: str
-    nats_url: str
+    nats_url: str  # one server, or a cluster's: comma-separated
     jwt_secret: str
     jwt_ttl_s: int = 3600
     character_cache_ttl_s: int = 60
@@ -68,6 +68,9 @@ class Settings:
     # after it.
     world_zones: tuple[str, ...] = ()
     zone_lease_s: float = 3.0
+    # Copies JetStream keeps of each stream and of the zone directory: 1, or 3 (or 5) on a
+    # cluster of at least as many servers, which then survive the loss of one (or two).
+    nats_replicas: int = 1
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -110,6 +113,23 @@ def _port(raw: str) -> int:
     return value
 
 
+def _urls(*schemes: str) -> Callable[[str], str]:
+    """One URL or a comma-separated list of them (a cluster's servers), each checked."""
+    one = _url(*schemes)
+
+    def parse_urls(raw: str) -> str:
+        return ",".join(one(url.strip()) for url in raw.split(","))
+
+    return parse_urls
+
+
+def _replicas(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 5:
+        raise ValueError("must be 1 to 5 (JetStream's limit)")
+    return value
+
+
 def _url(*schemes: str) -> Callable[[str], str]:
     def parse_url(raw: str) -> str:
         if not raw.startswith(tuple(f"{s}://" for s in schemes)):
@@ -145,7 +165,8 @@ def _nonempty(raw: str) -> str:
 _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("postgresql", "postgres")),
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
-    "NATS_URL": ("nats_url", _url("nats", "tls")),
+    "NATS_URL": ("nats_url", _urls("nats", "tls")),
+    "NATS_REPLICAS": ("nats_replicas", _replicas),
     "JWT_SECRET": ("jwt_secret", _nonempty),
     "JWT_TTL": ("jwt_ttl_s", _positive(int)),
     "CHARACTER_CACHE_TTL": ("character_cache_ttl_s", _positive(int)),

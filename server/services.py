@@ -47,7 +47,8 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
     cache = await nursery.start(Cache(settings.redis_url, timeout_s=settings.redis_timeout_s).run)
-    bus = await nursery.start(Bus(settings.nats_url, name=name).run)
+    bus = await nursery.start(Bus(settings.nats_url, name=name,
+                                  replicas=settings.nats_replicas).run)
     relay = await nursery.start(OutboxRelay(pg, bus, poll_s=settings.outbox_poll_s).run)
     tokens = Tokens(settings.jwt_secret, ttl_s=settings.jwt_ttl_s)
     passwords = Passwords(time_cost=settings.argon2_time_cost,

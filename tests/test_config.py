@@ -91,6 +91,10 @@ def test_required_names_are_the_documented_four() -> None:
     ("DATABASE_URL", "localhost:5432"),
     ("REDIS_URL", "memcached://x"),
     ("NATS_URL", "http://x"),
+    ("NATS_URL", "nats://a:4222,http://b:4222"),
+    ("NATS_REPLICAS", "0"),
+    ("NATS_REPLICAS", "7"),
+    ("NATS_REPLICAS", "three"),
     ("JWT_SECRET", "   "),
     ("WORLD_ZONE_ID", "  "),
     ("HTTP_HOST", " "),
@@ -127,6 +131,8 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     ("REDIS_URL", "rediss://h:6380/1", "redis_url", "rediss://h:6380/1"),
     ("REDIS_URL", "unix:///tmp/redis.sock", "redis_url", "unix:///tmp/redis.sock"),
     ("NATS_URL", "tls://h:4222", "nats_url", "tls://h:4222"),
+    ("NATS_URL", "nats://a:4222, nats://b:4222", "nats_url", "nats://a:4222,nats://b:4222"),
+    ("NATS_REPLICAS", "3", "nats_replicas", 3),
 ])
 def test_good_value_is_parsed(name: str, value: str, field: str, expected: object) -> None:
     parsed = getattr(load_settings(env(**{name: value})), field)
@@ -186,6 +192,7 @@ def test_defaults() -> None:
     assert (settings.login_rate_per_username, settings.login_rate_per_address) == (10, 50)
     assert settings.login_rate_window_s == 60.0
     assert settings.outbox_poll_s == 1.0
+    assert settings.nats_replicas == 1
 
 
 def test_unknown_variables_are_ignored() -> None:
