@@ -16,82 +16,20 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
 import trio
 
-from bus.subjects import STREAMS
-from persistence.outbox import backlog
 from server.config import Settings
 from server.devstack import DevStack
-from server.process import Roles, Running
-from tests.faults.ledger import Figures, Ledger, Load, audit, parts, record
-from tests.helpers import eventually, metric, running_process, use_api_loop, within
+from tests.faults.ledger import Figures, Ledger, audit, record
+from tests.faults.storm import SETTLE_TRIES, STORM, observed, settled, storm
+from tests.helpers import eventually, metric
 from tests.processes import Outpost, process_env, started
-from tests.provisioned import drained, publish, user_registered
+from tests.provisioned import publish, user_registered
 
-STORM = 500
 NATS_DOWN_S = 5.0
-SETTLE_TRIES = 600  # polls of 0.1 s: a storm of 500 settles in a few seconds
-
-
-@asynccontextmanager
-async def observed(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
-                   provisioner: bool = True) -> AsyncIterator[tuple[Running, Load]]:
-    """An `outpost api` subprocess under load from this process, and an in-process
-    observer (the audit's connections; the provisioner too, unless the scenario runs
-    its own)."""
-    roles = Roles(http=False, provisioner=provisioner)
-    async with (running_process(settings, nursery, roles) as observer,
-                started(tmp_path, "api", env=process_env(settings)) as api):
-        use_api_loop(observer)
-        await observer.services.bus.ensure_streams(STREAMS)
-        load = Load(api.url, concurrency=STORM)
-        try:
-            yield observer, load
-        finally:
-            await load.aclose()
-
-
-async def storm(load: Load, ledger: Ledger, n: int,
-                milestones: dict[int, trio.Event]) -> None:
-    """`n` registrations at once; `milestones[k]` is set once `k` were answered."""
-    answered = 0
-
-    async def one() -> None:
-        nonlocal answered
-        await ledger.register(load.client())
-        answered += 1
-        if answered in milestones:
-            milestones[answered].set()
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(n):
-            nursery.start_soon(one)
-
-
-async def outbox_empty(running: Running) -> bool:
-    pending, _ = await running.services.pg.transact(backlog)
-    return pending == 0
-
-
-async def settled(running: Running, ledger: Ledger) -> str:
-    """Wait (bounded) until the outbox is relayed, every user of the ledger provisioned
-    and the consumers drained; what never came, if anything (the audit then says what
-    was lost)."""
-    async def provisioned() -> bool:
-        missing, _ = await parts(running, ledger)
-        return missing == 0
-
-    for check, what in ((lambda: outbox_empty(running), "the outbox never drained"),
-                        (provisioned, "users never provisioned"),
-                        (lambda: drained(running), "the consumers never drained")):
-        if not await within(check, tries=SETTLE_TRIES):
-            return what
-    return ""
 
 
 async def test_registration_storm_with_nats_killed(
