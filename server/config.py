@@ -106,11 +106,17 @@ def _not_negative(raw: str) -> float:
     return value
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number 0..65535")
-    return value
+def _whole(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse_whole(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError(f"must be {what} {low}..{high}")
+        return value
+
+    return parse_whole
+
+
+_port = _whole(0, 65535, "a port number")
 
 
 def _urls(*schemes: str) -> Callable[[str], str]:
@@ -121,13 +127,6 @@ def _urls(*schemes: str) -> Callable[[str], str]:
         return ",".join(one(url.strip()) for url in raw.split(","))
 
     return parse_urls
-
-
-def _replicas(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 5:
-        raise ValueError("must be 1 to 5 (JetStream's limit)")
-    return value
 
 
 def _url(*schemes: str) -> Callable[[str], str]:
@@ -166,7 +165,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("postgresql", "postgres")),
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
     "NATS_URL": ("nats_url", _urls("nats", "tls")),
-    "NATS_REPLICAS": ("nats_replicas", _replicas),
+    "NATS_REPLICAS": ("nats_replicas", _whole(1, 5, "a replica count (JetStream's limit)")),
     "JWT_SECRET": ("jwt_secret", _nonempty),
     "JWT_TTL": ("jwt_ttl_s", _positive(int)),
     "CHARACTER_CACHE_TTL": ("character_cache_ttl_s", _positive(int)),

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,3 +250,13 @@ def staler_than(ledger: dict[str, Played], saved: dict[str, Position], at: float
     ages = {c: at - until if (until := played.current_until(saved[c])) is not None
             else float("inf") for c, played in ledger.items()}
     return [c for c, age in ages.items() if age > limit_s], max(0.0, *ages.values())
+
+
+async def zone_and_players(stack: AsyncExitStack, folder: Path, api: Outpost,
+                           env: dict[str, str]) -> tuple[Outpost, Swarm]:
+    """An `outpost zone` process for ZONE and PLAYERS playing it through `api`, all in, until
+    `stack` closes."""
+    zone = await stack.enter_async_context(started(folder, "zone", ZONE, env=env))
+    players = await stack.enter_async_context(swarm(folder, api.url, PLAYERS))
+    await players.ready(ZONE)
+    return zone, players

@@ -39,12 +39,11 @@ from tests.faults.play import (
     ZONE,
     Played,
     stored,
-    swarm,
     unlike_acked,
     world,
+    zone_and_players,
 )
 from tests.faults.storm import STORM, observed, settled, storm
-from tests.processes import started
 
 # A zone's lease on a cluster outlasts the election of a new leader for the zone
 # directory (a few seconds), so that its holder can renew through one (README, ZONE_LEASE).
@@ -123,9 +122,7 @@ async def test_play_with_a_nats_server_killed(
 ) -> None:
     async with world(on_cluster, nursery, tmp_path) as (observer, api, env), \
             AsyncExitStack() as stack:
-        zone = await stack.enter_async_context(started(tmp_path, "zone", ZONE, env=env))
-        players = await stack.enter_async_context(swarm(tmp_path, api.url, PLAYERS))
-        await players.ready(ZONE)
+        zone, players = await zone_and_players(stack, tmp_path, api, env)
         owner = await _owner(api.url)
         victim = cluster.serving(f"outpost-zone-{ZONE}")  # its feed must find another way
         led = await leader(observer, ZONES_STREAM)

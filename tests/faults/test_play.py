@@ -51,6 +51,7 @@ from tests.faults.play import (
     unlike_acked,
     welcomed_elsewhere,
     world,
+    zone_and_players,
 )
 from tests.helpers import (
     assert_error,
@@ -80,9 +81,7 @@ async def test_a_zone_stopped_then_killed_during_play(
 ) -> None:
     async with world(settings, nursery, tmp_path) as (observer, api, env), \
             AsyncExitStack() as stack:
-        first = await stack.enter_async_context(started(tmp_path, "zone", ZONE, env=env))
-        players = await stack.enter_async_context(swarm(tmp_path, api.url, PLAYERS))
-        await players.ready(ZONE)
+        first, players = await zone_and_players(stack, tmp_path, api, env)
         await trio.sleep(2)
         assert await first.stop(signal.SIGTERM) == 0
         saved_at_stop = await stored(observer)
