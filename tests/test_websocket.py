@@ -227,3 +227,30 @@ def test_reserved_bits_are_protocol_errors(rsv: int) -> None:
 
 def test_unknown_opcode_is_a_protocol_error() -> None:
     assert violation(client_frame(b"hi", 0x3)) == 1002
+
+
+def test_after_goodbye_frames_are_passed_over_until_the_peers_close() -> None:
+    close = client_frame(struct.pack("!H", 1000), ws.CLOSE)
+    stream = client_frame(b'{"type":"move","dx":1,"dy":0,"seq":1}') * 50 + close
+    close_at = len(stream) - len(close)
+    reader = ws.FrameReader(max_message_bytes=4096)
+    seen = []
+    for at in range(0, len(stream), 7):  # split anywhere, headers included
+        reader.feed(stream[at:at + 7])
+        seen.append(reader.goodbye_seen())
+    # Known from the close frame's first two bytes on, and not a chunk before.
+    assert seen == [at + 7 >= close_at + 2 for at in range(0, len(stream), 7)]
+
+
+def test_after_goodbye_a_frame_of_any_size_streams_past_unkept() -> None:
+    header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 10 << 20) + b"mask"
+    reader = ws.FrameReader(max_message_bytes=4096)  # far under the frame: no 4008 now
+    reader.feed(header)
+    assert not reader.goodbye_seen()
+    chunk = b"\x00" * 65536
+    for _ in range((10 << 20) // len(chunk)):
+        reader.feed(chunk)
+        assert not reader.goodbye_seen()
+        assert len(reader._buffer) == 0, "a passed-over frame is not kept"
+    reader.feed(client_frame(struct.pack("!H", 1001), ws.CLOSE))
+    assert reader.goodbye_seen()

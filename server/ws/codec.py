@@ -215,9 +215,35 @@ class FrameReader:
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
         self._fragments_compressed = False
+        self._skip = 0  # bytes of a frame being passed over (goodbye_seen) still to come
 
     def feed(self, data: bytes | memoryview) -> None:
         self._buffer += data
+
+    def goodbye_seen(self) -> bool:
+        """Once we have said goodbye, only the peer's close frame matters: every other
+        frame is passed over whole, never unmasked or kept (one of any size is dropped
+        as it streams past), so a client that floods costs a header walk. True once the
+        peer's close frame has begun to arrive."""
+        buf = self._buffer
+        at = min(self._skip, len(buf))
+        self._skip -= at
+        try:
+            while len(buf) - at >= 2:
+                if buf[at] & 0x0F == CLOSE:
+                    return True
+                extent = payload_extent(buf, at)
+                if extent is None:
+                    return False
+                offset, length = extent
+                end = offset + (4 if buf[at + 1] & 0x80 else 0) + length
+                if end > len(buf):
+                    self._skip, at = end - len(buf), len(buf)
+                    return False
+                at = end
+            return False
+        finally:
+            del buf[:at]
 
     def messages(self) -> list[Message]:
         buf, offset, found = self._buffer, 0, []

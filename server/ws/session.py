@@ -151,6 +151,10 @@ class Session:
         """Read what has arrived and handle it; called by the hub, never blocks."""
         if self._peer_gone.is_set() or not self._receive() or self._framing_lost:
             return
+        if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
+            if self._reader.goodbye_seen():
+                self._peer_gone.set()
+            return
         try:
             received = self._reader.messages()
         except codec.ProtocolViolation as exc:
