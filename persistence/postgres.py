@@ -6,6 +6,13 @@ side, so a whole unit of work crosses the bridge once and no asyncio object
 reaches Trio code. Losing the server maps to `Unavailable` (HTTP 503): the
 transaction was rolled back, so the request changed nothing.
 
+The unit's deadline (DB_TIMEOUT_MS) covers waiting for a connection and the work,
+not the COMMIT: a COMMIT cut short by a deadline may still have been applied, and
+the client would be told "nothing changed" about a change that was made (a retry
+then makes a second character). Once sent, a COMMIT is waited for, up to
+COMMIT_TIMEOUT_S; only a server that stops answering for that long leaves its
+outcome unknown, and the 503 then says so.
+
 After the server restarts, every pooled connection is dead, and asyncpg learns it
 only when it uses one. A unit of work whose connection fails before its
 transaction has begun (nothing was sent that could change anything) is retried
@@ -17,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Concatenate, ParamSpec, TypeVar
 
 import asyncpg
@@ -41,6 +49,11 @@ _OUTAGE = (
     OSError,
     TimeoutError,
 )
+COMMIT_TIMEOUT_S = 10.0
+
+
+class _Unconfirmed(Exception):
+    """A COMMIT was sent and never answered: it may or may not have been applied."""
 
 
 class Postgres:
@@ -71,6 +84,10 @@ class Postgres:
         try:
             result: T = await aio_as_trio(self._in_transaction)(work, *args, **kwargs)
             return result
+        except _Unconfirmed as exc:
+            log.warning("postgres did not confirm a commit: %r", exc.__cause__)
+            raise Unavailable("the database did not confirm the change; it may have been "
+                              "saved") from exc
         except _OUTAGE as exc:
             log.warning("postgres unavailable: %r", exc)
             raise Unavailable("the database is unavailable; nothing was changed") from exc
@@ -78,21 +95,37 @@ class Postgres:
     async def _in_transaction(self, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         pool = self._pool
         assert pool is not None, "Postgres actor not started"
-        async with asyncio.timeout(self._timeout_s):
-            for retries_left in (1, 0):
-                begun = False
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        for retries_left in (1, 0):
+            begun = False
+            try:
+                async with asyncio.timeout_at(deadline):
+                    conn = await pool.acquire()
                 try:
-                    async with pool.acquire() as conn, conn.transaction():
+                    transaction = conn.transaction()
+                    async with asyncio.timeout_at(deadline):
+                        await transaction.start()
                         begun = True
-                        return await work(conn, *args, **kwargs)
-                except _OUTAGE:
-                    # After a server restart every pooled connection is dead: drop them
-                    # all now, so that the next use reconnects instead of failing too.
-                    # (A coroutine in asyncpg: without the await nothing is expired.)
-                    await pool.expire_connections()
-                    if begun or not retries_left:
-                        raise
-                    log.info("postgres: a pooled connection was dead; trying a fresh one")
+                        result = await work(conn, *args, **kwargs)
+                    try:
+                        async with asyncio.timeout(COMMIT_TIMEOUT_S):
+                            await transaction.commit()
+                    except _OUTAGE as exc:
+                        raise _Unconfirmed from exc
+                    return result
+                finally:
+                    # Releasing rolls back what was not committed; a connection that
+                    # cannot be reset in time is closed, and its error is not the caller's.
+                    with suppress(*_OUTAGE):
+                        await pool.release(conn, timeout=self._timeout_s)
+            except _OUTAGE:
+                # After a server restart every pooled connection is dead: drop them
+                # all now, so that the next use reconnects instead of failing too.
+                # (A coroutine in asyncpg: without the await nothing is expired.)
+                await pool.expire_connections()
+                if begun or not retries_left:
+                    raise
+                log.info("postgres: a pooled connection was dead; trying a fresh one")
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def ping(self) -> bool:

@@ -9,11 +9,13 @@ Redis, the Postgres pool), each under its own shield.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import trio
 import trio_asyncio
@@ -65,12 +67,22 @@ class Running:
         return self.http_url
 
 
+def _log_leftover(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """What asyncio calls unhandled: trio_asyncio would raise it into the process and end
+    it. It is what a library left behind, such as the result of a query that a deadline
+    cancelled, never read (asyncpg's "unexpected connection_lost()" when many do at
+    once): the request that started it was answered already, so log it and go on."""
+    log.warning("asyncio: %s", context.get("message", "unhandled error"),
+                exc_info=context.get("exception"))
+
+
 async def run_process(
     settings: Settings, *, roles: Roles, shutdown: trio.Event,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `roles` until `shutdown` is set; report when ready (and where HTTP listens)."""
-    async with trio_asyncio.open_loop(), trio.open_nursery() as backends:
+    async with trio_asyncio.open_loop() as loop, trio.open_nursery() as backends:
+        loop.set_exception_handler(_log_leftover)
         services = await start_services(backends, settings, name=roles.name)
         metrics = Metrics(role=roles.role, world=services.world, cache=services.cache,
                           relay=services.relay)

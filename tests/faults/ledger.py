@@ -84,6 +84,7 @@ class Ledger:
     users: dict[str, str] = field(default_factory=dict)  # user id -> its token, per 201
     characters: dict[str, str] = field(default_factory=dict)  # character id -> user id
     statuses: Counter[int] = field(default_factory=Counter)  # every HTTP status answered
+    refused: list[str] = field(default_factory=list)  # usernames answered 503: not written
 
     async def register(self, client: httpx.AsyncClient) -> int:
         """One registration; a 201 goes in the ledger. The status (0: no answer)."""
@@ -98,6 +99,8 @@ class Ledger:
         if response.status_code == 201:
             body = response.json()
             self.users[body["user_id"]] = body["token"]
+        elif response.status_code == 503:
+            self.refused.append(name)
         return response.status_code
 
     async def create_character(self, client: httpx.AsyncClient, user_id: str) -> int:
@@ -123,15 +126,17 @@ class Audit:
         return ", ".join(f"{k} {v}" for k, v in self.detail.items() if v) or "nothing amiss"
 
 
-async def _stored(conn: asyncpg.Connection, users: list[str], characters: list[str]
-                  ) -> tuple[int, int]:
+async def _stored(conn: asyncpg.Connection, users: list[str], characters: list[str],
+                  refused: list[str]) -> tuple[int, int, int]:
     found_users = await conn.fetchval(
         "SELECT count(*) FROM auth.users WHERE id = ANY($1::uuid[])",
         [uuid.UUID(u) for u in users])
     found_characters = await conn.fetchval(
         "SELECT count(*) FROM characters.characters WHERE id = ANY($1::uuid[])",
         [uuid.UUID(c) for c in characters])
-    return int(found_users), int(found_characters)
+    found_refused = await conn.fetchval(
+        "SELECT count(*) FROM auth.users WHERE username = ANY($1::text[])", refused)
+    return int(found_users), int(found_characters), int(found_refused)
 
 
 async def _announced(nc: NatsClient) -> Counter[str]:
@@ -164,12 +169,15 @@ async def parts(running: Running, ledger: Ledger) -> tuple[int, int]:
 
 async def audit(running: Running, ledger: Ledger, *, provisioned: bool = True) -> Audit:
     """The ledger against Postgres (every user and character acknowledged, each user's
-    four parts once) and JetStream (each user announced exactly once)."""
+    four parts once, no user that was refused with a 503) and JetStream (each user
+    announced exactly once)."""
     users = list(ledger.users)
-    found_users, found_characters = await running.services.pg.transact(
-        _stored, users, list(ledger.characters))
+    found_users, found_characters, refused_written = await running.services.pg.transact(
+        _stored, users, list(ledger.characters), ledger.refused)
     detail = {"users lost": len(users) - found_users,
-              "characters lost": len(ledger.characters) - found_characters}
+              "characters lost": len(ledger.characters) - found_characters,
+              # a 503 says nothing was written: an account there anyway is half a write
+              "users doubled (written though refused)": refused_written}
     if provisioned:
         missing, doubled = await parts(running, ledger)
         detail["parts missing"], detail["parts doubled"] = missing, doubled

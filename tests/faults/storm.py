@@ -25,13 +25,14 @@ SETTLE_TRIES = 600  # polls of 0.1 s: a storm of 500 settles in a few seconds
 
 @asynccontextmanager
 async def observed(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
-                   provisioner: bool = True) -> AsyncIterator[tuple[Running, Load]]:
+                   provisioner: bool = True, **api_env: str
+                   ) -> AsyncIterator[tuple[Running, Load]]:
     """An `outpost api` subprocess under load from this process, and an in-process
     observer (the audit's connections; the provisioner too, unless the scenario runs
-    its own)."""
+    its own); `api_env` adds to the api's environment."""
     roles = Roles(http=False, provisioner=provisioner)
     async with (running_process(settings, nursery, roles) as observer,
-                started(tmp_path, "api", env=process_env(settings)) as api):
+                started(tmp_path, "api", env=process_env(settings, **api_env)) as api):
         use_api_loop(observer)
         await observer.services.bus.ensure_streams(STREAMS)
         load = Load(api.url, concurrency=STORM)

@@ -3,9 +3,11 @@
 Covers: a storm of concurrent registrations while NATS is killed (-9) halfway and
 started again 5 s later; the same storm while the provisioner is killed (-9) twice
 mid-batch and started again; malformed and oversized `user.registered` events among
-good ones; Postgres killed (-9) right after a burst of 201s. In each, every 201 of the
-ledger is in Postgres, every user announced once in JetStream and provisioned once
-in all four parts, the outbox empty: nothing lost, nothing doubled.
+good ones; Postgres killed (-9) right after a burst of 201s; a storm against a Postgres
+too slow for the api's deadline. In each, every 201 of the ledger is in Postgres,
+every user announced once in JetStream and provisioned once in all four parts, the
+outbox empty, and no user answered 503 ("nothing was changed") in Postgres: nothing
+lost, nothing doubled.
 
 Rules: the fault suite's durable services (tests/faults/conftest.py); the api runs
 in-process, the provisioner too unless the scenario kills it (then it is an `outpost
@@ -120,6 +122,32 @@ async def test_poison_events_among_good_ones(
                    result.doubled, f"{dead} dead letters (4 consumers each); {result}"))
     assert (result.lost, result.doubled, stuck) == (0, 0, ""), str(result)
     assert dead == 4 * len(poison), dead
+
+
+SLOW_DEADLINE_MS = 60  # DB_TIMEOUT_MS that a storm of 500 outruns on two cores
+
+
+async def test_registration_storm_against_a_postgres_too_slow(
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Many registrations miss the api's Postgres deadline: each is told 503 and nothing
+    was changed, which must be true (a COMMIT cut short by the deadline can have been
+    applied)."""
+    ledger = Ledger()
+    async with observed(settings, nursery, tmp_path,
+                        DB_TIMEOUT_MS=str(SLOW_DEADLINE_MS)) as (running, load):
+        began = trio.current_time()
+        await storm(load, ledger, STORM, {})
+        answered_in = trio.current_time() - began
+        stuck = await settled(running, ledger)
+        result = await audit(running, ledger)
+    record(Figures("registration storm, Postgres too slow", f"{STORM} concurrent "
+                   "registrations", f"DB_TIMEOUT_MS={SLOW_DEADLINE_MS}", answered_in,
+                   result.lost, result.doubled,
+                   f"answers {dict(ledger.statuses)}; {result}"))
+    assert set(ledger.statuses) <= {201, 503}, ledger.statuses
+    assert ledger.statuses[503] > 0, "the deadline was never missed: the scenario is vacuous"
+    assert (result.lost, result.doubled, stuck) == (0, 0, ""), str(result)
 
 
 async def test_postgres_killed_right_after_a_burst_of_201s(
