@@ -34,6 +34,7 @@ from server.process import Roles
 from tests.helpers import eventually, running_process, use_api_loop
 from tests.world import connect, joined, new_player, next_of, send, snapshot_with, ws_url
 from zones.host import FENCE_AT
+from zones.remote import REJOIN_EVERY_S
 from zones.world import World
 
 
@@ -76,6 +77,10 @@ async def test_players_of_a_zone_whose_lease_is_lost_are_told_and_welcomed_back(
             await send(moving, {"type": "move", "dx": 1, "dy": 0, "seq": 2})
             seen = await snapshot_with(watching, mover_id, lambda p: p["x"] == 4)
             assert {p["id"] for p in seen["players"]} == {stayer["character"]["id"], mover_id}
+            again = None
+            with trio.move_on_after(2.5 * REJOIN_EVERY_S):  # back: not re-joined any more
+                again = await next_of(moving, "welcome", within_s=10 * REJOIN_EVERY_S)
+            assert again is None, "welcomed again: still counted as waiting for its zone"
 
 
 async def test_a_zone_cut_off_from_nats_stops_before_its_lease_can_run_out(
@@ -93,24 +98,19 @@ async def test_a_zone_cut_off_from_nats_stops_before_its_lease_can_run_out(
             nats.pause()
             cut_off_at = trio.current_time()
             # Its last renewal was asked for before the pause: a lease from then at most.
-            await eventually(_not_hosting(world, "z1"), "the cut-off zone to stop",
+            await eventually(_hosts(world, "z1", hosting=False), "the cut-off zone to stop",
                              tries=int(10 * lease_s))
             stopped_after_s = trio.current_time() - cut_off_at
             assert stopped_after_s >= (FENCE_AT - 1 / 3) * lease_s, "stopped too eagerly"
             nats.resume()
-            await eventually(_hosting(world, "z1"), "the zone back once NATS is",
+            await eventually(_hosts(world, "z1"), "the zone back once NATS is",
                              tries=int(30 * lease_s) + 50)  # its key expired meanwhile
     finally:
         nats.stop()
 
 
-def _hosting(world: World, zone_id: str) -> Callable[[], Awaitable[bool]]:
+def _hosts(world: World, zone_id: str, *, hosting: bool = True
+           ) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return zone_id in world.zones
-    return check
-
-
-def _not_hosting(world: World, zone_id: str) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return zone_id not in world.zones
+        return (zone_id in world.zones) is hosting
     return check

@@ -81,8 +81,7 @@ class World:
         self._bus = bus
         self.directory = ZoneDirectory(bus, lease_s=config.lease_s)
         self.instance_id = uuid.uuid4().hex  # this process, for zones in others
-        self.zones: dict[str, ZoneActor] = {}  # the zones this process runs now
-        self._local: dict[str, LocalZone] = {}  # their links
+        self._local: dict[str, LocalZone] = {}  # the links of the zones this process runs
         # Links of zones that stopped here (lease lost) while members played: those
         # members are re-joined, wherever the zone runs next, until they are back.
         self._stopped: list[LocalZone] = []
@@ -108,16 +107,19 @@ class World:
         return ZoneActor(zone_id, c.rules, hooks, tick_rate_hz=c.tick_rate_hz,
                          checkpoint_s=c.checkpoint_s, view_radius=c.view_radius)
 
+    @property
+    def zones(self) -> dict[str, ZoneActor]:
+        """The zones this process runs now."""
+        return {zone_id: local.actor for zone_id, local in self._local.items()}
+
     def hosting(self, actor: ZoneActor) -> None:
         """This process runs `actor`'s zone now: sessions here join it directly."""
-        self.zones[actor.zone_id] = actor
         self._local[actor.zone_id] = LocalZone(actor)
 
     def stopped_hosting(self, zone_id: str) -> None:
         """The zone stopped here (its positions saved). Its members still playing are
         told, and re-joined every REJOIN_EVERY_S until the zone, here again or in
         another process, takes them back, as a RemoteZone does for its members."""
-        self.zones.pop(zone_id, None)
         local = self._local.pop(zone_id, None)
         if local is None or not local.members:
             return
@@ -158,9 +160,13 @@ class World:
             raise Forbidden("that character is not yours")
         zone = self.link(character.zone_id)
         admission = await zone.join(_entrant(character, character.x, character.y), member)
-        for stopped in self._stopped:  # back in its zone: no longer waiting for it
-            if stopped.members.get(str(character_id)) is member:
-                del stopped.members[str(character_id)]
+        # In `zone` now: any other link that still counts it as its member (one whose zone
+        # stopped or went silent while it waited, and which would go on re-joining it) lets
+        # it go. Each leave is a no-op for a link it is not a member of.
+        others: list[ZoneLink] = [*self._stopped, *self._remote.values()]
+        for other in others:
+            if other is not zone:
+                other.leave(str(character_id), member)
         return Entered(character, admission, zone)
 
     async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
@@ -190,15 +196,15 @@ class World:
         """Every zone of the world: up or not, with its stats when up."""
         now = trio.current_time()
         listed = []
-        for zone_id in sorted({*self._config.listed, *self._known.seen, *self.zones}):
+        for zone_id in sorted({*self._config.listed, *self._known.seen, *self._local}):
             held = self._known.held(zone_id, now)
-            listed.append(self.zones[zone_id].stats() if zone_id in self.zones
+            listed.append(self._local[zone_id].actor.stats() if zone_id in self._local
                           else {"zone": zone_id, "players": 0, **held, "up": True} if held
                           else {"zone": zone_id, "up": False, "players": 0})
         return listed
 
     def is_up(self, zone_id: str) -> bool:
-        return zone_id in self.zones or self._known.held(zone_id, trio.current_time()) is not None
+        return zone_id in self._local or self._known.held(zone_id, trio.current_time()) is not None
 
     async def _watch_directory(self) -> None:
         """Keep KnownZones up to date from the zone directory's watch. A watch silent for

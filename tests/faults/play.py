@@ -171,11 +171,17 @@ async def swarm(folder: Path, url: str, n: int, *, users: Path | None = None,
                 await process.wait()
 
 
-async def players_in(url: str, zone: str) -> int:
-    """The players the api at `url` counts in `zone` (0 while it is down)."""
+async def listed(url: str, zone: str) -> dict[str, Any]:
+    """`zone` as the api at `url` lists it while it is up (its holder and players, from
+    the zone directory); empty while it is down."""
     async with httpx.AsyncClient(base_url=url, timeout=5) as http:
         zones = (await http.get("/v1/world/zones")).json()["zones"]
-    return next((z["players"] for z in zones if z["zone"] == zone and z["up"]), 0)
+    return next((z for z in zones if z["zone"] == zone and z["up"]), {})
+
+
+async def players_in(url: str, zone: str) -> int:
+    """The players the api at `url` counts in `zone` (0 while it is down)."""
+    return int((await listed(url, zone)).get("players", 0))
 
 
 async def playing(url: str, zone: str, n: int, tries: int = JOIN_TRIES) -> float:

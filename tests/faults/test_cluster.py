@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 from nats.js import JetStreamContext
@@ -38,6 +37,7 @@ from tests.faults.play import (
     PLAYERS,
     ZONE,
     Played,
+    listed,
     stored,
     unlike_acked,
     world,
@@ -105,12 +105,6 @@ async def test_registration_storm_with_a_nats_server_killed(
     assert (result.lost, result.doubled, stuck) == (0, 0, ""), str(result)
 
 
-async def _owner(url: str) -> object:
-    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-        zones = (await http.get("/v1/world/zones")).json()["zones"]
-    return next(z.get("owner") for z in zones if z["zone"] == ZONE)
-
-
 def _longest_silence(played: Played, since: float, until: float) -> float:
     """The longest time without an acknowledged move between `since` and `until`."""
     times = [since, *(a[0] for a in played.acked if since < a[0] < until), until]
@@ -123,14 +117,15 @@ async def test_play_with_a_nats_server_killed(
     async with world(on_cluster, nursery, tmp_path) as (observer, api, env), \
             AsyncExitStack() as stack:
         zone, players = await zone_and_players(stack, tmp_path, api, env)
-        owner = await _owner(api.url)
+        owner = (await listed(api.url, ZONE)).get("owner")
+        assert owner is not None, "the zone is not up"
         victim = cluster.serving(f"outpost-zone-{ZONE}")  # its feed must find another way
         led = await leader(observer, ZONES_STREAM)
         await trio.sleep(2)
         cluster.nodes[victim].kill()
         killed = time.monotonic()
         await trio.sleep(PLAY_ON_S)
-        owner_after = await _owner(api.url)
+        owner_after = (await listed(api.url, ZONE)).get("owner")
         await players.settled()
         assert await zone.stop(signal.SIGTERM) == 0
         saved = await stored(observer)

@@ -21,9 +21,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import httpx
 import orjson
 import trio
 
@@ -35,6 +33,7 @@ from tests.faults.play import (
     PLAYERS,
     SAVE_SLACK_S,
     ZONE,
+    listed,
     staler_than,
     swarm,
     world,
@@ -49,19 +48,11 @@ RUNNING = f"zone {ZONE}: running it"
 STANDING_BY = f"zone {ZONE} is held elsewhere; standing by"
 
 
-async def _zone(url: str) -> dict[str, Any]:
-    """ZONE as the api at `url` lists it while it is up (its holder's id and players, from
-    the zone directory); empty while it is down."""
-    async with httpx.AsyncClient(base_url=url, timeout=5) as http:
-        zones = (await http.get("/v1/world/zones")).json()["zones"]
-    return next((z for z in zones if z["zone"] == ZONE and z["up"]), {})
-
-
 def _held(url: str, *, not_by: object = None, players: int | None = None
           ) -> Callable[[], Awaitable[str | None]]:
     """A check: the holder of ZONE, if one holds it (not `not_by`, with `players`)."""
     async def check() -> str | None:
-        zone = await _zone(url)
+        zone = await listed(url, ZONE)
         owner = zone.get("owner")
         if owner in (None, not_by) or players not in (None, zone["players"]):
             return None
@@ -71,7 +62,7 @@ def _held(url: str, *, not_by: object = None, players: int | None = None
 
 def _free(url: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        return "owner" not in await _zone(url)
+        return "owner" not in await listed(url, ZONE)
     return check
 
 
@@ -126,7 +117,7 @@ async def test_a_zone_partitioned_from_nats_is_taken_over_without_two_owners(
 
             await eventually(standing_by, "the far process to stand by once healed", tries=200)
             await trio.sleep(2)  # play on: the zone stays with the standby
-            kept = (await _zone(api.url)).get("owner")
+            kept = (await listed(api.url, ZONE)).get("owner")
             ledger = await players.finished()
         relays.cancel_scope.cancel()
 
