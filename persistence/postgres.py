@@ -63,6 +63,11 @@ class Postgres:
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
 
+    @property
+    def max_size(self) -> int:
+        """Connections the pool opens at most: units of work at once."""
+        return self._max_size
+
     async def run(
         self, *, task_status: trio.TaskStatus[Postgres] = trio.TASK_STATUS_IGNORED
     ) -> None:

@@ -22,18 +22,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import trio
 from nats.js import JetStreamContext
 
 from bus.directory import BUCKET
+from persistence.errors import Unavailable
 from server.config import Settings
 from server.devstack import _nats
 from server.process import Roles
 from tests.helpers import eventually, running_process, use_api_loop
 from tests.world import connect, joined, new_player, next_of, send, snapshot_with, ws_url
 from zones.host import FENCE_AT
+from zones.interest import View
 from zones.remote import REJOIN_EVERY_S
 from zones.world import World
 
@@ -107,6 +110,67 @@ async def test_a_zone_cut_off_from_nats_stops_before_its_lease_can_run_out(
                              tries=int(30 * lease_s) + 50)  # its key expired meanwhile
     finally:
         nats.stop()
+
+
+WAITING = 2000  # players waiting for their zone, as many as a busy zone has
+
+
+class _Waiting:
+    """A member whose zone is back, as the world sees it: no socket, nothing to say."""
+
+    def __init__(self) -> None:
+        self.session_id = uuid.uuid4().hex
+        self.outlet = self
+
+    def snapshot(self, view: View) -> None:
+        pass
+
+    def replaced(self) -> None:
+        raise AssertionError("nobody else plays its character")
+
+    def zone_lost(self) -> None:
+        pass
+
+    def rejoin(self) -> None:
+        pass
+
+
+async def _characters(conn: asyncpg.Connection, zone_id: str,
+                      count: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """`count` characters of users of their own in `zone_id`: (character id, user id)."""
+    rows = [(uuid.uuid4(), uuid.uuid4(), f"Waiter{i}", zone_id) for i in range(count)]
+    await conn.executemany(
+        "INSERT INTO characters.characters (id, user_id, name, name_key, class, zone_id) "
+        "VALUES ($1, $2, $3, lower($3), 'recruit', $4)", rows)
+    return [(character_id, user_id) for character_id, user_id, _, _ in rows]
+
+
+async def test_players_whose_zone_is_back_rejoin_without_crowding_postgres(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    """When a zone comes back, every player that waited for it is re-joined at once (each
+    reads its character from Postgres). They must not all wait on the pool together: with
+    2,000 of them most would wait past the deadline, fail, and try again a second later,
+    over and over (a zone of 2,000 took 20 s to fill on a one-core bench)."""
+    zone = f"rejoin-{uuid.uuid4().hex[:8]}"
+    # A deadline that no single read comes near, and that 2,000 reads in one queue pass.
+    own = dataclasses.replace(settings, world_zone_id=zone, db_timeout_s=0.2)
+    async with running_process(own, nursery, Roles(http=False, zones=(zone,))) as running:
+        use_api_loop(running)
+        world = running.services.world
+        characters = await running.services.pg.transact(_characters, zone, WAITING)
+        failed: list[Unavailable] = []
+
+        async def rejoin(character_id: uuid.UUID, user_id: uuid.UUID) -> None:
+            try:
+                await world.rejoin(user_id, character_id, _Waiting())
+            except Unavailable as exc:
+                failed.append(exc)
+
+        async with trio.open_nursery() as rejoining:
+            for character_id, user_id in characters:
+                rejoining.start_soon(rejoin, character_id, user_id)
+        assert (len(failed), world.zones[zone].player_count) == (0, WAITING)
 
 
 def _hosts(world: World, zone_id: str, *, hosting: bool = True

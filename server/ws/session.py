@@ -122,6 +122,7 @@ class Session:
         self.session_id = uuid.uuid4().hex
         self._framing_lost = False  # after a protocol violation input can only be discarded
         self._peer_gone = trio.Event()  # the peer said goodbye, or vanished
+        self._zone_lost = False  # told zone_unavailable, and not welcomed back yet
 
     async def run(self) -> None:
         SESSION.set(self.session_id)  # this task's and its children's log lines name it
@@ -245,12 +246,13 @@ class Session:
                     await self._travel(zone)
                 case Join(character_id):
                     await self._join(character_id, quiet=False)
-                case _Rejoin(character_id):
+                case _Rejoin(character_id) if self._zone_lost:  # not back already
                     await self._join(character_id, quiet=True)
 
     # --- what a zone link asks of its member -----------------------------------------------
 
     def zone_lost(self) -> None:
+        self._zone_lost = True
         self._error("zone_unavailable", "your zone stopped answering; you will be back "
                     "in it as soon as it is")
 
@@ -263,7 +265,8 @@ class Session:
 
     async def _join(self, character_id: uuid.UUID, *, quiet: bool) -> None:
         try:
-            entered = await self._world.enter(self._user_id, character_id, self)
+            enter = self._world.rejoin if quiet else self._world.enter
+            entered = await enter(self._user_id, character_id, self)
         except DomainError as exc:
             if not quiet:  # an automatic re-join keeps trying without a word
                 self._error(exc.code, exc.message)  # the socket stays open for another join
@@ -288,6 +291,7 @@ class Session:
 
     def _welcome(self, entered: Entered) -> None:
         self._entered = entered
+        self._zone_lost = False
         self._character_id = str(entered.character.id)
         self._move = entered.zone.move
         self._conversation.welcomed(self._character_id, trio.current_time())
