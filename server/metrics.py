@@ -110,6 +110,13 @@ class _Collector(Collector):
         batches = CounterMetricFamily("outpost_zone_move_batches_dropped", "Ticks whose "
                                       "player.moved batch was dropped (NATS behind).",
                                       labels=["zone"])
+        stops = CounterMetricFamily("outpost_zone_stops", "Times a zone running in this "
+                                    "process stopped unasked: its lease taken by another "
+                                    "(lease_lost), or not renewed in time (not_renewed: "
+                                    "NATS unreachable, or the process overloaded).",
+                                    labels=["zone", "reason"])
+        for (zone_id, reason), times in sorted(self._world.zone_stops.items()):
+            stops.add_metric([zone_id, reason], times)
         for zone_id, actor in sorted(self._world.zones.items()):
             counts = actor.counts
             ticks.add_metric([zone_id], counts.ticks.cumulative(), counts.ticks.total_s)
@@ -118,7 +125,7 @@ class _Collector(Collector):
             inputs.add_metric([zone_id, "applied"], actor.inputs_applied)
             inputs.add_metric([zone_id, "dropped"], counts.inputs_dropped)
             batches.add_metric([zone_id], counts.move_batches_dropped)
-        yield from (ticks, skipped, players, inputs, batches)
+        yield from (ticks, skipped, players, inputs, batches, stops)
 
     def _wire(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         wire = self._metrics.wire

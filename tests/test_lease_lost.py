@@ -33,7 +33,7 @@ from persistence.errors import Unavailable
 from server.config import Settings
 from server.devstack import _nats
 from server.process import Roles
-from tests.helpers import eventually, running_process, use_api_loop
+from tests.helpers import eventually, metric, running_process, use_api_loop
 from tests.world import connect, joined, new_player, next_of, send, snapshot_with, ws_url
 from zones.host import FENCE_AT
 from zones.interest import View
@@ -69,6 +69,8 @@ async def test_players_of_a_zone_whose_lease_is_lost_are_told_and_welcomed_back(
                 lost = await next_of(conn, "error")
                 assert lost["code"] == "zone_unavailable", lost
             assert zone not in running.services.world.zones
+            assert await metric(running.metrics_url, "outpost_zone_stops_total",
+                                zone=zone, reason="lease_lost") == 1
 
             # The other process never renews its key, which expires; this process takes
             # its zone back, and its players are welcomed again where they were.
@@ -105,6 +107,8 @@ async def test_a_zone_cut_off_from_nats_stops_before_its_lease_can_run_out(
                              tries=int(10 * lease_s))
             stopped_after_s = trio.current_time() - cut_off_at
             assert stopped_after_s >= (FENCE_AT - 1 / 3) * lease_s, "stopped too eagerly"
+            assert await metric(running.metrics_url, "outpost_zone_stops_total",
+                                zone="z1", reason="not_renewed") == 1
             nats.resume()
             await eventually(_hosts(world, "z1"), "the zone back once NATS is",
                              tries=int(30 * lease_s) + 50)  # its key expired meanwhile

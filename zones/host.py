@@ -152,6 +152,7 @@ class ZoneHost:
                 if renewed is None:
                     log.error("zone %s: lease lost to another process; stopping",
                               self.zone_id)
+                    self._world.zone_stops[self.zone_id, "lease_lost"] += 1
                     held[0] = 0
                     hosting.cancel()
                     return
@@ -160,6 +161,7 @@ class ZoneHost:
                 continue
             log.error("zone %s: lease not renewed for %.1f s; stopping before it can run "
                       "out", self.zone_id, trio.current_time() - renewed_at)
+            self._world.zone_stops[self.zone_id, "not_renewed"] += 1
             hosting.cancel()
             return
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,6 +87,9 @@ class World:
         # members are re-joined, wherever the zone runs next, until they are back.
         self._stopped: list[LocalZone] = []
         self._remote: dict[str, RemoteZone] = {}
+        # (zone, why) -> times a zone running here stopped without being asked to
+        # (zones/host.py: "lease_lost", "not_renewed"), for /metrics.
+        self.zone_stops: Counter[tuple[str, str]] = Counter()
         self._known = KnownZones(lease_s=config.lease_s)
         # Automatic re-joins read Postgres a few at a time (see `rejoin`).
         self._rejoins = trio.CapacityLimiter(max(1, pg.max_size // 2))
