@@ -25,9 +25,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
+import pytest
 import trio
 from nats.js import JetStreamContext
 
+from bus import subjects
 from bus.directory import BUCKET
 from persistence.errors import Unavailable
 from server.config import Settings
@@ -35,6 +37,7 @@ from server.devstack import _nats
 from server.process import Roles
 from tests.helpers import eventually, metric, running_process, use_api_loop
 from tests.world import connect, joined, new_player, next_of, send, snapshot_with, ws_url
+from zones.errors import ZoneUnavailable
 from zones.host import FENCE_AT
 from zones.interest import View
 from zones.remote import REJOIN_EVERY_S
@@ -175,6 +178,37 @@ async def test_players_whose_zone_is_back_rejoin_without_crowding_postgres(
             for character_id, user_id in characters:
                 rejoining.start_soon(rejoin, character_id, user_id)
         assert (len(failed), world.zones[zone].player_count) == (0, WAITING)
+
+
+async def test_a_rejoin_does_not_wait_behind_joins_a_zone_leaves_unanswered(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    """Re-joins take turns at Postgres only: a join of a zone that is heard but does not
+    answer (its holder hung) waits out its timeout, and must not hold a turn meanwhile,
+    or a pool's worth of such joins would stop every other player's re-join."""
+    zone, hung = f"rejoin-{uuid.uuid4().hex[:8]}", f"hung-{uuid.uuid4().hex[:8]}"
+    own = dataclasses.replace(settings, world_zone_id=zone)
+    async with running_process(own, nursery, Roles(http=False, zones=(zone,))) as running:
+        use_api_loop(running)
+        world, pg = running.services.world, running.services.pg
+        stuck = await pg.transact(_characters, hung, pg.max_size)  # twice the turns
+        [(character_id, user_id)] = await pg.transact(_characters, zone, 1)
+        given_up: list[uuid.UUID] = []
+
+        async def rejoin_stuck(character_id: uuid.UUID, user_id: uuid.UUID) -> None:
+            with pytest.raises(ZoneUnavailable):
+                await world.rejoin(user_id, character_id, _Waiting())
+            given_up.append(character_id)
+
+        async with (running.services.bus.subscription(subjects.zone_join(hung)) as heard,
+                    trio.open_nursery() as rejoining):
+            for stuck_id, stuck_user in stuck:
+                rejoining.start_soon(rejoin_stuck, stuck_id, stuck_user)
+            for _ in stuck:  # every one of them is waiting for its answer now
+                await heard.receive()
+            await world.rejoin(user_id, character_id, _Waiting())
+            assert given_up == [], "waited for the unanswered joins to time out"
+        assert sorted(given_up) == sorted(c for c, _ in stuck)
 
 
 def _hosts(world: World, zone_id: str, *, hosting: bool = True

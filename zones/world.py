@@ -159,11 +159,31 @@ class World:
 
     async def enter(self, user_id: uuid.UUID, character_id: uuid.UUID,
                     member: Member) -> Entered:
+        return await self._enter(await self._owned(user_id, character_id), member)
+
+    async def rejoin(self, user_id: uuid.UUID, character_id: uuid.UUID,
+                     member: Member) -> Entered:
+        """`enter`, for a member re-joined automatically while its zone was away. A zone
+        that comes back re-joins all its players at once: they take turns at Postgres,
+        half a pool at a time (the other half is for the requests a client waits on).
+        All of them waiting on the pool at once would wait past its deadline, fail, and
+        try again a second later, over and over: a zone of 2,000 took 20 s to fill. Only
+        the read takes turns: a join of a zone that does not answer yet may wait out
+        its timeout without holding the others back."""
+        async with self._rejoins:
+            character = await self._owned(user_id, character_id)
+        return await self._enter(character, member)
+
+    async def _owned(self, user_id: uuid.UUID, character_id: uuid.UUID) -> Character:
+        """The character's row, if it is `user_id`'s."""
         character = await self._pg.transact(get_character, character_id)
         if character is None:
             raise NotFound("no such character")
         if character.user_id != user_id:
             raise Forbidden("that character is not yours")
+        return character
+
+    async def _enter(self, character: Character, member: Member) -> Entered:
         zone = self.link(character.zone_id)
         admission = await zone.join(_entrant(character, character.x, character.y), member)
         # In `zone` now: any other link that still counts it as its member (one whose zone
@@ -172,18 +192,8 @@ class World:
         others: list[ZoneLink] = [*self._stopped, *self._remote.values()]
         for other in others:
             if other is not zone:
-                other.leave(str(character_id), member)
+                other.leave(str(character.id), member)
         return Entered(character, admission, zone)
-
-    async def rejoin(self, user_id: uuid.UUID, character_id: uuid.UUID,
-                     member: Member) -> Entered:
-        """`enter`, for a member re-joined automatically while its zone was away. A zone
-        that comes back re-joins all its players at once: they take turns at Postgres,
-        half a pool at a time (the other half is for the requests a client waits on).
-        All of them waiting on the pool at once would wait past its deadline, fail, and
-        try again a second later, over and over: a zone of 2,000 took 20 s to fill."""
-        async with self._rejoins:
-            return await self.enter(user_id, character_id, member)
 
     async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
         """Move a joined character to `zone_id`'s spawn point; on failure it stays."""
