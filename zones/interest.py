@@ -161,8 +161,15 @@ class Interest:
         self.grid = grid
         self.epoch = epoch  # tells this zone's snapshots from another run's (ticks restart)
         self.tick = 0  # the tick sealed last
-        self.entities: dict[int, Entity] = {}
+        self.entities: dict[int, Entity] = {}  # as of now, the open window included
+        # Who is in each cell as of the sealed tick: what views are built of, whenever a
+        # member's outlet gets round to encoding one. The window's entries and leaves land
+        # here when it is sealed (a complete snapshot encoded between a join and the next
+        # seal once listed an entrant whose update entry was not written yet: a payload
+        # one entry short, which no client can decode).
         self._cells: dict[Cell, dict[int, Entity]] = defaultdict(dict)
+        self._entering: dict[int, Entity] = {}  # this window's entrants, in no cell yet
+        self._leaving: list[Entity] = []  # this window's leavers, in their cells still
         self._headers = Headers(zone_id)
         self._touched: dict[int, Cell | None] = {}  # this window: eid -> cell it began in
         # The sealed tick: what changed in it, and what has been built of it.
@@ -179,7 +186,7 @@ class Interest:
               seq: int) -> None:
         entity = Entity(eid, character_id, name, x, y, seq, self.grid.cell(x, y))
         self.entities[eid] = entity
-        self._cells[entity.cell][eid] = entity
+        self._entering[eid] = entity
         self._touched.setdefault(eid, None)
 
     def update(self, eid: int, x: float, y: float, seq: int) -> None:
@@ -188,7 +195,9 @@ class Interest:
             self._touched[eid] = entity.cell
         entity.x, entity.y, entity.seq = x, y, seq
         cell = self.grid.cell(x, y)
-        if cell != entity.cell:
+        if eid in self._entering:
+            entity.cell = cell
+        elif cell != entity.cell:
             self._move(entity, cell)
 
     def _move(self, entity: Entity, cell: Cell) -> None:
@@ -202,16 +211,28 @@ class Interest:
     def leave(self, eid: int) -> None:
         entity = self.entities.pop(eid)
         self._touched.setdefault(eid, entity.cell)
-        cell = self._cells[entity.cell]
-        del cell[eid]
-        if not cell:
-            del self._cells[entity.cell]
+        if self._entering.pop(eid, None) is None:
+            self._leaving.append(entity)
+
+    def _settle_window(self) -> None:
+        """The window's leavers leave their cells and its entrants enter theirs."""
+        cells = self._cells
+        for entity in self._leaving:
+            cell = cells[entity.cell]
+            if cell.get(entity.eid) is entity:  # not an entrant given its eid since
+                del cell[entity.eid]
+                if not cell:
+                    del cells[entity.cell]
+        for entity in self._entering.values():
+            cells[entity.cell][entity.eid] = entity
+        self._leaving, self._entering = [], {}
 
     def seal(self, tick: int, moved: Sequence[Avatar] = ()) -> None:
         """Close the window: everything since the last seal happened in `tick`, and so
         did the moves of `moved` (update() for each, done here in the same loop: this is
         the zone's every tick, written for speed; it encodes the entry of every player
         that moved)."""
+        self._settle_window()
         changed: dict[Cell, list[Entity]] = {}
         moves: list[tuple[int, Entity | None, Cell | None, Cell | None]] = []
         entities, runs, touched, grid = self.entities, self._runs, self._touched, self.grid
