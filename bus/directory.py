@@ -26,7 +26,6 @@ from contextlib import asynccontextmanager, suppress
 from typing import NamedTuple
 
 import nats.js.errors
-import orjson
 import trio
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
@@ -57,19 +56,18 @@ class ZoneDirectory:
                       self.lease_s, BUCKET, ttl, ttl)
             self.lease_s = ttl
 
-    async def claim(self, zone_id: str, value: dict[str, object]) -> int | None:
+    async def claim(self, zone_id: str, value: bytes) -> int | None:
         """Take the zone if nobody holds it: the revision to renew against, else None."""
         try:
-            return await self._bus.on_jetstream(_create, self._shape, zone_id,
-                                                orjson.dumps(value))
+            return await self._bus.on_jetstream(_create, self._shape, zone_id, value)
         except nats.js.errors.KeyValueError:
             return None
 
-    async def renew(self, zone_id: str, value: dict[str, object], revision: int) -> int | None:
+    async def renew(self, zone_id: str, value: bytes, revision: int) -> int | None:
         """Extend the lease: the new revision, or None if the zone is no longer ours."""
         try:
-            return await self._bus.on_jetstream(_update, self._shape, zone_id,
-                                                orjson.dumps(value), revision)
+            return await self._bus.on_jetstream(_update, self._shape, zone_id, value,
+                                                revision)
         except nats.js.errors.KeyValueError:
             return None
 
@@ -105,9 +103,10 @@ class DirectoryWatch:
         self._watcher = watcher
         self._bus = bus
 
-    async def next(self, wait_s: float) -> tuple[str, dict[str, object] | None] | None:
-        """The next change: a zone and its holder's value (None once released); None if
-        nothing changed within `wait_s`."""
+    async def next(self, wait_s: float) -> tuple[str, bytes | None] | None:
+        """The next change: a zone and its holder's value as it was written (None once
+        released; the holder's own encoding, zones/contract.py), or None if nothing
+        changed within `wait_s`."""
         return await self._bus.on_jetstream(_next, self._watcher, wait_s)
 
     async def stop(self) -> None:
@@ -154,7 +153,7 @@ async def _watch(js: JetStreamContext, shape: _Shape) -> KeyValue.KeyWatcher:
 
 
 async def _next(js: JetStreamContext, watcher: KeyValue.KeyWatcher,
-                wait_s: float) -> tuple[str, dict[str, object] | None] | None:
+                wait_s: float) -> tuple[str, bytes | None] | None:
     # Not watcher.updates(timeout): asyncio.timeout() passes a cancellation on.
     try:
         async with asyncio.timeout(wait_s):
@@ -163,7 +162,7 @@ async def _next(js: JetStreamContext, watcher: KeyValue.KeyWatcher,
     except (TimeoutError, StopAsyncIteration):
         return None
     held = entry.value and not entry.operation  # a delete or purge marker: released
-    return entry.key, orjson.loads(entry.value) if held else None
+    return entry.key, bytes(entry.value) if held else None
 
 
 async def _stop(js: JetStreamContext, watcher: KeyValue.KeyWatcher) -> None:

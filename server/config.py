@@ -63,6 +63,12 @@ class Settings:
     world_slow_close_s: float = 3.0
     world_max_message_bytes: int = 4096
     world_max_messages_per_s: float = 30.0
+    # Every frame counts here, fragments and control frames too (docs/protocol.md).
+    world_max_frames_per_s: float = 120.0
+    world_max_sockets_per_user: int = 10
+    # Connections open at once to the API port from one client address (HTTP and world
+    # alike); 0: no cap (behind a proxy, every client has the proxy's address).
+    max_connections_per_address: int = 256
     # Zones listed by GET /v1/world/zones even while down (running ones are found in the
     # zone directory), and the lease a zone process holds there: a standby takes over
     # after it.
@@ -196,6 +202,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORLD_SLOW_CLOSE": ("world_slow_close_s", _positive(float)),
     "WORLD_MAX_MESSAGE_BYTES": ("world_max_message_bytes", _positive(int)),
     "WORLD_MAX_MESSAGES_PER_S": ("world_max_messages_per_s", _positive(float)),
+    "WORLD_MAX_FRAMES_PER_S": ("world_max_frames_per_s", _positive(float)),
+    "WORLD_MAX_SOCKETS_PER_USER": ("world_max_sockets_per_user", _positive(int)),
+    "MAX_CONNECTIONS_PER_ADDRESS": ("max_connections_per_address",
+                                    _whole(0, 1_000_000, "a number of connections")),
     "WORLD_ZONES": ("world_zones", _origins),
     "ZONE_LEASE": ("zone_lease_s", _positive(float)),
 }

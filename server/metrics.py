@@ -117,6 +117,13 @@ class _Collector(Collector):
                                     labels=["zone", "reason"])
         for (zone_id, reason), times in sorted(self._world.zone_stops.items()):
             stops.add_metric([zone_id, reason], times)
+        refused = CounterMetricFamily(
+            "outpost_peer_messages_refused", "Messages from other processes (joins, replies, "
+            "inputs, feeds, news, directory entries) this process refused: malformed, or of a "
+            "kind or version it does not understand.", labels=["message", "reason"])
+        for (message, reason), times in sorted(self._world.refusals.counts.items()):
+            refused.add_metric([message, reason], times)
+        yield refused
         for zone_id, actor in sorted(self._world.zones.items()):
             counts = actor.counts
             ticks.add_metric([zone_id], counts.ticks.cumulative(), counts.ticks.total_s)
@@ -147,6 +154,16 @@ class _Collector(Collector):
         yield closes
         yield CounterMetricFamily("outpost_ws_bytes_sent", "Bytes written to world sockets.",
                                   value=wire.bytes_sent)
+        yield CounterMetricFamily("outpost_ws_faults", "World sessions closed with 1011, and "
+                                  "connections to the API port ended, by a fault of the "
+                                  "server's own (each logged with its traceback).",
+                                  value=wire.faults)
+        refused = CounterMetricFamily(
+            "outpost_connections_refused", "Connections and world upgrades refused by a cap "
+            "(429): connections_per_address, sockets_per_user.", labels=["cap"])
+        for cap, count in sorted(wire.refused.items()):
+            refused.add_metric([cap], count)
+        yield refused
 
     def _outbox(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         relay = self._relay

@@ -17,6 +17,7 @@ import struct
 import pytest
 
 from bench.v2 import OutOfStep, OwnEntry, PlayerView, decode
+from zones.contract import FEEDS
 from zones.interest import V1, V2, Base, Grid, Interest
 from zones.simulation import Eids
 from zones.snapshots import Headers, Run, text, uint, update_entry, update_head
@@ -242,11 +243,11 @@ def test_a_mirror_fed_by_the_zone_serves_the_same_snapshots() -> None:
     world.tick += 1
     world.zone.seal(world.tick)
     mirror = Interest("z1", Grid(*BOUNDS, 100.0), epoch="")
-    assert not mirror.apply(decode(world.zone.feed(complete=False))), "a delta first: wait"
-    assert mirror.apply(decode(world.zone.feed(complete=True)))
+    assert not mirror.apply(FEEDS.decode(world.zone.feed(complete=False))), "a delta first: wait"
+    assert mirror.apply(FEEDS.decode(world.zone.feed(complete=True)))
     for tick in range(60):
         world.step()
-        assert mirror.apply(decode(world.zone.feed(complete=tick % 20 == 0)))
+        assert mirror.apply(FEEDS.decode(world.zone.feed(complete=tick % 20 == 0)))
         assert mirror.tick == world.zone.tick
         for cell in set(world.zone.occupied):
             for since in (None, ((world.zone.epoch, cell), world.zone.tick - 1)):
@@ -256,9 +257,9 @@ def test_a_mirror_fed_by_the_zone_serves_the_same_snapshots() -> None:
                     assert normal(theirs, wire) == normal(ours, wire)
     world.step()  # this tick's feed is lost on the way
     world.step()
-    assert not mirror.apply(decode(world.zone.feed(complete=False)))
+    assert not mirror.apply(FEEDS.decode(world.zone.feed(complete=False)))
     world.step()
-    assert mirror.apply(decode(world.zone.feed(complete=True)))
+    assert mirror.apply(FEEDS.decode(world.zone.feed(complete=True)))
     assert {e.character_id for e in mirror.entities.values()} == \
         {e.character_id for e in world.zone.entities.values()}
 

@@ -7,28 +7,33 @@ Rules: pure logic; time is a number passed in.
 
 from __future__ import annotations
 
+from zones.contract import Held, TickTimes
 from zones.known import KnownZones
+
+
+def held(owner: str, players: int = 0) -> Held:
+    return Held(owner, players, 1, 20.0, TickTimes(0.1, 0.2, 0.3))
 
 
 def test_a_zone_is_up_while_its_holder_renews_within_the_lease() -> None:
     known = KnownZones(lease_s=3.0)
     assert known.held("z7", 0.0) is None and known.seen == set()
-    known.heard("z7", {"owner": "a", "players": 2}, 10.0)
-    assert known.held("z7", 12.9) == {"owner": "a", "players": 2}
-    known.heard("z7", {"owner": "a", "players": 3}, 12.0)  # a renewal
-    assert known.held("z7", 15.0) == {"owner": "a", "players": 3}
+    known.heard("z7", held("a", 2), 10.0)
+    assert known.held("z7", 12.9) == held("a", 2)
+    known.heard("z7", held("a", 3), 12.0)  # a renewal
+    assert known.held("z7", 15.0) == held("a", 3)
     assert known.held("z7", 15.1) is None, "a holder that stops renewing is down"
     assert known.seen == {"z7"}
 
 
 def test_a_released_zone_is_down_at_once_and_still_known() -> None:
     known = KnownZones(lease_s=3.0)
-    known.heard("z7", {"owner": "a"}, 10.0)
+    known.heard("z7", held("a"), 10.0)
     known.heard("z7", None, 11.0)
     assert known.held("z7", 11.0) is None
     assert known.seen == {"z7"}
-    known.heard("z7", {"owner": "b"}, 12.0)  # a standby took it
-    assert known.held("z7", 12.0) == {"owner": "b"}
+    known.heard("z7", held("b"), 12.0)  # a standby took it
+    assert known.held("z7", 12.0) == held("b")
 
 
 def test_a_release_heard_first_makes_the_zone_known_and_down() -> None:

@@ -1,20 +1,28 @@
 """Unit tests of server/ws/messages.py, what a world client's messages mean: each
 message type parsed into its typed value, every refusal with its code, the close,
 ping and pong frames, the rate limit, seq ordering per character, and the join and
-idle deadlines.
+idle deadlines; and, as properties (Hypothesis), that whatever bytes or values arrive,
+in whichever frame, the only outcomes are the documented ones, nested values included.
 
 Rules: pure logic, no sockets, no trio, no services; time is a number passed in.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 
+import msgspec
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.ws import codec
+from server.ws.codec import TokenBucket
 from server.ws.messages import (
+    JSON,
+    MAX_PING_T,
     MSGPACK,
     CloseFrame,
     Conversation,
@@ -22,10 +30,12 @@ from server.ws.messages import (
     Move,
     Ping,
     PingFrame,
+    Received,
     Refusal,
-    TokenBucket,
+    Resync,
     Travel,
     Violation,
+    Wire,
 )
 
 CHARACTER = str(uuid.uuid4())
@@ -54,8 +64,11 @@ def test_each_request_becomes_its_typed_value() -> None:
     assert talk.receive(*text({"type": "travel", "zone": "z2"}), 0) == Travel("z2")
     assert talk.receive(*text({"type": "move", "dx": 1, "dy": -0.5, "seq": 3}), 0) == \
         Move(1.0, -0.5, 3)
-    assert talk.receive(*text({"type": "ping", "t": {"a": [1]}}), 0) == Ping({"a": [1]})
+    assert talk.receive(*text({"type": "ping", "t": 12.5}), 0) == Ping(12.5)
+    assert talk.receive(*text({"type": "ping", "t": "x" * MAX_PING_T}), 0) == \
+        Ping("x" * MAX_PING_T)
     assert talk.receive(*text({"type": "ping"}), 0) == Ping(None)
+    assert talk.receive(*text({"type": "resync"}), 0) == Resync()
 
 
 @pytest.mark.parametrize(("payload", "code"), [
@@ -79,6 +92,17 @@ def test_each_request_becomes_its_typed_value() -> None:
     (b'{"type": "move", "dx": 1, "dy": 0, "seq": 1.5}', "validation_failed"),
     (b'{"type": "move", "dx": 1, "dy": 0, "seq": -1}', "validation_failed"),
     (b'{"type": "move", "dx": 1, "dy": 0, "seq": true}', "validation_failed"),
+    (b'{"type": "move", "dx": 1, "dy": 0, "seq": 9223372036854775808}', "validation_failed"),
+    (b'{"type": "move", "dx": 1e400, "dy": 0, "seq": 5}', "validation_failed"),
+    (b'{"type": "ping", "t": {"a": [1]}}', "validation_failed"),
+    (b'{"type": "ping", "t": true}', "validation_failed"),
+    (b'{"type": "ping", "t": "%s"}' % (b"x" * (MAX_PING_T + 1)), "validation_failed"),
+    (b'{"type": "ping", "t": 123456789012345678901234567890}', "validation_failed"),
+    # What once ended the process: an echoed value nested past orjson's limit of 255.
+    (b'{"type": "ping", "t": %s}' % (b"[" * 300 + b"]" * 300), "validation_failed"),
+    # ... and a message nested past the stdlib's recursion limit, with a NaN in it.
+    (b'{"a": NaN, "t": %s}' % (b"[" * 2000 + b"]" * 2000), "bad_json"),
+    (b"[" * 2000 + b"]" * 2000, "bad_json"),
 ])
 def test_bad_messages_are_refusals(payload: bytes, code: str) -> None:
     refusal = joined().receive(codec.TEXT, payload, 0)
@@ -97,6 +121,24 @@ def test_text_that_is_not_utf8_closes_with_1007_on_either_wire() -> None:
         Refusal("validation_failed", "send binary frames of MessagePack")
     refusal = joined().receive(codec.TEXT, "{é".encode(), 0)
     assert isinstance(refusal, Refusal) and refusal.code == "bad_json"
+
+
+V2 = Conversation(max_messages_per_s=1e9, join_timeout_s=10.0, idle_timeout_s=60.0, now=0.0,
+                  wire=MSGPACK)
+
+
+@pytest.mark.parametrize(("payload", "code"), [
+    (b"\xc1", "bad_json"),  # a byte MessagePack never uses
+    (b"\x92\x01\x02", "bad_json"),  # an array, not a map
+    (b"\x81\xa1t" + b"\x91" * 1500 + b"\x90", "validation_failed"),  # once a RecursionError
+    (b"\x81\xa1t\x80", "validation_failed"),  # a map in a map
+    (b"\x81\x01\x02", "validation_failed"),  # a key that is no string
+    (b"\x81\xa1t\xcf" + b"\xff" * 8, "validation_failed"),  # past 64-bit signed
+    (b"\x82\xa4type\xa4ping\xa1t\xc4\x01x", "validation_failed"),  # bytes are no string
+])
+def test_bad_v2_messages_are_refusals(payload: bytes, code: str) -> None:
+    refusal = V2.receive(codec.BINARY, payload, 0)
+    assert isinstance(refusal, Refusal) and refusal.code == code, refusal
 
 
 def test_binary_frames_are_refused() -> None:
@@ -170,3 +212,68 @@ def test_token_bucket_allows_bursts_of_twice_the_rate_then_refills() -> None:
     assert bucket.take(100.2)  # one token back after 1 / rate seconds
     assert not bucket.take(100.2)
     assert [bucket.take(160.0) for _ in range(11)] == [True] * 10 + [False]  # capped at 2x
+
+
+# --- properties: whatever arrives, only the documented outcomes ----------------------------
+
+OUTCOMES = (Join, Travel, Move, Ping, Resync, Refusal, PingFrame, CloseFrame, Violation,
+            type(None))
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=80))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20)
+messages = st.one_of(
+    st.dictionaries(st.sampled_from(["type", "dx", "dy", "seq", "t", "zone", "character_id",
+                                     "x"]), values, max_size=6),
+    st.fixed_dictionaries({"type": st.sampled_from(["move", "join", "ping", "travel",
+                                                    "resync"])},
+                          optional={"dx": values, "dy": values, "seq": values, "t": values,
+                                    "zone": values, "character_id": values}),
+    values)
+
+
+def _judged(wire: Wire, opcode: int, payload: bytes) -> Received:
+    talk = Conversation(max_messages_per_s=1e9, join_timeout_s=10.0, idle_timeout_s=60.0,
+                        now=0.0, wire=wire)
+    talk.welcomed(CHARACTER, 0)
+    received = talk.receive(opcode, payload, 0)
+    assert isinstance(received, OUTCOMES), received
+    if isinstance(received, Ping):  # its answer must encode, on either wire
+        assert wire.encode({"type": "pong", "t": received.t})
+    return received
+
+
+@given(st.binary(max_size=600), st.sampled_from(list(range(16))))
+def test_any_bytes_in_any_frame_give_a_documented_outcome(payload: bytes, opcode: int) -> None:
+    for wire in (JSON, MSGPACK):
+        _judged(wire, opcode, payload)
+
+
+@given(messages)
+def test_any_json_value_gives_a_documented_outcome(message: object) -> None:
+    try:
+        payload = json.dumps(message).encode()  # NaN and Infinity included
+    except (ValueError, RecursionError):
+        return
+    _judged(JSON, codec.TEXT, payload)
+
+
+@given(messages)
+def test_any_msgpack_value_gives_a_documented_outcome(message: object) -> None:
+    try:
+        payload = msgspec.msgpack.encode(message)
+    except (OverflowError, TypeError):  # integers past 64 bits have no MessagePack
+        return
+    _judged(MSGPACK, codec.BINARY, payload)
+
+
+@given(st.integers(1, 5000), st.sampled_from([b"[", b"{\"a\":", b"\x91", b"\x81\xa1a"]))
+def test_any_depth_of_nesting_is_refused_at_its_first_level(depth: int, opener: bytes) -> None:
+    wire, opcode = (MSGPACK, codec.BINARY) if opener[0] >= 0x80 else (JSON, codec.TEXT)
+    closer = {b"[": b"]", b'{"a":': b"}"}.get(opener, b"")
+    inner = b"0" if wire is JSON else b"\x00"
+    nested = opener * depth + inner + closer * depth
+    body = b'{"type":"ping","t":%s}' % nested if wire is JSON else \
+        b"\x82\xa4type\xa4ping\xa1t" + nested
+    received = _judged(wire, opcode, body)
+    assert isinstance(received, Refusal) and received.code == "validation_failed", received

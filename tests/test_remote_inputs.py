@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import uuid
 
-import orjson
 import trio
 
 from bus import subjects
 from server.process import Running
 from tests.helpers import use_api_loop
+from zones import contract
 from zones.interest import Grid
 from zones.remote import RemoteZone
 
-MOVES = 50_000  # ~4 MB of JSON: four times NATS's default max_payload in one message
+MOVES = 50_000  # ~3 MB: three times NATS's default max_payload in one message
 
 
 async def test_a_backlog_of_moves_goes_in_messages_nats_accepts(api: Running) -> None:
@@ -28,8 +28,10 @@ async def test_a_backlog_of_moves_goes_in_messages_nats_accepts(api: Running) ->
     with trio.fail_after(10):
         await bus.connected_once.wait()
     zone_id = f"z{uuid.uuid4().hex[:8]}"
-    remote = RemoteZone(zone_id, bus, "api-under-test", Grid(-1000, -1000, 1000, 1000, 0))
-    received: list[list[object]] = []
+    refusals = contract.Refusals()
+    remote = RemoteZone(zone_id, bus, "api-under-test", Grid(-1000, -1000, 1000, 1000, 0),
+                        refusals)
+    received: list[tuple[str, float, float, int]] = []
     sizes: list[int] = []
     async with (bus.subscription(subjects.zone_input(zone_id), buffer=100) as inputs,
                 trio.open_nursery() as nursery):
@@ -39,10 +41,11 @@ async def test_a_backlog_of_moves_goes_in_messages_nats_accepts(api: Running) ->
         with trio.fail_after(20):
             async for message in inputs:
                 sizes.append(len(message.data))
-                received += orjson.loads(message.data)["moves"]
+                received += contract.INPUTS.decode(message.data).moves
                 if len(received) >= MOVES:
                     break
         nursery.cancel_scope.cancel()
     assert [move[3] for move in received] == list(range(1, MOVES + 1))  # all, in order
     assert max(sizes) < 1 << 20, max(sizes)
+    assert refusals.counts == {}
     assert bus._nc is not None and bus._nc.is_connected

@@ -16,13 +16,13 @@ import json
 import struct
 from dataclasses import dataclass, field
 
-import msgspec
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.v2 import PlayerView, decode
 from zones.actor import Entrant, Position, ZoneActor, ZoneHooks
+from zones.contract import FEEDS
 from zones.interest import V1, V2, Base, Grid, Interest, View
 from zones.simulation import Bounds, Rules
 
@@ -90,7 +90,6 @@ class Mirror:
     def __init__(self, radius: float) -> None:
         self.interest = Interest(ZONE, Grid(BOUNDS.min_x, BOUNDS.min_y, BOUNDS.max_x,
                                             BOUNDS.max_y, radius), epoch="")
-        self.decoder = msgspec.msgpack.Decoder(dict[str, object])
         self.complete_next = True
 
     def take(self, zone: Interest) -> None:
@@ -99,7 +98,7 @@ class Mirror:
         here would fill their caches and hide what a later encoding gets)."""
         feed = zone.feed(complete=self.complete_next)
         self.complete_next = False
-        assert self.interest.apply(self.decoder.decode(feed))
+        assert self.interest.apply(FEEDS.decode(feed))
         assert _held(self.interest) == _held(zone)
 
 

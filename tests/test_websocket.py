@@ -28,10 +28,14 @@ UPGRADE_HEAD = (
 )
 
 
+UNLIMITED = 1e12  # frames a second: these tests are about framing, not the rate
+
+
 def read(data: bytes, max_message_bytes: int = 1 << 16) -> list[ws.Message]:
-    reader = ws.FrameReader(max_message_bytes=max_message_bytes)
+    reader = ws.FrameReader(max_message_bytes=max_message_bytes, max_frames_per_s=UNLIMITED,
+                            now=0.0)
     reader.feed(data)
-    return reader.messages()
+    return reader.messages(0.0)
 
 
 def violation(data: bytes, max_message_bytes: int = 1 << 16) -> int:
@@ -158,25 +162,25 @@ def test_several_frames_in_one_feed() -> None:
 
 def test_frames_split_across_feeds_byte_by_byte() -> None:
     data = client_frame(b"first") + client_frame(b"second" * 30)
-    reader = ws.FrameReader(max_message_bytes=1024)
+    reader = ws.FrameReader(max_message_bytes=1024, max_frames_per_s=UNLIMITED, now=0.0)
     seen: list[tuple[int, ws.Message]] = []
     for i in range(len(data)):
         reader.feed(data[i:i + 1])
-        seen.extend((i, message) for message in reader.messages())
+        seen.extend((i, message) for message in reader.messages(0.0))
     assert seen == [(len(client_frame(b"first")) - 1, (ws.TEXT, b"first")),
                     (len(data) - 1, (ws.TEXT, b"second" * 30))]
 
 
 def test_fragmented_message_is_reassembled() -> None:
-    reader = ws.FrameReader(max_message_bytes=1024)
+    reader = ws.FrameReader(max_message_bytes=1024, max_frames_per_s=UNLIMITED, now=0.0)
     reader.feed(client_frame(b"hello, ", fin=False))
-    assert reader.messages() == []
+    assert reader.messages(0.0) == []
     reader.feed(client_frame(b"wor", ws.CONTINUATION, fin=False))
-    assert reader.messages() == []
+    assert reader.messages(0.0) == []
     reader.feed(client_frame(b"ld", ws.CONTINUATION))
-    assert reader.messages() == [(ws.TEXT, b"hello, world")]
+    assert reader.messages(0.0) == [(ws.TEXT, b"hello, world")]
     reader.feed(client_frame(b"next"))
-    assert reader.messages() == [(ws.TEXT, b"next")]
+    assert reader.messages(0.0) == [(ws.TEXT, b"next")]
 
 
 def test_control_frames_are_returned_even_between_fragments() -> None:
@@ -233,7 +237,7 @@ def test_after_goodbye_frames_are_passed_over_until_the_peers_close() -> None:
     close = client_frame(struct.pack("!H", 1000), ws.CLOSE)
     stream = client_frame(b'{"type":"move","dx":1,"dy":0,"seq":1}') * 50 + close
     close_at = len(stream) - len(close)
-    reader = ws.FrameReader(max_message_bytes=4096)
+    reader = ws.FrameReader(max_message_bytes=4096, max_frames_per_s=UNLIMITED, now=0.0)
     seen = []
     for at in range(0, len(stream), 7):  # split anywhere, headers included
         reader.feed(stream[at:at + 7])
@@ -244,7 +248,8 @@ def test_after_goodbye_frames_are_passed_over_until_the_peers_close() -> None:
 
 def test_after_goodbye_a_frame_of_any_size_streams_past_unkept() -> None:
     header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 10 << 20) + b"mask"
-    reader = ws.FrameReader(max_message_bytes=4096)  # far under the frame: no 4008 now
+    # far under the frame: no 4008 now
+    reader = ws.FrameReader(max_message_bytes=4096, max_frames_per_s=UNLIMITED, now=0.0)
     reader.feed(header)
     assert not reader.goodbye_seen()
     chunk = b"\x00" * 65536

@@ -162,12 +162,19 @@ async def test_move_before_join_and_binary_frames(
         await still_open(conn)
 
 
-async def test_ping_echoes_anything(world: Running, http: httpx.AsyncClient) -> None:
+async def test_ping_echoes_a_number_or_a_short_string(world: Running,
+                                                      http: httpx.AsyncClient) -> None:
     me = await new_player(http)
     async with connect(ws_url(world.url, me["token"])) as conn:
-        for t in (1, "x", {"a": [1, 2]}, None):
+        sent: tuple[object, ...] = (1, 2.5, "x" * 64, None)
+        for t in sent:
             await send(conn, {"type": "ping", "t": t})
             assert await next_of(conn, "pong") == {"type": "pong", "t": t}
+        refused: tuple[object, ...] = ({"a": [1, 2]}, [1], True, "x" * 65)
+        for t in refused:  # docs/protocol.md, "ping"
+            error = await error_for(conn, {"type": "ping", "t": t})
+            assert error["code"] == "validation_failed", error
+        await still_open(conn)
 
 
 async def test_a_second_join_closes_the_older_socket_with_4009(

@@ -13,6 +13,8 @@ processes send inputs at least every second; a process silent for
 zone's feed goes out once a tick while any are here: what changed in the zone,
 and all of it every `COMPLETE_EVERY_S`, when an api process joins its first
 member, and after a tick that could not be sent (zones/interest.py, `feed`).
+Messages are the typed values of zones/contract.py: one that does not decode is
+refused and counted (a join that cannot be read is answered `validation_failed`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-import orjson
 import trio
 
 from bus import subjects
 from bus.connection import Bus, BusUnavailable, Message
 from persistence.errors import DomainError
+from zones import contract
 from zones.actor import Entrant, ZoneActor
 from zones.context import ZONE
 from zones.interest import Interest, View
@@ -102,7 +104,8 @@ class ZoneHost:
 
     async def _claim(self) -> int | None:
         try:
-            return await self._directory.claim(self.zone_id, {"owner": self._world.instance_id})
+            return await self._directory.claim(self.zone_id, contract.encode(contract.Held(
+                self._world.instance_id, 0, 0, 0.0, contract.TickTimes(None, None, None))))
         except BusUnavailable as exc:
             log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
             return None
@@ -144,8 +147,8 @@ class ZoneHost:
                 await trio.sleep(lease / 3)
                 asked_at = trio.current_time()
                 try:
-                    stats = {**actor.stats(), "owner": self._world.instance_id}
-                    renewed = await self._directory.renew(self.zone_id, stats, held[0])
+                    renewed = await self._directory.renew(self.zone_id, self._held(actor),
+                                                          held[0])
                 except BusUnavailable as exc:
                     log.warning("zone %s: lease not renewed (%s)", self.zone_id, exc)
                     continue  # the lease may still hold: try again while it surely does
@@ -165,53 +168,59 @@ class ZoneHost:
             hosting.cancel()
             return
 
+    def _held(self, actor: ZoneActor) -> bytes:
+        """The zone's key in the directory: this process holds it, and its figures."""
+        p50, p99, most = actor.counts.ticks.percentiles_ms(0.5, 0.99, 1.0)
+        return contract.encode(contract.Held(
+            self._world.instance_id, actor.player_count, actor.tick, actor.tick_rate_hz,
+            contract.TickTimes(p50, p99, most)))
+
     async def _serve_joins(self, actor: ZoneActor) -> None:
         async with self._bus.subscription(subjects.zone_join(self.zone_id)) as joins:
             async for message in joins:
                 answer = await self._join(actor, message)
+                if not message.reply:
+                    continue  # a join published, not requested: nobody waits for an answer
                 try:
-                    await self._bus.publish_many(message.reply, [orjson.dumps(answer)])
+                    await self._bus.publish_many(message.reply, [contract.encode(answer)])
                 except BusUnavailable:
                     log.warning("zone %s: a join answer was lost", self.zone_id)
 
-    async def _join(self, actor: ZoneActor, message: Message) -> dict[str, object]:
-        try:
-            body = orjson.loads(message.data)
-            entrant = Entrant(body["character_id"], body["user_id"], body["name"],
-                              float(body["x"]), float(body["y"]), bool(body["placed"]))
-            api, session = body["api"], body["session"]
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.error("zone %s: malformed join %r", self.zone_id, message.data)
-            return {"error": "validation_failed", "message": "malformed join"}
+    async def _join(self, actor: ZoneActor, message: Message) -> contract.JoinReply:
+        body = self._world.refusals.decode(contract.JOIN_REQUESTS, message.data, "join")
+        if body is None:
+            return contract.JoinRefused("validation_failed", "a join this zone cannot read")
+        entrant = Entrant(body.character_id, body.user_id, body.name, body.x, body.y,
+                          body.placed)
         # A session joining its own character again (a client's second join, or a rejoin
         # sent again while the first was answered) is that member still, not a takeover.
         known = self._members.get(entrant.character_id)
-        member = known if known is not None and (known.api, known.session) == (api, session) \
-            else RemoteMember(self, api, session)
+        member = known if known is not None and \
+            (known.api, known.session) == (body.api, body.session) \
+            else RemoteMember(self, body.api, body.session)
         try:
             admission = await actor.join(entrant, member)
         except DomainError as exc:
-            return {"error": exc.code, "message": exc.message}
+            return contract.JoinRefused(exc.code, exc.message)
         if all(m.api != member.api for m in self._members.values()):
             self._complete_at = 0.0  # its mirror needs everything first
         self._members[entrant.character_id] = member
         self._heard[member.api] = trio.current_time()
-        return {"tick": admission.tick, "tick_rate": admission.tick_rate_hz,
-                "x": admission.x, "y": admission.y, "eid": admission.eid}
+        return contract.Admitted(admission.tick, admission.tick_rate_hz, admission.x,
+                                 admission.y, admission.eid)
 
     async def _serve_inputs(self, actor: ZoneActor) -> None:
         subject = subjects.zone_input(self.zone_id)
         async with self._bus.subscription(subject, buffer=10_000) as inputs:
             async for message in inputs:
-                try:
-                    body = orjson.loads(message.data)
-                    self._heard[body["api"]] = trio.current_time()
-                    for character_id, dx, dy, seq in body["moves"]:
-                        actor.move(character_id, float(dx), float(dy), int(seq))
-                    for character_id, session in body["leaves"]:
-                        self._leave(actor, character_id, session)
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                    log.error("zone %s: malformed input %r", self.zone_id, message.data[:200])
+                body = self._world.refusals.decode(contract.INPUTS, message.data, "inputs")
+                if body is None:
+                    continue
+                self._heard[body.api] = trio.current_time()
+                for character_id, dx, dy, seq in body.moves:
+                    actor.move(character_id, dx, dy, seq)
+                for character_id, session in body.leaves:
+                    self._leave(actor, character_id, session)
 
     def _leave(self, actor: ZoneActor, character_id: str, session: str) -> None:
         member = self._members.get(character_id)
@@ -268,8 +277,8 @@ class ZoneHost:
             news, self._news = self._news, defaultdict(list)
             for api, replaced in news.items():
                 try:
-                    await self._bus.publish_many(subjects.api_events(api), [orjson.dumps(
-                        {"replaced": replaced})])
+                    await self._bus.publish_many(subjects.api_events(api), [contract.encode(
+                        contract.Replaced(replaced))])
                 except BusUnavailable:
                     log.warning("zone %s: could not tell %s its session was replaced",
                                 self.zone_id, api)

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
+from zones.contract import FEED_VERSION, Feed
 from zones.simulation import Avatar
 from zones.snapshots import (
     EMPTY,
@@ -348,8 +349,8 @@ class Interest:
 
     def feed(self, *, complete: bool) -> bytes:
         """The whole zone at the sealed tick, for mirrors: v2's layout with exact
-        positions and the zone's epoch as an eighth key, a delta against the tick
-        before or (`complete`) everything."""
+        positions and, first, the feed's version and the zone's epoch, a delta against
+        the tick before or (`complete`) everything (zones/contract.py, `Feed`)."""
         if complete:
             everyone = list(self.entities.values())
             body = self.v2(None, [Run.of([e.enter for e in everyone])],
@@ -360,17 +361,25 @@ class Interest:
             changed = [Run.of([e.exact for e in cell]) for cell in self._changed.values()]
             body = self.v2(self.tick - 1, [Run.of([e.enter for e in entered])], changed, left)
         assert body[0] == 0x87 and isinstance(self.epoch, str)
-        return b"\x88" + text("epoch") + text(self.epoch) + body[1:]
+        return b"\x89\xa1v" + uint(FEED_VERSION) + text("epoch") + text(self.epoch) + body[1:]
 
-    def apply(self, feed: dict[str, object]) -> bool:
+    def apply(self, feed: Feed) -> bool:
         """Take a tick of the zone's feed (decoded); False if it is a delta against a tick
-        this mirror does not hold (wait for the next complete one)."""
-        epoch, tick, base = feed["epoch"], feed["tick"], feed["base"]
-        enter, update, leave = feed["enter"], feed["update"], feed["leave"]
-        assert isinstance(tick, int) and isinstance(enter, list) and isinstance(update, list)
-        assert isinstance(leave, list)
+        this mirror does not hold (wait for the next complete one). A feed that does not
+        hold together (another zone's, an update of an eid nobody entered) raises
+        ValueError before anything is changed."""
+        epoch, tick, base = feed.epoch, feed.tick, feed.base
+        enter, update, leave = feed.enter, feed.update, feed.leave
         if base is not None and (epoch != self.epoch or base != self.tick):
             return False
+        names = {eid: (character_id, name) for eid, character_id, name in enter}
+        held = set() if base is None and epoch != self.epoch else set(self.entities)
+        held.difference_update(leave)
+        unknown = [entry[0] for entry in update if entry[0] not in names
+                   and entry[0] not in held]
+        if feed.zone != self.zone_id or unknown:
+            raise ValueError(f"a feed of zone {feed.zone!r} that updates unknown eids "
+                             f"{unknown[:5]}")
         if base is None:
             if epoch != self.epoch:  # another run of the zone: start afresh
                 for eid in list(self.entities):
@@ -382,7 +391,6 @@ class Interest:
         for eid in leave:
             if eid in self.entities:
                 self.leave(eid)
-        names = {eid: (character_id, name) for eid, character_id, name in enter}
         for eid, x, y, seq in update:
             known = self.entities.get(eid)
             if known is not None and eid in names and known.character_id != names[eid][0]:

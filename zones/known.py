@@ -9,14 +9,16 @@ once seen stays known (listed as down) for the life of the process.
 
 from __future__ import annotations
 
+from zones.contract import Held
+
 
 class KnownZones:
     def __init__(self, *, lease_s: float) -> None:
         self.lease_s = lease_s
-        self._held: dict[str, tuple[dict[str, object], float]] = {}  # value, when heard
+        self._held: dict[str, tuple[Held, float]] = {}  # value, when heard
         self._seen: set[str] = set()
 
-    def heard(self, zone_id: str, value: dict[str, object] | None, now: float) -> None:
+    def heard(self, zone_id: str, value: Held | None, now: float) -> None:
         """The directory's news of `zone_id`: its holder's value, or None once released."""
         self._seen.add(zone_id)
         if value is None:
@@ -24,7 +26,7 @@ class KnownZones:
         else:
             self._held[zone_id] = (value, now)
 
-    def held(self, zone_id: str, now: float) -> dict[str, object] | None:
+    def held(self, zone_id: str, now: float) -> Held | None:
         """What the holder of `zone_id` last wrote, if it holds the zone now."""
         found = self._held.get(zone_id)
         if found is None or now - found[1] > self.lease_s:

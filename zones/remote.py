@@ -16,18 +16,20 @@ wait that long. When the feed stops for `DOWN_AFTER_S`, the
 members are told the zone is unavailable (they stay connected) and are re-joined
 every `REJOIN_EVERY_S` until the zone, restarted or taken over by a standby,
 answers: they get a new welcome at their last saved positions.
+
+Every message either way is a typed value of zones/contract.py; what does not decode
+(a zone of another version, a malformed message) is refused and counted, never raised.
 """
 
 from __future__ import annotations
 
 import logging
 
-import msgspec
-import orjson
 import trio
 
 from bus import subjects
 from bus.connection import Bus, BusUnavailable
+from zones import contract
 from zones.actor import Admission, Entrant
 from zones.context import ZONE
 from zones.errors import Refused, ZoneUnavailable
@@ -41,18 +43,19 @@ DOWN_AFTER_S = 1.5
 REJOIN_EVERY_S = 1.0
 HEARTBEAT_S = 1.0  # an input message at least this often tells the zone we are alive
 SHUTDOWN_SEND_S = 1.0
-# Moves in one input message: ~80 bytes each as JSON, so a message stays far under NATS's
+# Moves in one input message: ~60 bytes each, so a message stays far under NATS's
 # max_payload (1 MB by default); a bigger one makes the server close the connection.
 MOVES_PER_MESSAGE = 4096
 
 
 class RemoteZone:
-    def __init__(self, zone_id: str, bus: Bus, instance_id: str, grid: Grid) -> None:
+    def __init__(self, zone_id: str, bus: Bus, instance_id: str, grid: Grid,
+                 refusals: contract.Refusals) -> None:
         self.zone_id = zone_id
         self._bus = bus
         self._instance_id = instance_id
         self._mirror = Interest(zone_id, grid, epoch="")
-        self._decoder = msgspec.msgpack.Decoder(dict[str, object])
+        self._refusals = refusals
         self._members: dict[str, Member] = {}
         self._eids: dict[str, int] = {}  # of the members' characters
         self._lost: set[str] = set()  # members to re-join once the zone answers again
@@ -72,23 +75,24 @@ class RemoteZone:
     # --- the ZoneLink sessions use ---------------------------------------------------------
 
     async def join(self, entrant: Entrant, member: Member) -> Admission:
-        request = orjson.dumps({
-            "character_id": entrant.character_id, "user_id": entrant.user_id,
-            "name": entrant.name, "x": entrant.x, "y": entrant.y, "placed": entrant.placed,
-            "api": self._instance_id, "session": member.session_id})
+        request = contract.encode(contract.JoinRequest(
+            entrant.character_id, entrant.user_id, entrant.name, entrant.x, entrant.y,
+            entrant.placed, self._instance_id, member.session_id))
         try:
-            reply = orjson.loads(await self._bus.request(subjects.zone_join(self.zone_id), request,
-                                                         timeout_s=JOIN_TIMEOUT_S))
+            answer = await self._bus.request(subjects.zone_join(self.zone_id), request,
+                                             timeout_s=JOIN_TIMEOUT_S)
         except BusUnavailable:
             raise ZoneUnavailable(f"zone {self.zone_id} is not available") from None
-        if "error" in reply:
-            raise Refused(reply["error"], reply.get("message", "refused by the zone"))
+        reply = self._refusals.decode(contract.JOIN_REPLIES, answer, "join reply")
+        if reply is None:
+            raise ZoneUnavailable(f"zone {self.zone_id} answered what this process cannot read")
+        if isinstance(reply, contract.JoinRefused):
+            raise Refused(reply.error, reply.message)
         self._members[entrant.character_id] = member
-        self._eids[entrant.character_id] = reply["eid"]
+        self._eids[entrant.character_id] = reply.eid
         self._lost.discard(entrant.character_id)
         self._last_snapshot = max(self._last_snapshot, trio.current_time())
-        return Admission(self.zone_id, reply["tick"], reply["tick_rate"], reply["x"], reply["y"],
-                         reply["eid"])
+        return Admission(self.zone_id, reply.tick, reply.tick_rate, reply.x, reply.y, reply.eid)
 
     def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
         if character_id not in self._lost:
@@ -127,10 +131,13 @@ class RemoteZone:
 
     def _take(self, data: bytes) -> None:
         """Apply one tick of the zone's feed and give each member its view."""
+        feed = self._refusals.decode(contract.FEEDS, data, "feed")
+        if feed is None:
+            return
         try:
-            synced = self._mirror.apply(self._decoder.decode(data))
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError, AssertionError):
-            log.error("zone %s: malformed feed %r", self.zone_id, data[:200])
+            synced = self._mirror.apply(feed)
+        except ValueError as exc:  # nothing applied: the next delta will not follow, either
+            self._refusals.refuse("feed", "invalid", str(exc), len(data))
             return
         if not synced:
             return  # a tick went missing: wait for the next complete feed
@@ -159,9 +166,9 @@ class RemoteZone:
         in as many as NATS's payload limit needs; False if NATS did not take them."""
         moves, leaves = self._moves, self._leaves
         self._moves, self._leaves = [], []
-        batches = [orjson.dumps({"api": self._instance_id,
-                                 "moves": moves[at:at + MOVES_PER_MESSAGE],
-                                 "leaves": leaves if at == 0 else []})
+        batches = [contract.encode(contract.Inputs(self._instance_id,
+                                                   moves[at:at + MOVES_PER_MESSAGE],
+                                                   leaves if at == 0 else []))
                    for at in range(0, max(len(moves), 1), MOVES_PER_MESSAGE)]
         try:
             await self._bus.publish_many(subjects.zone_input(self.zone_id), batches)

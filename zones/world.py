@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
+import msgspec
 import trio
 
 from bus import subjects
@@ -37,6 +37,7 @@ from persistence.characters import (
 )
 from persistence.errors import DomainError, Forbidden, NotFound
 from persistence.postgres import Postgres
+from zones import contract
 from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
 from zones.errors import ZoneUnavailable
 from zones.interest import Grid, Interest
@@ -90,6 +91,7 @@ class World:
         # (zone, why) -> times a zone running here stopped without being asked to
         # (zones/host.py: "lease_lost", "not_renewed"), for /metrics.
         self.zone_stops: Counter[tuple[str, str]] = Counter()
+        self.refusals = contract.Refusals()  # what other processes sent that did not decode
         self._known = KnownZones(lease_s=config.lease_s)
         # Automatic re-joins read Postgres a few at a time (see `rejoin`).
         self._rejoins = trio.CapacityLimiter(max(1, pg.max_size // 2))
@@ -153,7 +155,7 @@ class World:
             b = self._config.rules.bounds
             grid = Grid(b.min_x, b.min_y, b.max_x, b.max_y, self._config.view_radius)
             remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id,
-                                                        grid)
+                                                        grid, self.refusals)
             self._nursery.start_soon(remote.run)
         return remote
 
@@ -225,7 +227,7 @@ class World:
         for zone_id in sorted({*self._config.listed, *self._known.seen, *self._local}):
             held = self._known.held(zone_id, now)
             listed.append(self._local[zone_id].actor.stats() if zone_id in self._local
-                          else {"zone": zone_id, "players": 0, **held, "up": True} if held
+                          else _listing(zone_id, held) if held
                           else {"zone": zone_id, "up": False, "players": 0})
         return listed
 
@@ -246,7 +248,11 @@ class World:
                         change = await watch.next(wait_s=lease_s / 3)
                         if change is not None:
                             silent_since = trio.current_time()
-                            self._known.heard(*change, silent_since)
+                            zone_id, value = change
+                            held = None if value is None else self.refusals.decode(
+                                contract.HELD, value, "directory entry")
+                            if value is None or held is not None:
+                                self._known.heard(zone_id, held, silent_since)
             except BusUnavailable as exc:
                 log.info("zone directory: watch interrupted (%s); watching again", exc)
                 await trio.sleep(WATCH_RETRY_S)
@@ -258,8 +264,8 @@ class World:
                 await self._bus.connected_once.wait()
                 async with self._bus.subscription(subjects.api_events(self.instance_id)) as heard:
                     async for message in heard:
-                        body = orjson.loads(message.data)
-                        for zone_id, character_id, session_id in body.get("replaced", ()):
+                        news = self.refusals.decode(contract.REPLACED, message.data, "news")
+                        for zone_id, character_id, session_id in news.sessions if news else ():
                             remote = self._remote.get(zone_id)
                             if remote is not None:
                                 remote.replaced(character_id, session_id)
@@ -276,4 +282,11 @@ class World:
 
     async def _publish_moves(self, payloads: list[bytes]) -> None:
         await self._bus.publish_many(subjects.PLAYER_MOVED, payloads)
+
+
+def _listing(zone_id: str, held: contract.Held) -> dict[str, object]:
+    """A zone another process runs, as GET /v1/world/zones lists it."""
+    return {"zone": zone_id, "up": True, "players": held.players, "tick": held.tick,
+            "tick_rate": held.tick_rate, "tick_ms": msgspec.structs.asdict(held.tick_ms),
+            "owner": held.owner}
 

@@ -3,12 +3,15 @@
 Server frames are unmasked, so a frame is a few header bytes in front of the
 payload: `frame()` builds it once and the same bytes go to every client. Client
 frames are masked and small (inputs); `FrameReader` parses them from a byte
-buffer, unmasks with one big-integer XOR, reassembles fragments, and enforces a
-size limit. The subprotocol is the caller's choice. One extension, permessage-
-deflate (RFC 7692), without context takeover either way: every compressed message
-stands alone, so one compressed snapshot serves every client that gets it, and a
-client's messages are inflated one by one (never past the size limit). Nothing
-here imports trio.
+buffer, unmasks with one big-integer XOR, reassembles fragments, and enforces its
+limits (docs/protocol.md, "Outpost, messages"): a message's size, fragments included;
+the fragments of one message; and frames a second, every frame counted (fragments,
+pings, pongs and closes too), so that whatever a client sends costs time in proportion
+to its bytes and is cut off early. The subprotocol is the caller's choice. One
+extension, permessage-deflate (RFC 7692), without context takeover either way: every
+compressed message stands alone, so one compressed snapshot serves every client that
+gets it, and a client's messages are inflated one by one (never past the size limit).
+Nothing here imports trio.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 _CONTROL = (CLOSE, PING, PONG)
 _OPCODES = (TEXT, BINARY, CONTINUATION, *_CONTROL)
+MAX_FRAGMENTS = 16  # frames of one message: a 4 KB message needs no more (browsers send one)
 
 
 # The refusals of requests to the world's path that are not a WebSocket handshake the
@@ -133,9 +137,11 @@ def handshake_response(request: Request, subprotocol: str | None = None,
 
 
 def http_response(status: int, reason: str, body: bytes,
-                  content_type: str = "application/json") -> bytes:
+                  content_type: str = "application/json", *,
+                  retry_after_s: int | None = None) -> bytes:
     """A complete HTTP/1.1 response that closes the connection (a refused upgrade)."""
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+    retry = f"Retry-After: {retry_after_s}\r\n" if retry_after_s is not None else ""
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{retry}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
@@ -187,6 +193,26 @@ def payload_extent(buf: bytes | bytearray, at: int) -> tuple[int, int] | None:
     return at + 2, length
 
 
+class TokenBucket:
+    """Allows `rate` a second with bursts of twice that."""
+
+    __slots__ = ("_at", "_capacity", "_rate", "_tokens")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self._rate = rate
+        self._capacity = 2 * rate
+        self._tokens = self._capacity
+        self._at = now
+
+    def take(self, now: float) -> bool:
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+
 def close_frame(code: int, reason: str = "") -> bytes:
     return frame(struct.pack("!H", code) + reason.encode()[:120], CLOSE)
 
@@ -208,11 +234,14 @@ class FrameReader:
     parsed in place and the buffer trimmed once per call, which matters at thousands
     of small inputs a second."""
 
-    def __init__(self, *, max_message_bytes: int, deflate: bool = False) -> None:
+    def __init__(self, *, max_message_bytes: int, max_frames_per_s: float, now: float,
+                 deflate: bool = False) -> None:
         self._buffer = bytearray()
         self._max = max_message_bytes
+        self._frames = TokenBucket(max_frames_per_s, now)
         self._deflate = deflate  # permessage-deflate was agreed: RSV1 marks compression
         self._fragments: list[bytes] = []
+        self._fragment_bytes = 0  # of the message being reassembled, so far
         self._fragment_opcode = 0
         self._fragments_compressed = False
         self._skip = 0  # bytes of a frame being passed over (goodbye_seen) still to come
@@ -245,10 +274,13 @@ class FrameReader:
         finally:
             del buf[:at]
 
-    def messages(self) -> list[Message]:
+    def messages(self, now: float) -> list[Message]:
+        """The whole messages fed so far (`now` on the caller's clock, for the frame rate)."""
         buf, offset, found = self._buffer, 0, []
         try:
             while (frame := self._frame_at(buf, offset)) is not None:
+                if not self._frames.take(now):
+                    raise ProtocolViolation(4008, "too many frames")
                 fin, opcode, payload, offset, compressed = frame
                 if opcode in _CONTROL or (fin and opcode != CONTINUATION
                                           and not self._fragments):
@@ -273,13 +305,16 @@ class FrameReader:
         else:
             self._fragments_compressed = compressed
         self._fragments.append(payload)
-        if sum(len(f) for f in self._fragments) > self._max:
+        self._fragment_bytes += len(payload)
+        if self._fragment_bytes > self._max:
             raise ProtocolViolation(4008, "message too large")
         if not fin:
+            if len(self._fragments) >= MAX_FRAGMENTS:
+                raise ProtocolViolation(4008, "too many fragments")
             self._fragment_opcode = opcode
             return None
         whole = b"".join(self._fragments)
-        self._fragments = []
+        self._fragments, self._fragment_bytes = [], 0
         return opcode, inflate(whole, self._max) if self._fragments_compressed else whole
 
     def _frame_at(self, buf: bytearray, at: int) -> tuple[bool, int, bytes, int, bool] | None:

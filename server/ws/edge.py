@@ -7,6 +7,11 @@ server/outlet.py). Every other connection is handed, head and all, to
 hypercorn's own connection handler for the quart-trio app, so HTTP behaves
 exactly as under `hypercorn.trio.serve`, whose startup and graceful shutdown
 this mirrors (lifespan, keep-alive close, a deadline for what is in flight).
+
+Caps (docs/protocol.md): connections open at once per client address, and world
+sockets per user; past either, the connection or the upgrade is refused with 429.
+Whatever goes wrong while one connection is served ends that connection alone: it
+is logged and counted, and the edge goes on serving the others.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from collections import Counter
 
 import orjson
 import trio
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 WORLD_PATH = "/v1/world/ws"
 HEAD_MAX_BYTES = 16 * 1024
 BACKLOG = 1024
+RETRY_AFTER_S = 5  # a connection refused by a cap: one closes in about that time
 
 
 class _Replayed(trio.abc.HalfCloseableStream):
@@ -113,6 +120,11 @@ def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
     return ws.http_response(status, reason, body)
 
 
+def _too_many(message: str) -> bytes:
+    body = orjson.dumps({"error": {"code": "rate_limited", "message": message}})
+    return ws.http_response(429, "Too Many Requests", body, retry_after_s=RETRY_AFTER_S)
+
+
 class Edge:
     def __init__(self, app: Quart, config: Config, settings: Settings, world: World,
                  tokens: Tokens, stats: WireStats) -> None:
@@ -124,6 +136,8 @@ class Edge:
         self._context = WorkerContext(None)
         self._state: dict[str, object] = {}
         self._sessions: set[Session] = set()
+        self._connections: Counter[str] = Counter()  # open, per client address
+        self._sockets: Counter[uuid.UUID] = Counter()  # world sockets open, per user
         self._hub = EpollHub()
         self._frames = FrameCache()
         self._stats = stats
@@ -163,7 +177,7 @@ class Edge:
         while True:
             await trio.lowlevel.wait_readable(listener)
             try:
-                conn, _ = listener.accept()
+                conn, peer = listener.accept()
             except BlockingIOError:
                 continue
             except OSError as exc:  # out of file descriptors, say: wait, do not spin
@@ -172,42 +186,75 @@ class Edge:
                 continue
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            connections.start_soon(self._route, conn)
+            connections.start_soon(self._connection, conn, peer[0])
 
-    async def _route(self, conn: socket.socket) -> None:
+    async def _connection(self, conn: socket.socket, address: str) -> None:
+        """One connection, within its address's cap; whatever happens ends it alone."""
+        cap, held = self._settings.max_connections_per_address, self._connections
         try:
-            timeout_s = self._settings.world_handshake_timeout_s
-            with trio.move_on_after(timeout_s) as reading:
-                head, rest = await _read_head(conn)
-            if reading.cancelled_caught or (head is None and not rest):
-                return  # too slow to say anything, or closed
-            request = ws.parse_request_head(head) if head is not None else None
-            if request is not None and request.path == WORLD_PATH:
-                with trio.move_on_after(timeout_s):
-                    session = await self._open_session(conn, request, rest)
-                if session is not None:
-                    self._sessions.add(session)
-                    self._stats.sessions += 1
-                    try:
-                        await session.run()
-                    finally:
-                        self._sessions.discard(session)
-                        self._stats.sessions -= 1
+            if cap and held[address] >= cap:
+                self._stats.refused["connections_per_address"] += 1
+                await _refuse_and_linger(conn, _too_many(
+                    f"too many connections from your address (at most {cap})"), self._stats)
                 return
-            stream = _Replayed(conn, (head + b"\r\n\r\n" if head is not None else b"") + rest)
-            await TCPServer(self._asgi, self._config, self._context,
-                            ConnectionState(self._state.copy()),
-                            stream)  # type: ignore[arg-type]  # hypercorn asks for more than it uses
+            held[address] += 1
+            try:
+                await self._route(conn)
+            finally:
+                held[address] -= 1
+                if not held[address]:
+                    del held[address]
+        except Exception:
+            self._stats.faults += 1
+            log.exception("serving a connection failed; it is closed")
         finally:
             conn.close()  # also when hypercorn's close was cut short by a cancellation
 
-    async def _open_session(self, conn: socket.socket, request: ws.Request,
-                            rest: bytes) -> Session | None:
-        """Answer the upgrade: a Session after the 101, None after a refusal."""
+    async def _route(self, conn: socket.socket) -> None:
+        timeout_s = self._settings.world_handshake_timeout_s
+        with trio.move_on_after(timeout_s) as reading:
+            head, rest = await _read_head(conn)
+        if reading.cancelled_caught or (head is None and not rest):
+            return  # too slow to say anything, or closed
+        request = ws.parse_request_head(head) if head is not None else None
+        if request is not None and request.path == WORLD_PATH:
+            await self._world_session(conn, request, rest)
+            return
+        stream = _Replayed(conn, (head + b"\r\n\r\n" if head is not None else b"") + rest)
+        await TCPServer(self._asgi, self._config, self._context,
+                        ConnectionState(self._state.copy()),
+                        stream)  # type: ignore[arg-type]  # hypercorn asks for more than it uses
+
+    async def _world_session(self, conn: socket.socket, request: ws.Request,
+                             rest: bytes) -> None:
+        """Answer the upgrade, then run the session, counted against its user's cap."""
         refusal = self._refuse(request)
         if isinstance(refusal, bytes):
-            await _refuse_and_linger(conn, refusal, self._stats)
-            return None
+            with trio.move_on_after(self._settings.world_handshake_timeout_s):
+                await _refuse_and_linger(conn, refusal, self._stats)
+            return
+        user_id, expires_at = refusal
+        self._sockets[user_id] += 1  # in the same step as _refuse checked the cap
+        try:
+            with trio.move_on_after(self._settings.world_handshake_timeout_s):
+                session = await self._upgrade(conn, request, rest, user_id, expires_at)
+            if session is None:
+                return
+            self._sessions.add(session)
+            self._stats.sessions += 1
+            try:
+                await session.run()
+            finally:
+                self._sessions.discard(session)
+                self._stats.sessions -= 1
+        finally:
+            self._sockets[user_id] -= 1
+            if not self._sockets[user_id]:
+                del self._sockets[user_id]
+
+    async def _upgrade(self, conn: socket.socket, request: ws.Request, rest: bytes,
+                       user_id: uuid.UUID, expires_at: float) -> Session | None:
+        """Answer the upgrade: a Session after the 101, None after a refusal."""
         wire = wire_for(request.headers.get("sec-websocket-protocol"))
         deflate = ws.offers_deflate(request)
         response = ws.handshake_response(request, SUBPROTOCOL_V2 if wire is MSGPACK else None,
@@ -218,7 +265,6 @@ class Edge:
                 "not a valid WebSocket (version 13) handshake"), self._stats)
             return None
         await send_all(conn, response, self._stats)
-        user_id, expires_at = refusal
         return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
                        settings=self._settings, hub=self._hub, frames=self._frames,
                        stats=self._stats, wire=wire, deflate=deflate)
@@ -237,6 +283,10 @@ class Edge:
         if (origin is not None and "*" not in allowed and origin.rstrip("/") not in allowed
                 and not _same_origin(origin, request.headers.get("host"))):
             return _refusal(403, "Forbidden", "forbidden", "this origin may not open the world")
+        cap = self._settings.world_max_sockets_per_user
+        if self._sockets[user_id] >= cap:
+            self._stats.refused["sockets_per_user"] += 1
+            return _too_many(f"too many world sockets open for this account (at most {cap})")
         return user_id, expires_at
 
 
@@ -252,10 +302,11 @@ def _same_origin(origin: str, host: str | None) -> bool:
 async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
     """(the request head without its blank line, what followed it); head None if the
     peer closed first or sent more than HEAD_MAX_BYTES without one."""
-    data = b""
-    while b"\r\n\r\n" not in data:
+    data = bytearray()
+    end = -1
+    while end < 0:  # each byte is looked at once or twice, however the head trickles in
         if len(data) > HEAD_MAX_BYTES:
-            return None, data
+            return None, bytes(data)
         await trio.lowlevel.wait_readable(conn)
         try:
             chunk = conn.recv(65536)
@@ -264,10 +315,11 @@ async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
         except OSError:
             return None, b""
         if not chunk:
-            return None, data
+            return None, bytes(data)
+        searched = max(0, len(data) - 3)
         data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
+        end = data.find(b"\r\n\r\n", searched)
+    return bytes(data[:end]), bytes(data[end + 4:])
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -11,6 +11,7 @@ Linux only, like the rest of the fast path.
 
 from __future__ import annotations
 
+import logging
 import select
 from contextlib import suppress
 from typing import Protocol
@@ -18,17 +19,24 @@ from typing import Protocol
 import trio
 
 MAX_EVENTS = 1024
+RECV_BYTES = 65536
+
+log = logging.getLogger(__name__)
 
 
 class Readable(Protocol):
     def on_readable(self) -> None:
-        """Read what the socket has (without blocking) and handle it."""
+        """Read what the socket has (without blocking) and handle it; never raises."""
 
 
 class EpollHub:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._targets: dict[int, Readable] = {}
+        # What its targets read into, one after another (each copies what it keeps): one
+        # buffer for the process, not one a socket, so a socket costs memory only for what
+        # it has sent and not yet been handled.
+        self.buffer = bytearray(RECV_BYTES)
 
     def register(self, fd: int, target: Readable) -> None:
         self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP)
@@ -46,6 +54,10 @@ class EpollHub:
                 for fd, _ in self._epoll.poll(0, MAX_EVENTS):
                     target = self._targets.get(fd)
                     if target is not None:
-                        target.on_readable()
+                        try:
+                            target.on_readable()
+                        except Exception:  # a target's bug: it is not read again
+                            log.exception("reading fd %d failed; unregistered", fd)
+                            self.unregister(fd)
         finally:
             self._epoll.close()

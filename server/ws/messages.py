@@ -11,7 +11,11 @@ imports trio, so all of it is tested with plain values (tests/test_messages.py).
 
 A socket speaks one `Wire`, chosen at the handshake: v1, JSON objects in text
 frames; v2 (subprotocol `outpost.v2`), MessagePack maps in binary frames. Past
-decoding, both are judged alike.
+decoding, both are judged alike. A message is flat: its values are numbers, strings,
+booleans or null, never arrays or maps. Both decoders are told so (msgspec, typed), so
+a value nested a thousand deep is refused at its first level, in time linear in its
+size, and nothing a client sends can make the decoders or the answer's encoder recurse
+(an echoed `t` nested 300 deep once made orjson raise, and ended the process).
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
 
 from server.ws import codec
+from server.ws.codec import TokenBucket
 from zones.interest import V1, V2
 
 SUBPROTOCOL_V2 = "outpost.v2"
@@ -50,8 +55,13 @@ class Move:
 
 @dataclass(frozen=True, slots=True)
 class Ping:
-    t: Any  # any JSON value, echoed as it came (Any, not object: mypyc cannot build a
-    # dataclass field of type object)
+    t: Any  # a number or a short string (or null), echoed as it came (Any, not object:
+    # mypyc cannot build a dataclass field of type object)
+
+
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Send a complete snapshot next: the client could not apply what it was sent."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +94,7 @@ class Violation:
     reason: str
 
 
-Request = Join | Travel | Move | Ping
+Request = Join | Travel | Move | Ping | Resync
 Received = Request | Refusal | PingFrame | CloseFrame | Violation | None
 
 
@@ -99,24 +109,39 @@ class Wire:
     encode: Callable[[object], bytes]
 
 
+# A message as the decoders read it; integers in 64 bits (what orjson writes back, and
+# what a double can stand in for).
+Flat = dict[str, bool | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | str
+            | None]
+MAX_PING_T = 64  # characters of a ping's `t`, when it is a string
+_JSON = msgspec.json.Decoder(Flat)
+_MSGPACK = msgspec.msgpack.Decoder(Flat)
+_MSGPACK_OUT = msgspec.msgpack.Encoder()
+_NOT_FLAT = Refusal("validation_failed",
+                    "a message is one flat object: its values are numbers (integers of 64 "
+                    "bits at most), strings, booleans or null")
+
+
 def _json(payload: bytes) -> object | Refusal | Violation:
     try:
-        body: object = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+        return _JSON.decode(payload)
+    except msgspec.ValidationError:
+        # Well-formed JSON: an object with a nested or out-of-range value, or no object.
+        if not payload.lstrip().startswith(b"{"):
+            return _NOT_AN_OBJECT
+        return _not_finite(payload) or _NOT_FLAT
+    except msgspec.DecodeError:
         return _not_json(payload)
-    return body
-
-
-_MSGPACK = msgspec.msgpack.Decoder()
-_MSGPACK_OUT = msgspec.msgpack.Encoder()
 
 
 def _msgpack(payload: bytes) -> object | Refusal:
     try:
-        body: object = _MSGPACK.decode(payload)
+        return _MSGPACK.decode(payload)
+    except msgspec.ValidationError:
+        first = payload[0]
+        return _NOT_FLAT if 0x80 <= first <= 0x8F or first in (0xDE, 0xDF) else _NOT_AN_OBJECT
     except msgspec.DecodeError:
         return Refusal("bad_json", "the message is not valid MessagePack")
-    return body
 
 
 JSON = Wire(V1, codec.TEXT, Refusal("validation_failed", "send text frames of JSON"),
@@ -130,26 +155,6 @@ def wire_for(offered: str | None) -> Wire:
     """The wire of a socket whose upgrade offered these subprotocols (comma-separated)."""
     names = {p.strip() for p in (offered or "").split(",")}
     return MSGPACK if SUBPROTOCOL_V2 in names else JSON
-
-
-class TokenBucket:
-    """Allows `rate` messages a second with bursts of twice that."""
-
-    __slots__ = ("_at", "_capacity", "_rate", "_tokens")
-
-    def __init__(self, rate: float, now: float) -> None:
-        self._rate = rate
-        self._capacity = 2 * rate
-        self._tokens = self._capacity
-        self._at = now
-
-    def take(self, now: float) -> bool:
-        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
 
 
 class Conversation:
@@ -203,8 +208,11 @@ class Conversation:
         if kind == "travel":
             return _travel(body)
         if kind == "ping":
-            return Ping(body.get("t"))
-        return Refusal("validation_failed", "type must be join, move, travel or ping")
+            return _ping(body.get("t"))
+        if kind == "resync":
+            return _RESYNC
+        return Refusal("validation_failed",
+                       "type must be join, move, travel, ping or resync")
 
     def _control(self, opcode: int, payload: bytes, now: float) -> Received:
         if opcode == codec.CLOSE:
@@ -256,6 +264,17 @@ def _join(body: dict[str, object]) -> Join | Refusal:
 _BAD_CHARACTER = Refusal("validation_failed", "character_id must be a character's uuid")
 
 
+def _ping(t: object) -> Ping | Refusal:
+    if isinstance(t, bool) or (isinstance(t, str) and len(t) > MAX_PING_T):
+        return _BAD_PING
+    return Ping(t)
+
+
+_BAD_PING = Refusal("validation_failed",
+                    f"t must be a number or a string of at most {MAX_PING_T} characters")
+_RESYNC = Resync()
+
+
 def _travel(body: dict[str, object]) -> Travel | Refusal:
     zone = body.get("zone")
     if not isinstance(zone, str) or not zone:
@@ -275,16 +294,28 @@ _NOT_UTF8 = Violation(1007, "text must be UTF-8")  # RFC 6455 8.1: fail the conn
 
 
 def _not_json(payload: bytes) -> Refusal | Violation:
-    """The answer to a message orjson refused: text that is not UTF-8 closes the socket;
-    NaN, Infinity or a number too large for a double are JSON-ish (the stdlib reads
-    them) but not finite numbers."""
+    """The answer to a message that is not JSON: text that is not UTF-8 closes the
+    socket; NaN or Infinity is JSON-ish (the stdlib reads it) but not a finite number."""
     if _not_utf8(payload):
         return _NOT_UTF8
+    return _not_finite(payload) or Refusal("bad_json", "the message is not valid JSON")
+
+
+def _not_finite(payload: bytes) -> Refusal | None:
+    """`validation_failed` if `payload` is a flat object the stdlib reads, whose numbers
+    are not all finite (NaN, Infinity, or too large for a double); None otherwise. Only
+    a flat object is handed to the stdlib, whose parser recurses: it is never nested."""
+    if payload.count(b"[") or payload.count(b"{") > 1:
+        return None
     try:
-        json.loads(payload)
+        body = json.loads(payload)
     except ValueError:
-        return Refusal("bad_json", "the message is not valid JSON")
-    return Refusal("validation_failed", "numbers must be finite")
+        return None
+    numbers = [v for v in body.values() if type(v) is float] if type(body) is dict else []
+    return _NOT_FINITE if any(n - n != 0 for n in numbers) else None
+
+
+_NOT_FINITE = Refusal("validation_failed", "numbers must be finite")
 
 
 # What the server sends, in the socket's wire.

@@ -128,6 +128,10 @@ class Outlet:
     def replaced(self) -> None:
         self.close(4009, "replaced by a newer session")
 
+    def resync(self) -> None:
+        """The client asks for a complete snapshot: the next one it is sent is."""
+        self._sent = None
+
     def close(self, code: int, reason: str) -> None:
         """Send a close frame after what is queued; the writer then ends the socket."""
         if self.closing.is_set():

@@ -17,6 +17,11 @@ frame goes out after what is queued (waiting for a client that reads slowly as l
 as WORLD_SLOW_CLOSE allows), the socket is half-closed (FIN), and input is read on
 but discarded until the peer's close frame or EOF, for at most CLOSE_LINGER_S;
 only then is the socket closed.
+
+Whatever one client's input makes any part of this raise (a bug of ours: the client's
+own faults are refusals and violations), that session alone ends, with 1011, and the
+error is logged once with the session's id: nothing escapes into the hub or the edge,
+which serve every other session.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -46,6 +52,7 @@ from server.ws.messages import (
     PingFrame,
     Received,
     Refusal,
+    Resync,
     Travel,
     Violation,
     Wire,
@@ -57,7 +64,6 @@ from zones.world import Entered, World
 log = logging.getLogger(__name__)
 
 CLOSE_LINGER_S = 2.0  # how long a closing socket waits for its peer's goodbye
-RECV_BYTES = 65536
 READS_PER_WAKEUP = 4  # a client that floods must not hold the hub for long
 JOIN_QUEUE = 2  # joins waiting for the character service, per session
 
@@ -106,14 +112,16 @@ class Session:
         self._deflate = deflate
         self.outlet = Outlet(sock, frames, stats=stats, slow_close_s=settings.world_slow_close_s,
                              wire=wire.name, deflate=deflate)
+        now = trio.current_time()
         self._reader = codec.FrameReader(max_message_bytes=settings.world_max_message_bytes,
-                                         deflate=deflate)
+                                         max_frames_per_s=settings.world_max_frames_per_s,
+                                         now=now, deflate=deflate)
         self._reader.feed(leftover)
-        self._buffer = bytearray(RECV_BYTES)
+        self._stats = stats
         self._conversation = Conversation(
             max_messages_per_s=settings.world_max_messages_per_s,
             join_timeout_s=settings.world_join_timeout_s,
-            idle_timeout_s=settings.world_idle_timeout_s, now=trio.current_time(), wire=wire)
+            idle_timeout_s=settings.world_idle_timeout_s, now=now, wire=wire)
         self._entered: Entered | None = None
         self._character_id = ""  # of _entered, as zones name it
         self._move = _not_joined  # _entered's zone's move (only called once joined)
@@ -121,6 +129,7 @@ class Session:
             JOIN_QUEUE)
         self.session_id = uuid.uuid4().hex
         self._framing_lost = False  # after a protocol violation input can only be discarded
+        self._failed = False  # a fault of ours ended it (logged once)
         self._peer_gone = trio.Event()  # the peer said goodbye, or vanished
         self._zone_lost = False  # told zone_unavailable, and not welcomed back yet
 
@@ -134,8 +143,8 @@ class Session:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.outlet.run)
                 nursery.start_soon(self._finish_closing, nursery)
-                nursery.start_soon(self._serve_joins)
-                nursery.start_soon(self._watch_deadlines)
+                nursery.start_soon(self._guarded, self._serve_joins)
+                nursery.start_soon(self._guarded, self._watch_deadlines)
                 self.on_readable()  # what came with the handshake
         finally:
             self._hub.unregister(self._sock.fileno())
@@ -149,20 +158,44 @@ class Session:
         self.outlet.close(code, reason)
 
     def on_readable(self) -> None:
-        """Read what has arrived and handle it; called by the hub, never blocks."""
+        """Read what has arrived and handle it; called by the hub, never blocks, never
+        raises."""
+        try:
+            self._on_readable()
+        except Exception as exc:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """A fault of ours met while serving this session: it alone ends, with 1011."""
+        if not self._failed:
+            self._failed = True
+            self._stats.faults += 1
+            log.error("world session %s failed; closing it with 1011", self.session_id,
+                      exc_info=exc, extra={"session": self.session_id})
+        self._framing_lost = True  # whatever else it sent is passed over
+        self.close(1011, "internal error")
+
+    async def _guarded(self, serve: Callable[[], Awaitable[None]]) -> None:
+        """One of the session's tasks; a fault in it ends the session, not the edge."""
+        try:
+            await serve()
+        except Exception as exc:
+            self.fail(exc)
+
+    def _on_readable(self) -> None:
         if self._peer_gone.is_set() or not self._receive() or self._framing_lost:
             return
         if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
             if self._reader.goodbye_seen():
                 self._peer_gone.set()
             return
+        now = trio.current_time()
         try:
-            received = self._reader.messages()
+            received = self._reader.messages(now)
         except codec.ProtocolViolation as exc:
             self._framing_lost = True
             self.close(exc.code, exc.reason)
             return
-        now = trio.current_time()
         for opcode, payload in received:
             if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
                 if opcode == codec.CLOSE:
@@ -173,9 +206,10 @@ class Session:
 
     def _receive(self) -> bool:
         """Take what the socket has into the frame reader; False once the peer is gone."""
+        buffer = self._hub.buffer  # one for every session: read, then copied into the reader
         for _ in range(READS_PER_WAKEUP):
             try:
-                received = self._sock.recv_into(self._buffer)
+                received = self._sock.recv_into(buffer)
             except BlockingIOError:
                 return True
             except OSError:
@@ -186,8 +220,8 @@ class Session:
                     self.outlet.abort()
                 return False
             if not self._framing_lost:
-                self._reader.feed(memoryview(self._buffer)[:received])
-            if received < RECV_BYTES:
+                self._reader.feed(memoryview(buffer)[:received])
+            if received < len(buffer):
                 break
         return True
 
@@ -203,6 +237,8 @@ class Session:
                     self._error("rate_limited", "wait for the answer to your last join")
             case Ping(t):
                 self._send(messages.pong(self._wire, t))
+            case Resync():
+                self.outlet.resync()
             case Refusal(code, message):
                 self._error(code, message)
             case PingFrame(payload):

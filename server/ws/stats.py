@@ -14,6 +14,8 @@ class WireStats:
     sessions: int = 0  # open now
     bytes_sent: int = 0  # every byte written to world sockets, frames and handshakes
     closes: Counter[int] = field(default_factory=Counter)  # by the code the server sent
+    faults: int = 0  # sessions ended by a fault of ours (1011), or connections it broke
+    refused: Counter[str] = field(default_factory=Counter)  # connections, by the cap
     # zone -> [snapshots sent, snapshots skipped (a newer one came before it was sent)]
     snapshots: defaultdict[str, list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0]))

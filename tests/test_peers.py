@@ -1,0 +1,193 @@
+"""The messages between processes (zones/contract.py; docs/protocol.md, "Zones across
+processes"): each one typed, versioned, encoded and decoded in one place. Whatever
+arrives on a subject a process listens to (a zone of another version, a malformed
+message, anything that can publish on NATS), the process refuses it, logs and counts
+it, and goes on serving: a join reply with a missing key once raised KeyError into the
+edge and ended the api process.
+
+Rules: properties (Hypothesis) for the decoders and the mirror's `apply`, pure logic;
+then a real in-process api with its zone on the session's NATS, fed garbage on every
+subject it reads, and asked to join a character through a zone that answers garbage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from nats.js import JetStreamContext
+
+from bus import subjects
+from bus.directory import BUCKET
+from persistence.characters import move_to_zone
+from server.config import Settings
+from server.process import Roles, Running
+from tests.helpers import eventually, metric, running_process, use_api_loop
+from tests.world import connect, error_for, joined, new_player, still_open, ws_url
+from zones import contract
+from zones.interest import Grid, Interest
+
+DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    "join": contract.JOIN_REQUESTS, "join reply": contract.JOIN_REPLIES,
+    "inputs": contract.INPUTS, "news": contract.REPLACED, "directory entry": contract.HELD,
+    "feed": contract.FEEDS}
+
+texts = st.text(max_size=20)
+finite = st.floats(-1e6, 1e6)
+counts = st.integers(0, 2**32)
+peers = st.one_of(
+    st.builds(contract.JoinRequest, texts, texts, texts, finite, finite, st.booleans(), texts,
+              texts),
+    st.builds(contract.Admitted, counts, finite, finite, finite, counts),
+    st.builds(contract.JoinRefused, texts, texts),
+    st.builds(contract.Inputs, texts, st.lists(st.tuples(texts, finite, finite, counts)),
+              st.lists(st.tuples(texts, texts))),
+    st.builds(contract.Replaced, st.lists(st.tuples(texts, texts, texts))),
+    st.builds(contract.Held, texts, counts, counts, finite, st.builds(
+        contract.TickTimes, st.none() | finite, st.none() | finite, st.none() | finite)))
+
+
+@given(peers)
+def test_every_message_reads_back_as_it_was_written(message: contract.Peer) -> None:
+    refusals = contract.Refusals()
+    decoder: dict[type, msgspec.msgpack.Decoder[Any]] = {
+               contract.JoinRequest: contract.JOIN_REQUESTS,
+               contract.Admitted: contract.JOIN_REPLIES,
+               contract.JoinRefused: contract.JOIN_REPLIES, contract.Inputs: contract.INPUTS,
+               contract.Replaced: contract.REPLACED, contract.Held: contract.HELD}
+    data = contract.encode(message)
+    assert refusals.decode(decoder[type(message)], data, "any") == message
+
+
+@given(st.binary(max_size=400) | peers.map(contract.encode).map(lambda b: b[:-1]))
+def test_any_bytes_are_a_message_or_a_refusal(data: bytes) -> None:
+    for what, decoder in DECODERS.items():
+        refusals = contract.Refusals()
+        message = refusals.decode(decoder, data, what)  # never raises
+        assert (message is None) == (sum(refusals.counts.values()) == 1)
+
+
+def test_a_message_of_another_kind_or_version_is_refused() -> None:
+    refusals = contract.Refusals()
+    inputs = contract.encode(contract.Inputs("api", [], []))
+    assert refusals.decode(contract.JOIN_REQUESTS, inputs, "join") is None
+    newer = inputs.replace(b"zone.inputs/1", b"zone.inputs/2")
+    assert refusals.decode(contract.INPUTS, newer, "inputs") is None
+    feed = Interest("z1", Grid(0, 0, 10, 10, 0), epoch="e").feed(complete=True)
+    assert refusals.decode(contract.FEEDS, feed, "feed") is not None
+    assert refusals.decode(contract.FEEDS, feed.replace(b"\xa1v\x01", b"\xa1v\x02"),
+                           "feed") is None
+    assert refusals.counts == {("join", "invalid"): 1, ("inputs", "invalid"): 1,
+                               ("feed", "invalid"): 1}
+
+
+entries = st.tuples(st.integers(0, 6), st.sampled_from(["a", "b", "c"]), st.just("N"))
+updates = st.tuples(st.integers(0, 6), finite, finite, st.integers(0, 50))
+feeds = st.builds(contract.Feed, st.just(contract.FEED_VERSION), st.sampled_from(["e1", "e2"]),
+                  st.just("snapshot"), st.sampled_from(["z1", "z2"]), st.integers(0, 5),
+                  st.none() | st.integers(0, 5), st.lists(entries, max_size=4),
+                  st.lists(updates, max_size=6), st.lists(st.integers(0, 6), max_size=3))
+
+
+def _held(mirror: Interest) -> object:
+    return {eid: (e.character_id, e.x, e.y, e.seq) for eid, e in mirror.entities.items()}
+
+
+@given(st.lists(feeds, max_size=8))
+def test_a_mirror_takes_any_feed_or_refuses_it_whole(sequence: list[contract.Feed]) -> None:
+    """A feed that does not hold together (another zone's, an update of an eid nobody
+    entered) raises ValueError and changes nothing; any other is applied or waited out."""
+    mirror = Interest("z1", Grid(-10, -10, 10, 10, 5), epoch="")
+    for feed in sequence:
+        before = _held(mirror), mirror.tick
+        try:
+            applied = mirror.apply(feed)
+        except ValueError:
+            assert (_held(mirror), mirror.tick) == before
+            continue
+        assert applied or (_held(mirror), mirror.tick) == before
+        for cell in list(mirror.occupied):  # what it then serves encodes
+            payload, _ = mirror.view(cell).encoded("v2", None)
+            msgspec.msgpack.decode(payload)
+
+
+# --- a real process fed garbage --------------------------------------------------------------
+
+@pytest.fixture
+async def world(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
+    async with running_process(settings, nursery, Roles(zones=("z1",))) as running:
+        use_api_loop(running)
+        yield running
+
+
+GARBAGE = [b"", b"\xc1", b"{}", b"\x81\xa4kind\xabzone.join/9", b"\x91" * 2000,
+           msgspec.msgpack.encode({"kind": "zone.inputs/1", "api": "x", "moves": [[1]]})]
+
+
+async def refused(world: Running, what: str) -> float:
+    return await metric(f"{world.url}/metrics", "outpost_peer_messages_refused_total",
+                        message=what)
+
+
+async def test_garbage_on_every_subject_is_refused_and_counted(world: Running) -> None:
+    bus = world.services.bus
+    far = f"z{uuid.uuid4().hex[:8]}"
+    world.services.world.link(far)  # a zone in no process: its feed is listened to
+    async with httpx.AsyncClient(base_url=world.url) as http:
+        me = await new_player(http)
+    async with connect(ws_url(world.url, me["token"])) as conn:
+        await joined(conn, me["character"]["id"])
+        for data in GARBAGE:
+            answer = contract.JOIN_REPLIES.decode(
+                await bus.request(subjects.zone_join("z1"), data, timeout_s=5))
+            assert answer == contract.JoinRefused("validation_failed",
+                                                  "a join this zone cannot read")
+            for subject in (subjects.zone_input("z1"), subjects.zone_snapshot(far),
+                            subjects.api_events(world.services.world.instance_id)):
+                await bus.publish_many(subject, [data])
+
+        async def put(js: JetStreamContext) -> None:
+            await (await js.key_value(BUCKET)).put(far, b"\x81\xa4kind\xa3odd")
+
+        await bus.on_jetstream(put)
+        n = len(GARBAGE)
+        for what in ("join", "inputs", "feed", "news", "directory entry"):
+            async def counted(what: str = what, n: int = n) -> bool:
+                return await refused(world, what) == (1 if what == "directory entry" else n)
+
+            await eventually(counted, f"{n} {what} messages refused")
+        await still_open(conn)  # the player plays on
+        listed = {z["zone"] for z in world.services.world.zone_list()}
+        assert far not in listed, "a directory entry nobody can read names no zone"
+
+
+async def test_a_zone_that_answers_garbage_is_unavailable(
+    world: Running, settings: Settings
+) -> None:
+    """The join reply once read with reply["eid"]: a KeyError that ended the api."""
+    fake = f"z{uuid.uuid4().hex[:8]}"
+    bus = world.services.bus
+    async with httpx.AsyncClient(base_url=world.url) as http:
+        me = await new_player(http)
+    character_id = uuid.UUID(me["character"]["id"])
+    await world.services.pg.transact(move_to_zone, character_id, fake, 0.0, 0.0)
+    async with bus.subscription(subjects.zone_join(fake)) as joins, \
+            trio.open_nursery() as nursery:
+        async def answer_garbage() -> None:
+            async for message in joins:
+                await bus.publish_many(message.reply, [b'{"tick": 1}'])
+
+        nursery.start_soon(answer_garbage)
+        async with connect(ws_url(world.url, me["token"])) as conn:
+            error = await error_for(conn, {"type": "join", "character_id": str(character_id)})
+            assert error["code"] == "zone_unavailable", error
+            await still_open(conn)
+        nursery.cancel_scope.cancel()
+    assert await refused(world, "join reply") == 1

@@ -1,0 +1,163 @@
+"""The messages between api and zone processes (docs/protocol.md, "Zones across
+processes"): one typed value each, with one encoder and one decoder. Sans-IO.
+
+Each message is a MessagePack map whose `kind` key names its kind and version
+(`zone.join/1`): a process refuses a message it does not understand, whether it
+comes from a process of another version, is malformed, or was published by anything
+else that can reach NATS. A refusal is logged (its kind and why, never its content:
+joins carry names) and counted for /metrics, and the process goes on; nothing a peer
+sends can raise into the task that reads it.
+
+The zone's feed (`zone.<id>.snapshot`) is the exception to the encoding: the zone
+writes it by hand from the entries its snapshots are made of (zones/interest.py,
+`feed`), with a `v` key for its version. It is still decoded here, as a `Feed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Annotated, TypeVar
+
+import msgspec
+
+log = logging.getLogger(__name__)
+
+FEED_VERSION = 1
+
+Text = Annotated[str, msgspec.Meta(max_length=200)]  # ids, names, codes, messages
+Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]  # NaN and inf are refused
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
+               tag_field="kind"):
+    """A message between processes; its tag is its kind and version."""
+
+
+class JoinRequest(_Message, frozen=True, tag="zone.join/1"):
+    """api -> zone (request, on zone.<id>.join): admit this character."""
+
+    character_id: Text
+    user_id: Text
+    name: Text
+    x: Finite
+    y: Finite
+    placed: bool  # put it at (x, y) whatever the zone remembers (a travel's spawn point)
+    api: Text  # the api process, for its inputs and news
+    session: Text  # the session in that process
+
+
+class Admitted(_Message, frozen=True, tag="zone.admitted/1"):
+    """zone -> api (the reply): in, at (x, y), known as `eid` in snapshots."""
+
+    tick: Count
+    tick_rate: Finite
+    x: Finite
+    y: Finite
+    eid: Count
+
+
+class JoinRefused(_Message, frozen=True, tag="zone.refused/1"):
+    """zone -> api (the reply): not admitted, with a docs/protocol.md error code."""
+
+    error: Text
+    message: Text
+
+
+JoinReply = Admitted | JoinRefused
+
+
+class Inputs(_Message, frozen=True, tag="zone.inputs/1"):
+    """api -> zone (zone.<id>.input): what an api process gathered since it last sent;
+    at least one a second, as a heartbeat."""
+
+    api: Text
+    moves: list[tuple[Text, Finite, Finite, Count]]  # character, dx, dy, seq
+    leaves: list[tuple[Text, Text]]  # character, session
+
+
+class Replaced(_Message, frozen=True, tag="api.replaced/1"):
+    """zone -> api (api.<id>.events): these sessions of yours were taken over (4009)."""
+
+    sessions: list[tuple[Text, Text, Text]]  # zone, character, session
+
+
+class TickTimes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    p50: Finite | None
+    p99: Finite | None
+    max: Finite | None
+
+
+class Held(_Message, frozen=True, tag="zone.held/1"):
+    """A zone's key in the zone directory: who runs it, and its figures."""
+
+    owner: Text
+    players: Count
+    tick: Count
+    tick_rate: Finite
+    tick_ms: TickTimes
+
+
+class Feed(msgspec.Struct, frozen=True):
+    """One tick of a zone's feed: v2's snapshot with exact positions, the zone run's
+    epoch and the feed's version (docs/protocol.md, "Zones across processes")."""
+
+    v: int
+    epoch: Text
+    type: str
+    zone: Text
+    tick: Count
+    base: Count | None
+    enter: list[tuple[Count, Text, Text]]  # eid, character, name
+    update: list[tuple[Count, Finite, Finite, Count]]  # eid, x, y, seq
+    leave: list[Count]
+
+
+_ENCODER = msgspec.msgpack.Encoder()
+
+Peer = JoinRequest | Admitted | JoinRefused | Inputs | Replaced | Held
+
+
+def encode(message: Peer) -> bytes:
+    return _ENCODER.encode(message)
+
+
+# One decoder for each message a process reads.
+JOIN_REQUESTS = msgspec.msgpack.Decoder(JoinRequest)
+JOIN_REPLIES: msgspec.msgpack.Decoder[JoinReply] = msgspec.msgpack.Decoder(JoinReply)
+INPUTS = msgspec.msgpack.Decoder(Inputs)
+REPLACED = msgspec.msgpack.Decoder(Replaced)
+HELD = msgspec.msgpack.Decoder(Held)
+FEEDS = msgspec.msgpack.Decoder(Feed)
+
+M = TypeVar("M")
+
+
+class Refusals:
+    """What one process refused of what others sent it, by kind and reason."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def decode(self, decoder: msgspec.msgpack.Decoder[M], data: bytes, what: str) -> M | None:
+        """`data` as `decoder` reads it, or None (logged and counted) if it cannot. `what`
+        names the kind in the log and in /metrics."""
+        try:
+            message = decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            self.refuse(what, "invalid", str(exc), len(data))
+            return None
+        except msgspec.DecodeError as exc:
+            self.refuse(what, "malformed", str(exc), len(data))
+            return None
+        if isinstance(message, Feed) and message.v != FEED_VERSION:
+            self.refuse(what, "invalid", f"feed version {message.v}", len(data))
+            return None
+        return message
+
+    def refuse(self, what: str, reason: str, why: str, size: int) -> None:
+        """Count and log a message of `what` kind refused for `reason` (`why` in words)."""
+        self.counts[what, reason] += 1
+        log.error("refused a %s message of %d bytes from another process (%s): %s", what,
+                  size, reason, why)
