@@ -50,3 +50,23 @@ async def test_two_players_in_browsers_see_each_other_move(
     assert int(seen["hud"]["players"]) >= 2, seen
     assert "already have a character with that name" in seen["problem"], seen
     assert (ARTIFACTS / "browser-watcher.png").stat().st_size > 10_000
+
+
+async def test_the_client_module_recovers_from_snapshots_it_cannot_apply(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """outpost-client.js (docs/client.md, `resync`): a delta against a tick it does not
+    hold, an update of a player it never saw, bytes that do not decode: it asks for a
+    complete snapshot once, drops deltas until it comes, and carries on from it."""
+    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"))
+    async with started(tmp_path, "dev", env=env) as dev:
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-m", "tests.browser_client", dev.url],
+                capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    found = orjson.loads(done.stdout)
+    assert found["seen"] == {"followed": 1.5, "waiting": 1.5, "resynced": 10.0, "last": 12.0}
+    assert found["sent"] == [{"type": "resync"}, {"type": "resync"}], found
+    first, second, third = found["resyncs"]
+    assert "against tick 7" in first and "eid 7" in second and "decode" in third, found

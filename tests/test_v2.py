@@ -126,6 +126,21 @@ async def test_a_v2_view_equals_the_v1_snapshot_of_the_same_tick(world: Running)
     assert changes > 10, "players came, moved and went while the two watched"
 
 
+async def test_resync_asks_for_a_complete_snapshot_next(world: Running) -> None:
+    """docs/protocol.md, "resync": a client that cannot apply a delta recovers by itself."""
+    (me,) = await players(world, 1)
+    async with connect(ws_url(world.url, me["token"]), subprotocols=[v2.SUBPROTOCOL]) as conn:
+        await joined2(conn, me["character"]["id"])
+        while (await next2(conn, "snapshot"))["base"] is None:
+            pass  # the first ones are complete
+        bases = [(await next2(conn, "snapshot"))["base"] for _ in range(20)]
+        assert None not in bases, "a quiet zone sends deltas, tick after tick"
+        await send2(conn, {"type": "resync"})
+        bases = [(await next2(conn, "snapshot"))["base"] for _ in range(5)]
+        assert None in bases, bases  # one may have been on its way before the resync
+        assert bases[-1] is not None, "and deltas again after it"
+
+
 async def test_a_slow_reader_gets_a_complete_snapshot_after_skipping(
     settings: Settings, nursery: trio.Nursery
 ) -> None:

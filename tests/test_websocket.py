@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bench.rawws import client_frame
 from server.ws import codec as ws
@@ -259,3 +261,106 @@ def test_after_goodbye_a_frame_of_any_size_streams_past_unkept() -> None:
         assert len(reader._buffer) == 0, "a passed-over frame is not kept"
     reader.feed(client_frame(struct.pack("!H", 1001), ws.CLOSE))
     assert reader.goodbye_seen()
+
+
+def test_a_message_of_more_than_16_frames_is_refused() -> None:
+    start = client_frame(b"x", fin=False)
+    middle = client_frame(b"", ws.CONTINUATION, fin=False)
+    end = client_frame(b"y", ws.CONTINUATION)
+    assert read(start + middle * 14 + end) == [(ws.TEXT, b"xy")]  # 16 frames
+    with pytest.raises(ws.ProtocolViolation) as raised:
+        read(start + middle * 15 + end)
+    assert (raised.value.code, raised.value.reason) == (4008, "too many fragments")
+
+
+def test_every_frame_is_charged_to_the_frame_rate_control_frames_too() -> None:
+    reader = ws.FrameReader(max_message_bytes=1024, max_frames_per_s=5, now=100.0)
+    reader.feed(client_frame(b"", ws.PING) * 10)  # the burst: twice the rate
+    assert len(reader.messages(100.0)) == 10
+    reader.feed(client_frame(b"", ws.PONG))
+    with pytest.raises(ws.ProtocolViolation) as raised:
+        reader.messages(100.0)
+    assert (raised.value.code, raised.value.reason) == (4008, "too many frames")
+    later = ws.FrameReader(max_message_bytes=1024, max_frames_per_s=5, now=100.0)
+    later.feed(client_frame(b"", ws.PING) * 10)
+    later.messages(100.0)
+    later.feed(client_frame(b"a", fin=False))
+    assert later.messages(100.2) == []  # one frame back after 1/5 s, fragments count too
+
+
+# --- properties: whatever bytes arrive, only the documented outcomes -------------------------
+
+CODES = {1002, 1007, 4008}  # docs/protocol.md: what a frame reader closes with
+
+frames = st.builds(
+    lambda payload, opcode, fin, masked, rsv: client_frame(payload, opcode, fin=fin,
+                                                           masked=masked, rsv=rsv),
+    st.binary(max_size=200), st.sampled_from([0x0, 0x1, 0x2, 0x8, 0x9, 0xA, 0x3, 0xB]),
+    st.booleans(), st.booleans() | st.just(True), st.sampled_from([0, 0, 0, 0x40, 0x20]))
+
+
+def _outcome(reader: ws.FrameReader, chunks: list[bytes]) -> list[ws.Message] | int:
+    """The messages `chunks` make, fed one by one, or the close code they end with."""
+    found: list[ws.Message] = []
+    try:
+        for chunk in chunks:
+            reader.feed(chunk)
+            found += reader.messages(0.0)
+    except ws.ProtocolViolation as exc:
+        assert exc.code in CODES and exc.reason, exc
+        return exc.code
+    return found
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.booleans())
+def test_any_bytes_are_messages_or_a_documented_close(chunks: list[bytes], deflate: bool
+                                                      ) -> None:
+    reader = ws.FrameReader(max_message_bytes=512, max_frames_per_s=UNLIMITED, now=0.0,
+                            deflate=deflate)
+    outcome = _outcome(reader, chunks)
+    if isinstance(outcome, list):
+        assert all(opcode in (ws.TEXT, ws.BINARY, ws.CLOSE, ws.PING, ws.PONG)
+                   and len(payload) <= 512 for opcode, payload in outcome)
+
+
+@given(st.lists(frames, max_size=30), st.integers(1, 64), st.booleans())
+def test_any_frames_split_anywhere_read_as_in_one_piece(sequence: list[bytes], split: int,
+                                                        deflate: bool) -> None:
+    """However the bytes are cut, the reader says the same: framing has no state but
+    the buffer, and a fragment sequence is judged the same in pieces."""
+    data = b"".join(sequence)
+    whole = _outcome(ws.FrameReader(max_message_bytes=512, max_frames_per_s=UNLIMITED,
+                                    now=0.0, deflate=deflate), [data])
+    pieces = _outcome(ws.FrameReader(max_message_bytes=512, max_frames_per_s=UNLIMITED,
+                                     now=0.0, deflate=deflate),
+                      [data[at:at + split] for at in range(0, len(data), split)])
+    assert pieces == whole
+
+
+@given(st.integers(0, 20_000))
+def test_empty_continuations_are_refused_after_16_however_many_come(n: int) -> None:
+    """Each continuation costs the same whatever came before it (no sum over the earlier
+    fragments), and the 17th frame of a message ends it: at most 16 are ever kept."""
+    reader = ws.FrameReader(max_message_bytes=4096, max_frames_per_s=UNLIMITED, now=0.0)
+    outcome = _outcome(reader, [client_frame(b"{", fin=False)
+                                + client_frame(b"", ws.CONTINUATION, fin=False) * n])
+    assert outcome == ([] if n < 15 else 4008)
+    assert len(reader._fragments) <= ws.MAX_FRAGMENTS
+
+
+@given(st.binary(max_size=2000))
+def test_any_request_head_parses_or_is_refused(head: bytes) -> None:
+    request = ws.parse_request_head(head)
+    if request is not None:
+        assert ws.handshake_response(request) is None or request.headers
+        ws.offers_deflate(request)
+        assert isinstance(request.path, str)
+
+
+@given(st.binary(max_size=600), st.integers(0, 2048))
+def test_any_compressed_payload_inflates_within_its_limit_or_closes(data: bytes, limit: int
+                                                                    ) -> None:
+    try:
+        assert len(ws.inflate(data, limit)) <= limit
+    except ws.ProtocolViolation as exc:
+        assert exc.code in (1007, 4008)

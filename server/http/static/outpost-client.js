@@ -6,6 +6,7 @@
 //   client.addEventListener("snapshot", (e) => ...);  // e.detail: { zone, tick, players }
 //   client.addEventListener("error", (e) => ...);     // e.detail: { code, message }
 //   client.addEventListener("close", (e) => ...);     // e.detail: { code, reason, words }
+//   client.addEventListener("resync", (e) => ...);    // e.detail: { reason } (v2, rare)
 //   await client.connect();                           // offers v2, takes v1 otherwise
 //   client.join(characterId);
 //   client.move(dx, dy);                               // returns the seq it sent
@@ -43,6 +44,7 @@ export class OutpostClient extends EventTarget {
     this.players = new Map();  // character id -> player (what the last snapshot showed)
     this._byEid = new Map();  // v2: eid -> player
     this._tick = null;  // v2: the tick of the last snapshot applied
+    this._resyncing = false;  // v2: a complete snapshot was asked for; deltas wait for it
     this._pings = new Map();
     this.rttMs = null;
   }
@@ -103,7 +105,15 @@ export class OutpostClient extends EventTarget {
   }
 
   _received(data) {
-    const message = typeof data === "string" ? JSON.parse(data) : decode(data);
+    let message;
+    try {
+      message = typeof data === "string" ? JSON.parse(data) : decode(data);
+    } catch (error) {
+      // Bytes that do not decode (docs/protocol.md: never sent on purpose). Whatever it
+      // was, a complete snapshot puts the view right.
+      this._resync(`a message that does not decode: ${error.message}`);
+      return;
+    }
     switch (message.type) {
       case "welcome":
         this.zone = message.zone;
@@ -139,23 +149,35 @@ export class OutpostClient extends EventTarget {
   }
 
   _applyDelta(snapshot) {
-    // Enter, then update, then leave (docs/protocol.md); a base that is not the tick
-    // this view holds would be the server's fault, and is reported.
+    // Enter, then update, then leave (docs/protocol.md). A delta this view cannot apply
+    // (against a tick it does not hold, or updating a player it never entered) asks for
+    // a complete snapshot ("resync"); deltas are dropped until it comes.
     if (snapshot.base === null) {
       this._byEid = new Map();
+      this._resyncing = false;
+    } else if (this._resyncing) {
+      return;
     } else if (snapshot.base !== this._tick) {
-      this._emit("error", { code: "out_of_step",
-                            message: `a delta against tick ${snapshot.base}, but the view is of ${this._tick}` });
+      this._resync(`a delta against tick ${snapshot.base}, but the view is of ${this._tick}`);
+      return;
+    }
+    const entered = new Set(snapshot.enter.map(([eid]) => eid));
+    const unknown = snapshot.update.find(([eid]) => !entered.has(eid) && !this._byEid.has(eid));
+    if (unknown) {
+      this._resync(`an update of eid ${unknown[0]}, which the view does not hold`);
       return;
     }
     for (const [eid, id, name] of snapshot.enter) this._byEid.set(eid, { id, eid, name, x: 0, y: 0, seq: 0 });
-    for (const [eid, x, y, seq] of snapshot.update) {
-      const p = this._byEid.get(eid);
-      if (p) Object.assign(p, { x, y, seq });
-    }
+    for (const [eid, x, y, seq] of snapshot.update) Object.assign(this._byEid.get(eid), { x, y, seq });
     for (const eid of snapshot.leave) this._byEid.delete(eid);
     this._tick = snapshot.tick;
     this.players = new Map([...this._byEid.values()].map((p) => [p.id, p]));
+  }
+
+  _resync(reason) {
+    if (!this._resyncing) this._send({ type: "resync" });
+    this._resyncing = true;
+    this._emit("resync", { reason });
   }
 }
 
