@@ -44,10 +44,16 @@ class Settings:
     # Argon2id cost. The defaults are argon2-cffi's (RFC 9106 low-memory profile).
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
-    # Login attempts allowed per username and per client address in a window.
-    login_rate_per_username: int = 10
+    # In a window, per api process: login attempts per client address, and failed logins
+    # per account (by username or email alike).
+    login_failures_per_account: int = 10
     login_rate_per_address: int = 50
     login_rate_window_s: float = 60.0
+    # Registrations per client address and in all, per api process, in a window: each
+    # costs an Argon2 hash (about 0.25 s of a core at the default cost) and four rows.
+    register_rate_per_address: int = 5
+    register_rate_total: int = 60
+    register_rate_window_s: float = 60.0
     outbox_poll_s: float = 1.0
     # The world (docs/protocol.md, "World"). Bounds: min_x, min_y, max_x, max_y.
     world_bounds: tuple[float, float, float, float] = (-1000.0, -1000.0, 1000.0, 1000.0)
@@ -182,9 +188,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "DB_TIMEOUT_MS": ("db_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "ARGON2_TIME_COST": ("argon2_time_cost", _positive(int)),
     "ARGON2_MEMORY_KIB": ("argon2_memory_kib", _positive(int)),
-    "LOGIN_RATE_PER_USERNAME": ("login_rate_per_username", _positive(int)),
+    "LOGIN_FAILURES_PER_ACCOUNT": ("login_failures_per_account", _positive(int)),
     "LOGIN_RATE_PER_ADDRESS": ("login_rate_per_address", _positive(int)),
     "LOGIN_RATE_WINDOW": ("login_rate_window_s", _positive(float)),
+    "REGISTER_RATE_PER_ADDRESS": ("register_rate_per_address", _positive(int)),
+    "REGISTER_RATE_TOTAL": ("register_rate_total", _positive(int)),
+    "REGISTER_RATE_WINDOW": ("register_rate_window_s", _positive(float)),
     "OUTBOX_POLL_MS": ("outbox_poll_s", lambda raw: _positive(float)(raw) / 1000),
     "WORLD_BOUNDS": ("world_bounds", _bounds),
     "WORLD_CHECKPOINT": ("world_checkpoint_s", _positive(float)),
@@ -201,6 +210,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
+# Variables no longer read, and what took their place: one still set stops the process
+# rather than be ignored (its value would silently stop applying).
+RETIRED = {
+    "LOGIN_RATE_PER_USERNAME": "LOGIN_FAILURES_PER_ACCOUNT (only failed logins count now, "
+                               "per account whichever of its names is typed)",
+}
 
 
 def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
@@ -209,6 +224,9 @@ def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
     `outpost dev` passes the URLs of the embedded services and a kept secret as
     fallbacks; every other process must be given them.
     """
+    for name, instead in RETIRED.items():
+        if name in environ:
+            raise ConfigError(f"{name} is no longer read: set {instead}")
     values: dict[str, object] = {}
     for name, (field, parse) in _VARIABLES.items():
         raw = environ.get(name) or fallbacks.get(name)

@@ -109,6 +109,10 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
                  1000 * took)
         return response
 
+    def client_address() -> str:
+        """The peer's address, what rate limits count by (no proxy is trusted yet)."""
+        return request.remote_addr or "unknown"
+
     def current_user() -> uuid.UUID:
         return services.tokens.user_from_header(request.headers.get("Authorization"))
 
@@ -130,14 +134,15 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     @app.post("/v1/auth/register")
     @app.post("/api/auth/register")
     async def register() -> Response:
-        session = await services.accounts.register(await json_object(settings.max_body_bytes))
+        body = await json_object(settings.max_body_bytes)
+        session = await services.accounts.register(body, client_address())
         return json_response({"user_id": str(session.user_id), "token": session.token}, 201)
 
     @app.post("/v1/auth/login")
     @app.post("/api/auth/login")
     async def login() -> Response:
         body = await json_object(settings.max_body_bytes)
-        session = await services.accounts.login(body, request.remote_addr or "unknown")
+        session = await services.accounts.login(body, client_address())
         return json_response({"user_id": str(session.user_id), "token": session.token})
 
     @app.post("/v1/characters")
