@@ -66,7 +66,7 @@ async def test_json_lines_carry_their_ids_and_no_secret(
 
     assert {e["role"] for e in api_lines} == {"api"}
     assert {e["role"] for e in zone_lines} == {f"zone-{zone}"}
-    requests = [e for e in api_lines if e["logger"] == "server.http.app"]
+    requests = [e for e in api_lines if e["logger"] == "server.http.guard"]
     for method_path in ("POST /v1/auth/register 201", "POST /v1/auth/login 401",
                         "POST /v1/characters 201", "GET /v1/characters 200"):
         found = [e for e in requests if e["message"].startswith(method_path)]

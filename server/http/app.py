@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import orjson
 import trio
-from quart import Quart, Response, g, request, send_from_directory
+from quart import Quart, Response, request, send_from_directory
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, NotFound
 
@@ -27,9 +25,9 @@ from server.http.errors import (
     json_response,
     raw_json_response,
 )
+from server.http.guard import guard
 from server.http.me import read_me
 from server.http.openapi import document
-from server.logs import REQUEST
 from server.metrics import Metrics
 from server.services import Services
 from server.ws.codec import NOT_AN_UPGRADE, UPGRADE_FIRST
@@ -44,9 +42,6 @@ STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file(
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-# A client may name its request (X-Request-Id) for the log lines; anything else gets one.
-_REQUEST_ID = re.compile(r"[\w.-]{1,64}")
-UNMATCHED = "unmatched"  # the route label of requests for no route (one label, not a path each)
 DRAIN_S = 5.0  # how long an answered request's unread body may take to arrive
 
 
@@ -70,13 +65,8 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     app = QuartTrio("outpost", static_folder=None)  # /static is ours (static_file)
     settings = services.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-
-    @app.before_request
-    async def begin() -> None:
-        given = request.headers.get("X-Request-Id", "")
-        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
-        g.began = time.perf_counter()
-        REQUEST.set(g.request_id)  # this request's log lines name it
+    # Each request's id, log line and metrics; the last word on whatever escapes the app.
+    guard(app, requests=metrics.http_requests, seconds=metrics.http_seconds)
 
     async def drain(response: Response) -> None:
         """Read the body of a request answered without it (415, 405, 401...). hypercorn
@@ -97,16 +87,8 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
         response.headers["Connection"] = "close"
 
     @app.after_request
-    async def account(response: Response) -> Response:
-        """Count and log every answer (the path only: a query string may hold a token)."""
+    async def drained(response: Response) -> Response:
         await drain(response)
-        took = time.perf_counter() - g.began
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        metrics.http_requests.labels(route, str(response.status_code)).inc()
-        metrics.http_seconds.labels(route).observe(took)
-        response.headers["X-Request-Id"] = g.request_id
-        log.info("%s %s %d in %.1f ms", request.method, request.path, response.status_code,
-                 1000 * took)
         return response
 
     def client_address() -> str:
