@@ -37,6 +37,8 @@ class Settings:
     # Log lines as JSON (one object a line) or text; `outpost dev` defaults to text.
     log_format: str = "json"
     max_body_bytes: int = 16 * 1024
+    # A request's whole body must arrive within this of its head (then 400, and a close).
+    http_body_timeout_s: float = 10.0
     # Redis is a cache: a call that takes longer than this is treated as a miss.
     redis_timeout_s: float = 0.25
     # A Postgres statement or pool acquire that takes longer answers 503.
@@ -184,6 +186,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "METRICS_PORT": ("metrics_port", _port),
     "LOG_FORMAT": ("log_format", _one_of("json", "text")),
     "MAX_BODY_BYTES": ("max_body_bytes", _positive(int)),
+    "HTTP_BODY_TIMEOUT": ("http_body_timeout_s", _positive(float)),
     "REDIS_TIMEOUT_MS": ("redis_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "DB_TIMEOUT_MS": ("db_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "ARGON2_TIME_COST": ("argon2_time_cost", _positive(int)),

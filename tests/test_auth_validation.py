@@ -1,6 +1,7 @@
 """Register and login over real HTTP: every validation rule of docs/protocol.md "Auth",
 case-insensitive uniqueness, no half-written accounts after a conflict, the HTTP body
-errors (bad_json, 415, 413, 404) and their exact error shape, identical answers for an
+errors (bad_json, 415, 413, 404, a body or a next head that trickles in past its
+deadline) and their exact error shape, identical answers for an
 unknown user and a wrong password, the login limits (per address, and failures per account
 whichever name is typed: an address at its limit cannot lock an account out, an unknown
 name is limited as an account is) and the registration limits (per address and in all),
@@ -380,6 +381,82 @@ async def test_body_of_exactly_the_limit_is_accepted(
     response = await client.post("/v1/auth/register", content=raw,
                                  headers={"content-type": "application/json"})
     assert response.status_code == 201, response.text
+
+
+BODY_TIMEOUT_S = 1.0
+
+
+async def trickle(url: httpx.URL, head: bytes, body: bytes | None = None,
+                  every_s: float = 0.2) -> tuple[httpx.Response | None, float]:
+    """Send `head` (and `body`, if given, then nothing more), then a byte every `every_s`,
+    as a slow or hostile client does, until the server answers and closes; the answer
+    (None if the server closed without one) and the seconds from the head to the close."""
+    reader = h11.Connection(h11.CLIENT)
+    answer: httpx.Response | None = None
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream(url.host, url.port or 80) as stream:
+            if body is not None:  # a first request, answered in full
+                await stream.send_all(head + body)
+                reader.send(h11.Request(method="GET", target="/healthz",
+                                        headers=[("host", "x")]))
+                reader.send(h11.EndOfMessage())
+                first = await read_response(stream, reader)
+                assert first.status_code == 200, first.text
+                head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                reader = h11.Connection(h11.CLIENT)
+            began = trio.current_time()
+            await stream.send_all(head)
+
+            async def drip() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while True:
+                        await trio.sleep(every_s)
+                        await stream.send_all(b"x")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drip)
+                if body is None:
+                    answer = await read_response(stream, reader)
+                while await stream.receive_some(65536):  # then the close
+                    pass
+                nursery.cancel_scope.cancel()
+    return answer, trio.current_time() - began
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("POST", "/v1/auth/login", 400),
+                                                     ("GET", "/healthz", 200)])
+async def test_a_body_that_trickles_in_is_cut_off_at_its_deadline(
+    settings: Settings, nursery: trio.Nursery, method: str, path: str, status: int
+) -> None:
+    """A byte every 0.2 s: never idle for long, so only a deadline for the whole body ends
+    it. A route that reads the body answers 400; one that does not has answered, but its
+    connection closes all the same (the next request could not be told from the body)."""
+    async with api_client(settings, nursery, http_body_timeout_s=BODY_TIMEOUT_S) as http:
+        url = http.base_url
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
+        response, took = await trickle(url, head)
+    assert response is not None
+    if status == 400:
+        error = assert_error(response, 400, "validation_failed")
+        assert f"{BODY_TIMEOUT_S:g} s" in error["message"], error
+    else:
+        assert response.status_code == 200, response.text
+    assert response.headers["connection"] == "close"
+    assert BODY_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 1.5, took
+
+
+async def test_the_next_request_head_on_a_kept_alive_connection_has_a_deadline(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    """The edge reads a connection's first head under WORLD_HANDSHAKE_TIMEOUT; hypercorn
+    reads the next ones, under its keep-alive timeout, set to the same."""
+    async with api_client(settings, nursery, world_handshake_timeout_s=1.0) as http:
+        url = http.base_url
+        first = f"GET /healthz HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n\r\n".encode()
+        response, took = await trickle(url, first, body=b"")
+    assert response is None  # nothing to answer: the head never ended
+    assert 0.9 <= took < 2.5, took
 
 
 @pytest.mark.parametrize(("method", "path"), [

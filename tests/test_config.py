@@ -79,6 +79,10 @@ def test_required_names_are_the_documented_four() -> None:
     ("LOG_FORMAT", "xml"),
     ("LOG_FORMAT", "JSON"),
     ("MAX_BODY_BYTES", "0"),
+    ("HTTP_BODY_TIMEOUT", "0"),
+    ("HTTP_BODY_TIMEOUT", "-1"),
+    ("HTTP_BODY_TIMEOUT", "nan"),
+    ("HTTP_BODY_TIMEOUT", "soon"),
     ("REDIS_TIMEOUT_MS", "0"),
     ("DB_TIMEOUT_MS", "-100"),
     ("ARGON2_TIME_COST", "0"),
@@ -125,6 +129,7 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     ("METRICS_PORT", "9101", "metrics_port", 9101),
     ("LOG_FORMAT", "text", "log_format", "text"),
     ("MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("HTTP_BODY_TIMEOUT", "2.5", "http_body_timeout_s", 2.5),
     ("REDIS_TIMEOUT_MS", "500", "redis_timeout_s", 0.5),
     ("DB_TIMEOUT_MS", "2500", "db_timeout_s", 2.5),
     ("ARGON2_TIME_COST", "1", "argon2_time_cost", 1),
@@ -195,6 +200,7 @@ def test_defaults() -> None:
     assert settings.world_max_step == 5.0
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8000)
     assert settings.max_body_bytes == 16 * 1024
+    assert settings.http_body_timeout_s == 10.0
     assert settings.redis_timeout_s == 0.25
     assert settings.db_timeout_s == 5.0
     assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)

@@ -23,7 +23,13 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import trio
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    Scope,
+)
 from prometheus_client import Counter, Histogram
 from quart import Quart, request
 
@@ -91,17 +97,31 @@ class RequestGuard:
         named = request_id(given)
         REQUEST.set(named)  # this request's log lines name it, in every task it starts
         status = 0
+        answered = False
 
         async def answer(event: ASGISendEvent) -> None:
-            nonlocal status
+            nonlocal status, answered
             if event["type"] == "http.response.start":
                 status = event["status"]
                 event = {**event, "headers": [*event.get("headers", ()),
                                               (b"x-request-id", named.encode())]}
+            elif event["type"] == "http.response.body" and not event.get("more_body"):
+                answered = True
             await send(event)
 
+        async def listen() -> ASGIReceiveEvent:
+            event = await receive()
+            if event["type"] == "http.disconnect" and answered:
+                # hypercorn says so from within the send of the answer's end, and
+                # quart-trio cancels the request's tasks at once: that send, which goes
+                # on to start the connection's keep-alive timer (or to close it), was
+                # cut short, and a kept-alive connection waited for its next request
+                # forever. The app ends by itself once that send is done.
+                await trio.sleep_forever()
+            return event
+
         try:
-            await self._app(scope, receive, answer)
+            await self._app(scope, listen, answer)
         except BaseException as exc:
             failed, cancelled = _split(exc)
             if failed is None:
