@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import trio
 
 from auth.passwords import Passwords
-from auth.ratelimit import SlidingWindowLimiter
+from auth.ratelimit import SlidingWindowLimiter, admit
 from auth.tokens import Tokens
 from bus import events
 from persistence.errors import InvalidCredentials, RateLimited, ValidationFailed
@@ -31,6 +31,17 @@ class Registration:
 class Session:
     user_id: uuid.UUID
     token: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one api process lets through (docs/protocol.md, "Auth"): login attempts per
+    client address, failed logins per account, registrations per address and in all."""
+
+    login_per_address: SlidingWindowLimiter
+    login_failures_per_account: SlidingWindowLimiter
+    register_per_address: SlidingWindowLimiter
+    register_total: SlidingWindowLimiter
 
 
 def _strings(
@@ -63,21 +74,31 @@ def validate_registration(body: Mapping[str, object]) -> Registration:
     return Registration(username, email.lower(), password)
 
 
+def _within(now: float, message: str, *buckets: tuple[SlidingWindowLimiter, str]) -> None:
+    """Count an attempt in each bucket, or refuse it (429) counting nothing."""
+    wait = admit(now, *buckets)
+    if wait:
+        raise RateLimited(message, retry_after_s=wait)
+
+
 class Accounts:
     def __init__(
         self, pg: Postgres, passwords: Passwords, tokens: Tokens, *,
-        on_committed: Callable[[], None],
-        per_username: SlidingWindowLimiter, per_address: SlidingWindowLimiter,
+        on_committed: Callable[[], None], limits: Limits,
     ) -> None:
         self._pg = pg
         self._passwords = passwords
         self._tokens = tokens
         self._on_committed = on_committed  # wakes the outbox relay
-        self._per_username = per_username
-        self._per_address = per_address
+        self._limits = limits
 
-    async def register(self, body: Mapping[str, object]) -> Session:
+    async def register(self, body: Mapping[str, object], client_address: str) -> Session:
         form = validate_registration(body)
+        # Before the hash: each registration costs an Argon2 hash and four provisioned
+        # rows, and neither may be had faster than the limits allow.
+        _within(trio.current_time(), "too many registrations; try again later",
+                (self._limits.register_per_address, client_address),
+                (self._limits.register_total, ""))
         user = User(
             id=uuid.uuid4(), username=form.username, email=form.email,
             password_hash=await self._passwords.hash(form.password),
@@ -92,17 +113,29 @@ class Accounts:
         if problems:
             raise ValidationFailed("username and password are required", fields=problems)
         login, password = values["username"], values["password"]
-        self._check_rate(login.lower(), client_address)
+        now = trio.current_time()
+        refused = "too many login attempts; try again later"
+        # The address first: one over its limit is refused before any account is looked
+        # up or counted, so a guesser at its limit cannot lock anyone out.
+        _within(now, refused, (self._limits.login_per_address, client_address))
         user = await self._pg.transact(find_by_login, login)
-        # Always verify (a dummy hash when the user is unknown): same answer, same time.
-        if not await self._passwords.verify(user.password_hash if user else None, password):
+        # One count per account, by its id whichever of its names is typed; an unknown
+        # name counts under itself, as an account would, so that the limit tells nobody
+        # which accounts exist.
+        account = f"user:{user.id}" if user else f"name:{login.lower()}"
+        failures = self._limits.login_failures_per_account
+        # Counted as it starts (guesses sent at once count at once), taken back below
+        # unless the password was wrong: only failures count.
+        _within(now, refused, (failures, account))
+        wrong = False
+        try:
+            # Always verify (a dummy hash when the user is unknown): same answer, same time.
+            wrong = not await self._passwords.verify(user.password_hash if user else None,
+                                                     password)
+        finally:
+            if not wrong:
+                failures.forget(account, now)
+        if wrong:
             raise InvalidCredentials("unknown username or wrong password")
         assert user is not None
         return Session(user.id, self._tokens.issue(user.id))
-
-    def _check_rate(self, login_key: str, client_address: str) -> None:
-        now = trio.current_time()
-        wait = max(self._per_username.retry_after(f"u:{login_key}", now),
-                   self._per_address.retry_after(f"a:{client_address}", now))
-        if wait:
-            raise RateLimited("too many login attempts; try again later", retry_after_s=wait)

@@ -6,6 +6,9 @@ buildings, active character) are there. Reports registrations/s, the register
 latency, and the time from 201 to fully provisioned (p50, p95, p99, max).
 
     python bench/register_storm.py --url http://127.0.0.1:8000 -n 1000 -c 32
+
+All from one address: start the server with REGISTER_RATE_PER_ADDRESS and
+REGISTER_RATE_TOTAL above N (the defaults allow 5 and 60 a minute).
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ GET /v1/world/zones.
 zone's, ±1000 by default), and keeps it near there; the zone keeps positions, so a
 later run with the same --users-file starts spread. --view-radius is the server's
 WORLD_VIEW_RADIUS, for the report. Registering is Argon2id-bound: for big swarms run
-the server with cheap hashing (ARGON2_TIME_COST=1 ARGON2_MEMORY_KIB=1024) or let
---users-file keep the users of an earlier run (their tokens are reused while valid).
+the server with cheap hashing (ARGON2_TIME_COST=1 ARGON2_MEMORY_KIB=1024) and
+registration limits above N (REGISTER_RATE_PER_ADDRESS, REGISTER_RATE_TOTAL: the
+swarm registers from one address), or let --users-file keep the users of an earlier
+run (their tokens are reused while valid).
 
 SIGINT or SIGTERM while measuring ends the run early, with its report; SIGUSR1 stops
 the moves (the players stay). --ledger FILE

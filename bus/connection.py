@@ -65,9 +65,17 @@ class Delivery:
     """A JetStream message handed to Trio code; settled through its PullConsumer."""
 
     subject: str
-    data: bytes
+    data: bytes = field(repr=False)  # a user.registered holds an email: never in a log
     attempt: int  # 1 on first delivery
+    stream: str
+    sequence: int  # in its stream: `nats stream get <stream> <sequence>` shows it
+    msg_id: str | None  # its Nats-Msg-Id, the id of the event it carries
     _msg: Msg = field(repr=False)
+
+    def __str__(self) -> str:
+        """What a log line may say of it: where to find it, never what it holds."""
+        return (f"{self.subject} (stream {self.stream} sequence {self.sequence}, "
+                f"Nats-Msg-Id {self.msg_id or 'none'})")
 
 
 class PullConsumer:
@@ -88,7 +96,9 @@ class PullConsumer:
             return []
         except (nats.errors.Error, OSError) as exc:
             raise BusUnavailable(f"fetch failed: {exc!r}") from exc
-        return [Delivery(m.subject, m.data, m.metadata.num_delivered, m) for m in msgs]
+        return [Delivery(m.subject, m.data, m.metadata.num_delivered, m.metadata.stream,
+                         m.metadata.sequence.stream, (m.headers or {}).get("Nats-Msg-Id"), m)
+                for m in msgs]
 
     async def settle(self, *, acked: Sequence[Delivery], terminated: Sequence[Delivery],
                      retry: Sequence[tuple[Delivery, float]]) -> None:

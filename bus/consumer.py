@@ -3,7 +3,9 @@
 It fetches a batch (one crossing), applies the whole batch in one unit of work
 (one Postgres transaction, so a consumer keeps up however busy the process is),
 and settles the batch (one crossing): acked when handled, terminated when
-malformed or out of deliveries (logged with its content: the dead letter),
+malformed or out of deliveries (logged by its stream sequence and message id,
+never its content: a user.registered holds an email; the dead letter stays in
+the stream to be read there),
 redelivered after a delay when handling failed. A failed batch is retried
 message by message, so one bad message holds back no other. An outage of
 Postgres is not the messages' fault and must not use up their deliveries: the
@@ -136,8 +138,7 @@ class ConsumerWorker(Generic[E]):
         try:
             return self._parse(delivery.data)
         except MalformedEvent as exc:
-            log.error("%s: terminating malformed %s (%s): %r", self.spec.durable,
-                      delivery.subject, exc, delivery.data)
+            log.error("%s: terminating malformed %s: %s", self.spec.durable, delivery, exc)
             self.dead_letters += 1
             return None
 
@@ -161,11 +162,11 @@ class ConsumerWorker(Generic[E]):
                        settled: _Settlement) -> None:
         durable, attempt = self.spec.durable, delivery.attempt
         if attempt >= self.spec.max_deliver:
-            log.error("%s: dead letter after %d attempts, terminating %s: %r", durable,
-                      attempt, delivery.subject, delivery.data, exc_info=failure)
+            log.error("%s: dead letter after %d attempts, terminating %s", durable,
+                      attempt, delivery, exc_info=failure)
             self.dead_letters += 1
             settled.terminated.append(delivery)
         else:
             log.error("%s: attempt %d of %s failed; it will be redelivered", durable, attempt,
-                      delivery.subject, exc_info=failure)
+                      delivery, exc_info=failure)
             settled.retry.append((delivery, NAK_DELAYS_S[min(attempt, len(NAK_DELAYS_S)) - 1]))

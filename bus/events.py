@@ -64,11 +64,15 @@ def parse_user_registered(data: bytes) -> UserRegistered:
     missing = [name for name in names if name not in fields]
     if missing:
         raise MalformedEvent(f"missing or not a string: {', '.join(missing)}")
+    # The reasons name the field, never its value: they are logged (bus/consumer.py).
     try:
         user_id = uuid.UUID(fields["userId"])
+    except ValueError:
+        raise MalformedEvent("userId is not a UUID") from None
+    try:
         registered_at = datetime.fromisoformat(fields["registrationTimestamp"])
-    except ValueError as exc:
-        raise MalformedEvent(str(exc)) from None
+    except ValueError:
+        raise MalformedEvent("registrationTimestamp is not an ISO 8601 time") from None
     if registered_at.tzinfo is None:
         raise MalformedEvent("registrationTimestamp has no time zone")
     if not USERNAME.fullmatch(fields["username"]):

@@ -37,6 +37,8 @@ class Settings:
     # Log lines as JSON (one object a line) or text; `outpost dev` defaults to text.
     log_format: str = "json"
     max_body_bytes: int = 16 * 1024
+    # A request's whole body must arrive within this of its head (then 400, and a close).
+    http_body_timeout_s: float = 10.0
     # Redis is a cache: a call that takes longer than this is treated as a miss.
     redis_timeout_s: float = 0.25
     # A Postgres statement or pool acquire that takes longer answers 503.
@@ -44,10 +46,16 @@ class Settings:
     # Argon2id cost. The defaults are argon2-cffi's (RFC 9106 low-memory profile).
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
-    # Login attempts allowed per username and per client address in a window.
-    login_rate_per_username: int = 10
+    # In a window, per api process: login attempts per client address, and failed logins
+    # per account (by username or email alike).
+    login_failures_per_account: int = 10
     login_rate_per_address: int = 50
     login_rate_window_s: float = 60.0
+    # Registrations per client address and in all, per api process, in a window: each
+    # costs an Argon2 hash (about 0.25 s of a core at the default cost) and four rows.
+    register_rate_per_address: int = 5
+    register_rate_total: int = 60
+    register_rate_window_s: float = 60.0
     outbox_poll_s: float = 1.0
     # The world (docs/protocol.md, "World"). Bounds: min_x, min_y, max_x, max_y.
     world_bounds: tuple[float, float, float, float] = (-1000.0, -1000.0, 1000.0, 1000.0)
@@ -184,13 +192,17 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "METRICS_PORT": ("metrics_port", _port),
     "LOG_FORMAT": ("log_format", _one_of("json", "text")),
     "MAX_BODY_BYTES": ("max_body_bytes", _positive(int)),
+    "HTTP_BODY_TIMEOUT": ("http_body_timeout_s", _positive(float)),
     "REDIS_TIMEOUT_MS": ("redis_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "DB_TIMEOUT_MS": ("db_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "ARGON2_TIME_COST": ("argon2_time_cost", _positive(int)),
     "ARGON2_MEMORY_KIB": ("argon2_memory_kib", _positive(int)),
-    "LOGIN_RATE_PER_USERNAME": ("login_rate_per_username", _positive(int)),
+    "LOGIN_FAILURES_PER_ACCOUNT": ("login_failures_per_account", _positive(int)),
     "LOGIN_RATE_PER_ADDRESS": ("login_rate_per_address", _positive(int)),
     "LOGIN_RATE_WINDOW": ("login_rate_window_s", _positive(float)),
+    "REGISTER_RATE_PER_ADDRESS": ("register_rate_per_address", _positive(int)),
+    "REGISTER_RATE_TOTAL": ("register_rate_total", _positive(int)),
+    "REGISTER_RATE_WINDOW": ("register_rate_window_s", _positive(float)),
     "OUTBOX_POLL_MS": ("outbox_poll_s", lambda raw: _positive(float)(raw) / 1000),
     "WORLD_BOUNDS": ("world_bounds", _bounds),
     "WORLD_CHECKPOINT": ("world_checkpoint_s", _positive(float)),
@@ -211,6 +223,12 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
+# Variables no longer read, and what took their place: one still set stops the process
+# rather than be ignored (its value would silently stop applying).
+RETIRED = {
+    "LOGIN_RATE_PER_USERNAME": "LOGIN_FAILURES_PER_ACCOUNT (only failed logins count now, "
+                               "per account whichever of its names is typed)",
+}
 
 
 def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
@@ -219,6 +237,9 @@ def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
     `outpost dev` passes the URLs of the embedded services and a kept secret as
     fallbacks; every other process must be given them.
     """
+    for name, instead in RETIRED.items():
+        if name in environ:
+            raise ConfigError(f"{name} is no longer read: set {instead}")
     values: dict[str, object] = {}
     for name, (field, parse) in _VARIABLES.items():
         raw = environ.get(name) or fallbacks.get(name)

@@ -5,7 +5,10 @@ or the world session it belongs to. Those come from context variables that the
 request, the session and the zone's tasks set for themselves (a line may also name
 them in `extra`, which wins). No line may hold a secret: whatever a message or a
 traceback carries, JWTs, bearer credentials, `token=` query values and password
-fields are replaced by a marker before the line is written.
+fields are replaced by a marker before the line is written. Nor personal data: lines
+name events and users by their ids, and as a net under that, an email address, or the
+values in a Postgres error's `Key (...)=(...)` detail (a unique violation names the
+username or email it found), are replaced too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ _SECRETS = re.compile("|".join((
     r"(?P<d>password\\?\"\s*:\s*\\?\")(?:[^\"\\]|\\.)*",  # JSON: "password": "..."
     r"(?P<e>password'\s*:\s*')(?:[^'\\]|\\.)*",  # a Python repr: 'password': '...'
     r"(?P<f>password=)[^&\s]+",  # a form or query field
+    # An email address (a domain of names, not an IP: postgres@127.0.0.1 is no one's).
+    r"(?P<g>)[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b",
+    r"(?P<h>\bKey \(.*?\)=\()[^\n]*",  # Postgres: Key (username)=(ada_99) already exists.
 )), re.IGNORECASE)
 
 

@@ -122,6 +122,10 @@ def _hypercorn_config(settings: Settings) -> Config:
     config = Config()
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
     config.accesslog = None  # tokens may travel in query strings; never log them
+    # A kept-alive connection's next request head must be complete within this of the last
+    # answer, however slowly its bytes come (the edge bounds a connection's first head by
+    # the same setting); it is also how long such a connection may idle.
+    config.keep_alive_timeout = settings.world_handshake_timeout_s
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers only
     return config
 

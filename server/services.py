@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import trio
 
-from auth.accounts import Accounts
+from auth.accounts import Accounts, Limits
 from auth.passwords import Passwords
 from auth.ratelimit import SlidingWindowLimiter
 from auth.tokens import Tokens
@@ -53,13 +53,7 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
     tokens = Tokens(settings.jwt_secret, ttl_s=settings.jwt_ttl_s)
     passwords = Passwords(time_cost=settings.argon2_time_cost,
                           memory_kib=settings.argon2_memory_kib)
-    accounts = Accounts(
-        pg, passwords, tokens, on_committed=relay.wake,
-        per_username=SlidingWindowLimiter(limit=settings.login_rate_per_username,
-                                          window_s=settings.login_rate_window_s),
-        per_address=SlidingWindowLimiter(limit=settings.login_rate_per_address,
-                                         window_s=settings.login_rate_window_s),
-    )
+    accounts = Accounts(pg, passwords, tokens, on_committed=relay.wake, limits=limits(settings))
     characters = Characters(
         pg, cache, zone_id=settings.world_zone_id,
         max_per_user=settings.max_characters_per_user,
@@ -67,6 +61,20 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
     )
     world = World(world_config(settings), pg, cache, bus)  # run_process starts it
     return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world)
+
+
+def limits(settings: Settings) -> Limits:
+    login, register = settings.login_rate_window_s, settings.register_rate_window_s
+    return Limits(
+        login_per_address=SlidingWindowLimiter(limit=settings.login_rate_per_address,
+                                               window_s=login),
+        login_failures_per_account=SlidingWindowLimiter(
+            limit=settings.login_failures_per_account, window_s=login),
+        register_per_address=SlidingWindowLimiter(limit=settings.register_rate_per_address,
+                                                  window_s=register),
+        register_total=SlidingWindowLimiter(limit=settings.register_rate_total,
+                                            window_s=register),
+    )
 
 
 def world_config(settings: Settings) -> WorldConfig:

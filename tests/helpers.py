@@ -120,6 +120,17 @@ async def api_client(
         yield http
 
 
+@asynccontextmanager
+async def from_address(client: httpx.AsyncClient,
+                       address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `client`'s server whose connections come from `address`: any address of
+    127.0.0.0/8 is this machine, so a test can be several clients the server tells apart."""
+    async with httpx.AsyncClient(base_url=client.base_url, timeout=10,
+                                 transport=httpx.AsyncHTTPTransport(local_address=address)
+                                 ) as http:
+        yield http
+
+
 def use_api_loop(api: Running) -> None:
     """Let this test task call the api's actors: they cross to asyncio through the
     trio-asyncio loop `run_process` opened, which only its own task tree sees."""

@@ -48,13 +48,16 @@ class Outpost:
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a process that uses the test session's services."""
+    """The environment of a process that uses the test session's services (registration
+    limits as the settings have them: out of the way, see tests/conftest.py)."""
     return {**os.environ, "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url, "NATS_URL": settings.nats_url,
             "NATS_REPLICAS": str(settings.nats_replicas),
             "ZONE_LEASE": str(settings.zone_lease_s),
             "JWT_SECRET": settings.jwt_secret, "ARGON2_TIME_COST": "1",
-            "ARGON2_MEMORY_KIB": "1024", "HTTP_PORT": "0", **extra}
+            "ARGON2_MEMORY_KIB": "1024", "HTTP_PORT": "0",
+            "REGISTER_RATE_PER_ADDRESS": str(settings.register_rate_per_address),
+            "REGISTER_RATE_TOTAL": str(settings.register_rate_total), **extra}
 
 
 @asynccontextmanager

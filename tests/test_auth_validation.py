@@ -1,8 +1,12 @@
 """Register and login over real HTTP: every validation rule of docs/protocol.md "Auth",
 case-insensitive uniqueness, no half-written accounts after a conflict, the HTTP body
-errors (bad_json, 415, 413, 404) and their exact error shape, identical answers for an
-unknown user and a wrong password, the per-username / per-address login rate limit, and
-a kept-alive connection still served after an answer that came before its body.
+errors (bad_json, 415, 413, 404, a body or a next head that trickles in past its
+deadline) and their exact error shape, identical answers for an
+unknown user and a wrong password, the login limits (per address, and failures per account
+whichever name is typed: an address at its limit cannot lock an account out, an unknown
+name is limited as an account is) and the registration limits (per address and in all),
+and a kept-alive connection still served after an answer that came before its body.
+Clients on other addresses of 127.0.0.0/8 are other clients to the server.
 
 `assert_error` and `api_client` are shared with the other validation test files.
 """
@@ -25,7 +29,15 @@ from trio_asyncio import aio_as_trio
 
 from persistence.users import User, get_user
 from server.config import Settings
-from tests.helpers import api_client, assert_error, bearer, read_response, register, unique_name
+from tests.helpers import (
+    api_client,
+    assert_error,
+    bearer,
+    from_address,
+    read_response,
+    register,
+    unique_name,
+)
 
 MISSING = object()  # a parametrize value meaning "leave the key out of the body"
 
@@ -371,6 +383,82 @@ async def test_body_of_exactly_the_limit_is_accepted(
     assert response.status_code == 201, response.text
 
 
+BODY_TIMEOUT_S = 1.0
+
+
+async def trickle(url: httpx.URL, head: bytes, body: bytes | None = None,
+                  every_s: float = 0.2) -> tuple[httpx.Response | None, float]:
+    """Send `head` (and `body`, if given, then nothing more), then a byte every `every_s`,
+    as a slow or hostile client does, until the server answers and closes; the answer
+    (None if the server closed without one) and the seconds from the head to the close."""
+    reader = h11.Connection(h11.CLIENT)
+    answer: httpx.Response | None = None
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream(url.host, url.port or 80) as stream:
+            if body is not None:  # a first request, answered in full
+                await stream.send_all(head + body)
+                reader.send(h11.Request(method="GET", target="/healthz",
+                                        headers=[("host", "x")]))
+                reader.send(h11.EndOfMessage())
+                first = await read_response(stream, reader)
+                assert first.status_code == 200, first.text
+                head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                reader = h11.Connection(h11.CLIENT)
+            began = trio.current_time()
+            await stream.send_all(head)
+
+            async def drip() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while True:
+                        await trio.sleep(every_s)
+                        await stream.send_all(b"x")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drip)
+                if body is None:
+                    answer = await read_response(stream, reader)
+                while await stream.receive_some(65536):  # then the close
+                    pass
+                nursery.cancel_scope.cancel()
+    return answer, trio.current_time() - began
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("POST", "/v1/auth/login", 400),
+                                                     ("GET", "/healthz", 200)])
+async def test_a_body_that_trickles_in_is_cut_off_at_its_deadline(
+    settings: Settings, nursery: trio.Nursery, method: str, path: str, status: int
+) -> None:
+    """A byte every 0.2 s: never idle for long, so only a deadline for the whole body ends
+    it. A route that reads the body answers 400; one that does not has answered, but its
+    connection closes all the same (the next request could not be told from the body)."""
+    async with api_client(settings, nursery, http_body_timeout_s=BODY_TIMEOUT_S) as http:
+        url = http.base_url
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode()
+        response, took = await trickle(url, head)
+    assert response is not None
+    if status == 400:
+        error = assert_error(response, 400, "validation_failed")
+        assert f"{BODY_TIMEOUT_S:g} s" in error["message"], error
+    else:
+        assert response.status_code == 200, response.text
+    assert response.headers["connection"] == "close"
+    assert BODY_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 1.5, took
+
+
+async def test_the_next_request_head_on_a_kept_alive_connection_has_a_deadline(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    """The edge reads a connection's first head under WORLD_HANDSHAKE_TIMEOUT; hypercorn
+    reads the next ones, under its keep-alive timeout, set to the same."""
+    async with api_client(settings, nursery, world_handshake_timeout_s=1.0) as http:
+        url = http.base_url
+        first = f"GET /healthz HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n\r\n".encode()
+        response, took = await trickle(url, first, body=b"")
+    assert response is None  # nothing to answer: the head never ended
+    assert 0.9 <= took < 2.5, took
+
+
 @pytest.mark.parametrize(("method", "path"), [
     ("GET", "/nope"),
     ("GET", "/v1/nothing/here"),
@@ -449,53 +537,108 @@ async def test_register_email_with_control_characters_is_rejected(
     assert_error(response, 400, "validation_failed", {"email"})
 
 
-# --- login rate limit ----------------------------------------------------------------------
+# --- login and registration limits ---------------------------------------------------------
 
-PER_USERNAME, PER_ADDRESS = 3, 6
+FAILURES, PER_ADDRESS = 3, 10
 
 
 @pytest.fixture
 async def limited(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(settings, nursery, login_rate_per_username=PER_USERNAME,
+    async with api_client(settings, nursery, login_failures_per_account=FAILURES,
                           login_rate_per_address=PER_ADDRESS) as http:
         yield http
 
 
-def assert_rate_limited(response: httpx.Response, settings: Settings) -> int:
+def assert_rate_limited(response: httpx.Response, window_s: float) -> int:
     assert_error(response, 429, "rate_limited")
     retry_after = response.headers["retry-after"]
     assert retry_after.isdigit(), retry_after
-    assert 1 <= int(retry_after) <= settings.login_rate_window_s + 1
+    assert 1 <= int(retry_after) <= window_s + 1
     return int(retry_after)
 
 
-async def test_login_limit_per_username(
+async def test_login_failures_are_limited_per_account(
     limited: httpx.AsyncClient, settings: Settings
 ) -> None:
     victim = await register(limited)
-    for _ in range(PER_USERNAME):
+    for _ in range(FAILURES):
         assert_error(await login(limited, victim["username"], "wrong guess"),
                      401, "invalid_credentials")
     # The next attempt is refused before the password is even looked at: even the right one.
-    assert_rate_limited(await login(limited, victim["username"], victim["password"]), settings)
-    # The username key is case-insensitive.
-    assert_rate_limited(await login(limited, victim["username"].upper(), "x"), settings)
-    # Another username from the same address still gets through.
+    window = settings.login_rate_window_s
+    assert_rate_limited(await login(limited, victim["username"], victim["password"]), window)
+    assert_rate_limited(await login(limited, victim["username"].upper(), "x"), window)
+    # Another account from the same address still gets through.
     other = await register(limited)
     response = await login(limited, other["username"], other["password"])
     assert response.status_code == 200, response.text
 
 
+async def test_an_address_at_its_limit_cannot_lock_anyone_out(
+    limited: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The attack: a guesser already refused for its address went on counting against the
+    account it named, so ten cheap requests locked anyone out."""
+    victim = await register(limited)
+    async with from_address(limited, "127.0.0.3") as attacker:
+        for n in range(PER_ADDRESS):
+            assert_error(await login(attacker, unique_name(f"guess{n}"), "wrong guess"),
+                         401, "invalid_credentials")
+        for _ in range(10):
+            assert_rate_limited(await login(attacker, victim["username"], "wrong guess"),
+                                settings.login_rate_window_s)
+    async with from_address(limited, "127.0.0.4") as elsewhere:
+        response = await login(elsewhere, victim["username"], victim["password"])
+    assert response.status_code == 200, response.text
+
+
+async def test_username_and_email_count_as_one_account(
+    limited: httpx.AsyncClient, settings: Settings
+) -> None:
+    victim = await register(limited)
+    email = f"{victim['username']}@example.com"
+    for name in (victim["username"], email.upper(), email):
+        assert_error(await login(limited, name, "wrong guess"), 401, "invalid_credentials")
+    for name in (victim["username"], email):
+        assert_rate_limited(await login(limited, name, victim["password"]),
+                            settings.login_rate_window_s)
+
+
+async def test_a_successful_login_does_not_count(limited: httpx.AsyncClient) -> None:
+    user = await register(limited)
+    for _ in range(FAILURES + 1):
+        response = await login(limited, user["username"], user["password"])
+        assert response.status_code == 200, response.text
+    for _ in range(FAILURES - 1):
+        assert_error(await login(limited, user["username"], "wrong guess"),
+                     401, "invalid_credentials")
+    response = await login(limited, user["username"], user["password"])
+    assert response.status_code == 200, response.text
+
+
+async def test_an_unknown_name_is_limited_as_an_account_is(limited: httpx.AsyncClient) -> None:
+    """The limit must not tell which accounts exist: the same answers, in the same order."""
+    known = (await register(limited))["username"]
+    answers = {}
+    for name in (known, unique_name("ghost")):
+        tried = [await login(limited, name, "wrong guess") for _ in range(FAILURES + 1)]
+        answers[name] = [(r.status_code, r.content) for r in tried]
+    assert [status for status, _ in answers[known]] == [401] * FAILURES + [429]
+    assert answers[known] == list(answers.values())[1]
+
+
 async def test_login_limit_per_address(limited: httpx.AsyncClient, settings: Settings) -> None:
-    first, second, third = [await register(limited) for _ in range(3)]
-    for user in (first, second):
-        for attempt in range(PER_USERNAME):
-            password = user["password"] if attempt == PER_USERNAME - 1 else "wrong guess"
-            response = await login(limited, user["username"], password)
-            assert response.status_code in (200, 401), response.text
-            assert response.status_code != 429
-    # PER_ADDRESS attempts from this address so far: a fresh username is refused too.
-    assert_rate_limited(await login(limited, third["username"], third["password"]), settings)
+    user = await register(limited)
+    for n in range(PER_ADDRESS - 1):
+        assert_error(await login(limited, unique_name(f"guess{n}"), "wrong guess"),
+                     401, "invalid_credentials")
+    assert (await login(limited, user["username"], user["password"])).status_code == 200
+    # PER_ADDRESS attempts from this address so far, one of them right: all count here.
+    assert_rate_limited(await login(limited, user["username"], user["password"]),
+                        settings.login_rate_window_s)
+    async with from_address(limited, "127.0.0.5") as elsewhere:
+        response = await login(elsewhere, user["username"], user["password"])
+    assert response.status_code == 200, response.text
 
 
 async def test_login_rate_limit_does_not_apply_to_validation_errors(
@@ -506,6 +649,36 @@ async def test_login_rate_limit_does_not_apply_to_validation_errors(
                      400, "validation_failed", {"password"})
     user = await register(limited)
     assert (await login(limited, user["username"], user["password"])).status_code == 200
+
+
+async def test_registrations_are_limited_per_address(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    async with api_client(settings, nursery, register_rate_per_address=2,
+                          register_rate_total=100) as http:
+        for _ in range(2):
+            assert (await http.post("/v1/auth/register", json=registration())).status_code == 201
+        refused = registration()
+        assert_rate_limited(await http.post("/v1/auth/register", json=refused),
+                            settings.register_rate_window_s)
+        # Checked after the body (a bad one is still a 400) and before anything is made.
+        assert_error(await http.post("/v1/auth/register", json=registration(username="x")),
+                     400, "validation_failed", {"username"})
+        async with from_address(http, "127.0.0.6") as elsewhere:
+            response = await elsewhere.post("/v1/auth/register", json=refused)
+        assert response.status_code == 201, response.text
+
+
+async def test_registrations_are_limited_in_all(settings: Settings, nursery: trio.Nursery) -> None:
+    async with api_client(settings, nursery, register_rate_per_address=100,
+                          register_rate_total=2) as http:
+        for address in ("127.0.0.7", "127.0.0.8"):
+            async with from_address(http, address) as client:
+                response = await client.post("/v1/auth/register", json=registration())
+            assert response.status_code == 201, response.text
+        async with from_address(http, "127.0.0.9") as client:
+            assert_rate_limited(await client.post("/v1/auth/register", json=registration()),
+                                settings.register_rate_window_s)
 
 
 # Requests answered without reading their body, whose body comes after the head (as a

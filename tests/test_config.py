@@ -79,13 +79,23 @@ def test_required_names_are_the_documented_four() -> None:
     ("LOG_FORMAT", "xml"),
     ("LOG_FORMAT", "JSON"),
     ("MAX_BODY_BYTES", "0"),
+    ("HTTP_BODY_TIMEOUT", "0"),
+    ("HTTP_BODY_TIMEOUT", "-1"),
+    ("HTTP_BODY_TIMEOUT", "nan"),
+    ("HTTP_BODY_TIMEOUT", "soon"),
     ("REDIS_TIMEOUT_MS", "0"),
     ("DB_TIMEOUT_MS", "-100"),
     ("ARGON2_TIME_COST", "0"),
     ("ARGON2_MEMORY_KIB", "lots"),
-    ("LOGIN_RATE_PER_USERNAME", "0"),
+    ("LOGIN_FAILURES_PER_ACCOUNT", "0"),
     ("LOGIN_RATE_PER_ADDRESS", "-1"),
     ("LOGIN_RATE_WINDOW", "0"),
+    ("REGISTER_RATE_PER_ADDRESS", "0"),
+    ("REGISTER_RATE_PER_ADDRESS", "2.5"),
+    ("REGISTER_RATE_TOTAL", "-5"),
+    ("REGISTER_RATE_TOTAL", "many"),
+    ("REGISTER_RATE_WINDOW", "0"),
+    ("REGISTER_RATE_WINDOW", "inf"),
     ("OUTBOX_POLL_MS", "never"),
     ("DATABASE_URL", "mysql://x"),
     ("DATABASE_URL", "localhost:5432"),
@@ -119,13 +129,17 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     ("METRICS_PORT", "9101", "metrics_port", 9101),
     ("LOG_FORMAT", "text", "log_format", "text"),
     ("MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("HTTP_BODY_TIMEOUT", "2.5", "http_body_timeout_s", 2.5),
     ("REDIS_TIMEOUT_MS", "500", "redis_timeout_s", 0.5),
     ("DB_TIMEOUT_MS", "2500", "db_timeout_s", 2.5),
     ("ARGON2_TIME_COST", "1", "argon2_time_cost", 1),
     ("ARGON2_MEMORY_KIB", "1024", "argon2_memory_kib", 1024),
-    ("LOGIN_RATE_PER_USERNAME", "3", "login_rate_per_username", 3),
+    ("LOGIN_FAILURES_PER_ACCOUNT", "3", "login_failures_per_account", 3),
     ("LOGIN_RATE_PER_ADDRESS", "6", "login_rate_per_address", 6),
     ("LOGIN_RATE_WINDOW", "30", "login_rate_window_s", 30.0),
+    ("REGISTER_RATE_PER_ADDRESS", "2", "register_rate_per_address", 2),
+    ("REGISTER_RATE_TOTAL", "1000", "register_rate_total", 1000),
+    ("REGISTER_RATE_WINDOW", "3600", "register_rate_window_s", 3600.0),
     ("OUTBOX_POLL_MS", "100", "outbox_poll_s", 0.1),
     ("DATABASE_URL", "postgres://x@h/db", "database_url", "postgres://x@h/db"),
     ("REDIS_URL", "rediss://h:6380/1", "redis_url", "rediss://h:6380/1"),
@@ -186,13 +200,25 @@ def test_defaults() -> None:
     assert settings.world_max_step == 5.0
     assert (settings.http_host, settings.http_port) == ("127.0.0.1", 8000)
     assert settings.max_body_bytes == 16 * 1024
+    assert settings.http_body_timeout_s == 10.0
     assert settings.redis_timeout_s == 0.25
     assert settings.db_timeout_s == 5.0
     assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)
-    assert (settings.login_rate_per_username, settings.login_rate_per_address) == (10, 50)
+    assert (settings.login_failures_per_account, settings.login_rate_per_address) == (10, 50)
     assert settings.login_rate_window_s == 60.0
+    assert (settings.register_rate_per_address, settings.register_rate_total) == (5, 60)
+    assert settings.register_rate_window_s == 60.0
     assert settings.outbox_poll_s == 1.0
     assert settings.nats_replicas == 1
+
+
+@pytest.mark.parametrize("value", ["3", ""])
+def test_a_retired_variable_stops_the_process_naming_its_successor(value: str) -> None:
+    """Ignored, an operator's stricter limit would silently stop applying."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env(LOGIN_RATE_PER_USERNAME=value))
+    assert "LOGIN_RATE_PER_USERNAME" in str(caught.value)
+    assert "LOGIN_FAILURES_PER_ACCOUNT" in str(caught.value)
 
 
 def test_unknown_variables_are_ignored() -> None:

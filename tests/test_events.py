@@ -1,7 +1,8 @@
 """Bus events (docs/protocol.md, "Bus events"): `character.created` on core NATS with its
 documented payload; `user.registered` in the JetStream stream USERS with Nats-Msg-Id =
 userId; exactly-once delivery through the outbox across a NATS outage; and JetStream
-dropping an outbox row relayed twice.
+dropping an outbox row relayed twice; and the parser of `user.registered` (a property
+test: whatever the bytes, an event or a MalformedEvent whose reason repeats no value).
 
 Rules: real NATS with JetStream and real Postgres (no mocks). Streams are read back
 message by message and counted by their Nats-Msg-Id header, so a duplicate cannot hide.
@@ -20,6 +21,8 @@ import orjson
 import pytest
 import trio
 import trio_asyncio
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
@@ -218,3 +221,32 @@ def test_a_user_registered_that_registration_would_refuse_is_malformed(
     good = parse_user_registered(orjson.dumps({**payload, "username": "ada_99",
                                                "email": "ada@example.com"}))
     assert good.username == "ada_99"
+
+
+# Values marked so that a reason repeating one is seen: in a valid event, one field made
+# wrong (so that every check is reached), or anything at all.
+MARK = "\u2603"
+_MARKED = st.text(max_size=30).map(lambda text: MARK + text)
+_WRONG = st.one_of(_MARKED, st.integers(-(2**63), 2**63 - 1), st.none(),
+                   st.lists(_MARKED, max_size=2))
+_VALID = {"userId": str(uuid.uuid4()), "username": "ada_99", "email": "ada@example.com",
+          "registrationTimestamp": "2026-01-01T00:00:00Z"}
+_PAYLOADS = st.one_of(
+    st.tuples(st.sampled_from(sorted(_VALID)), _WRONG).map(
+        lambda wrong: orjson.dumps({**_VALID, wrong[0]: wrong[1]})),
+    st.dictionaries(st.sampled_from([*_VALID, MARK + "other"]), _WRONG).map(orjson.dumps),
+    st.binary(max_size=200),
+)
+
+
+@given(_PAYLOADS)
+def test_a_malformed_user_registered_is_refused_without_repeating_its_values(
+    data: bytes,
+) -> None:
+    """The reason is logged (bus/consumer.py): it must not carry an email or a username."""
+    try:
+        event = parse_user_registered(data)
+    except MalformedEvent as exc:
+        assert MARK not in str(exc), str(exc)
+    else:
+        assert MARK not in event.username + event.email

@@ -5,6 +5,7 @@ holds a password or a token, wherever the client put it."""
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ async def test_json_lines_carry_their_ids_and_no_secret(
 
     assert {e["role"] for e in api_lines} == {"api"}
     assert {e["role"] for e in zone_lines} == {f"zone-{zone}"}
-    requests = [e for e in api_lines if e["logger"] == "server.http.app"]
+    requests = [e for e in api_lines if e["logger"] == "server.http.guard"]
     for method_path in ("POST /v1/auth/register 201", "POST /v1/auth/login 401",
                         "POST /v1/characters 201", "GET /v1/characters 200"):
         found = [e for e in requests if e["message"].startswith(method_path)]
@@ -120,3 +121,36 @@ async def test_a_line_in_a_request_names_it() -> None:
 
 async def _assert_request(expected: str) -> None:
     assert orjson.loads(JsonLines("api").format(record("child")))["request"] == expected
+
+
+@pytest.mark.parametrize("leak", [
+    "dead letter: {email}",
+    "payload b'{{\"email\": \"{email}\"}}'",
+    "DETAIL:  Key (lower(email::text))=({email}) already exists.",
+    "DETAIL:  Key (username_key)=({username}) already exists.",
+])
+@pytest.mark.parametrize("formatter", [JsonLines("api"), Text("api")])
+def test_no_email_nor_postgres_key_value_survives_a_formatter(
+    leak: str, formatter: logging.Formatter
+) -> None:
+    """A net under lines that name users by id: what a library puts in an error's text."""
+    email, username = "Ada.Lovelace+x@Example.co.uk", "ada_99_secret"
+    line = formatter.format(record(leak.format(email=email, username=username)))
+    assert REDACTED in line
+    assert "Lovelace" not in line and username not in line, line
+
+
+def test_an_email_in_a_traceback_is_redacted() -> None:
+    try:
+        raise ValueError("duplicate: ada@example.com")
+    except ValueError:
+        entry = record("it failed")
+        entry.exc_info = sys.exc_info()
+    line = orjson.loads(JsonLines("api").format(entry))
+    assert "ada@example.com" not in line["error"] and REDACTED in line["error"]
+
+
+@pytest.mark.parametrize("kept", ["postgresql://postgres@127.0.0.1:5432/postgres",
+                                  "nats://user@localhost:4222", "zone z1 at 12.5@3"])
+def test_addresses_that_are_no_email_are_kept(kept: str) -> None:
+    assert kept in JsonLines("api").format(record(kept))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -17,9 +15,11 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, NotFound
 
 from persistence.errors import DomainError
+from server.config import Settings
 from server.http.characters import character_json
 from server.http.errors import (
     BadJson,
+    BodyTooSlow,
     TooLarge,
     UnsupportedMediaType,
     domain_error_response,
@@ -27,9 +27,9 @@ from server.http.errors import (
     json_response,
     raw_json_response,
 )
+from server.http.guard import guard
 from server.http.me import read_me
 from server.http.openapi import document
-from server.logs import REQUEST
 from server.metrics import Metrics
 from server.services import Services
 from server.ws.codec import NOT_AN_UPGRADE, UPGRADE_FIRST
@@ -44,19 +44,19 @@ STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file(
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-# A client may name its request (X-Request-Id) for the log lines; anything else gets one.
-_REQUEST_ID = re.compile(r"[\w.-]{1,64}")
-UNMATCHED = "unmatched"  # the route label of requests for no route (one label, not a path each)
-DRAIN_S = 5.0  # how long an answered request's unread body may take to arrive
 
 
-async def json_object(max_bytes: int) -> dict[str, object]:
+async def json_object(settings: Settings) -> dict[str, object]:
     """The request body as a JSON object, or the docs/protocol.md error for why not."""
+    max_bytes = settings.max_body_bytes
     if request.content_length is not None and request.content_length > max_bytes:
         raise TooLarge(f"the body is over {max_bytes} bytes")
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
-    raw = await request.get_data(as_text=False)  # over MAX_CONTENT_LENGTH: 413
+    with trio.move_on_at(g.body_deadline) as reading:
+        raw = await request.get_data(as_text=False)  # over MAX_CONTENT_LENGTH: 413
+    if reading.cancelled_caught:
+        raise BodyTooSlow(f"the body did not arrive within {settings.http_body_timeout_s:g} s")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -70,25 +70,30 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     app = QuartTrio("outpost", static_folder=None)  # /static is ours (static_file)
     settings = services.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # Quart's own limit on reading a body (60 s by default, from each read's start): never
+    # later than ours, which runs from the request's start (before_request below).
+    app.config["BODY_TIMEOUT"] = settings.http_body_timeout_s
+    # Each request's id, log line and metrics; the last word on whatever escapes the app.
+    guard(app, requests=metrics.http_requests, seconds=metrics.http_seconds)
 
     @app.before_request
     async def begin() -> None:
-        given = request.headers.get("X-Request-Id", "")
-        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
-        g.began = time.perf_counter()
-        REQUEST.set(g.request_id)  # this request's log lines name it
+        # One deadline for the whole body, however it trickles in: a client sending a
+        # byte a second must not hold a connection and a task for long.
+        g.body_deadline = trio.current_time() + settings.http_body_timeout_s
 
     async def drain(response: Response) -> None:
         """Read the body of a request answered without it (415, 405, 401...). hypercorn
         keeps the connection alive only once the body is in; otherwise it closes it, but
         from a task quart-trio cancels as the answer goes, so the close may never happen
         and the client's next request on that connection waits for nothing (server/ws/
-        edge.py shields that close). A body over the limit is not worth waiting for."""
+        edge.py shields that close). Not past the request's body deadline; and a body
+        over the limit is not worth waiting for."""
         if request.content_length == 0 or (request.content_length is None
                                            and "transfer-encoding" not in request.headers):
             return
         if (request.content_length or 0) <= settings.max_body_bytes:
-            with trio.move_on_after(DRAIN_S):
+            with trio.move_on_at(g.body_deadline):
                 try:
                     await request.get_data(as_text=False)
                     return
@@ -97,17 +102,13 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
         response.headers["Connection"] = "close"
 
     @app.after_request
-    async def account(response: Response) -> Response:
-        """Count and log every answer (the path only: a query string may hold a token)."""
+    async def drained(response: Response) -> Response:
         await drain(response)
-        took = time.perf_counter() - g.began
-        route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-        metrics.http_requests.labels(route, str(response.status_code)).inc()
-        metrics.http_seconds.labels(route).observe(took)
-        response.headers["X-Request-Id"] = g.request_id
-        log.info("%s %s %d in %.1f ms", request.method, request.path, response.status_code,
-                 1000 * took)
         return response
+
+    def client_address() -> str:
+        """The peer's address, what rate limits count by (no proxy is trusted yet)."""
+        return request.remote_addr or "unknown"
 
     def current_user() -> uuid.UUID:
         return services.tokens.user_from_header(request.headers.get("Authorization"))
@@ -130,20 +131,21 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     @app.post("/v1/auth/register")
     @app.post("/api/auth/register")
     async def register() -> Response:
-        session = await services.accounts.register(await json_object(settings.max_body_bytes))
+        body = await json_object(settings)
+        session = await services.accounts.register(body, client_address())
         return json_response({"user_id": str(session.user_id), "token": session.token}, 201)
 
     @app.post("/v1/auth/login")
     @app.post("/api/auth/login")
     async def login() -> Response:
-        body = await json_object(settings.max_body_bytes)
-        session = await services.accounts.login(body, request.remote_addr or "unknown")
+        body = await json_object(settings)
+        session = await services.accounts.login(body, client_address())
         return json_response({"user_id": str(session.user_id), "token": session.token})
 
     @app.post("/v1/characters")
     async def create_character() -> Response:
         user_id = current_user()
-        body = await json_object(settings.max_body_bytes)
+        body = await json_object(settings)
         created = await services.characters.create(user_id, body)
         return json_response(character_json(created), 201)
 

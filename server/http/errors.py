@@ -29,6 +29,13 @@ class UnsupportedMediaType(DomainError):
     code = "unsupported_media_type"
 
 
+class BodyTooSlow(DomainError):
+    """The body did not arrive by its deadline (HTTP_BODY_TIMEOUT). The protocol has no
+    408: the request cannot be valid without its body, and its connection closes."""
+
+    code = "validation_failed"
+
+
 def json_response(body: object, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     return raw_json_response(orjson.dumps(body), status, headers)

@@ -293,20 +293,26 @@ def _responses(settings: Settings) -> Json:
         "UnsupportedMediaType": _error(
             "unsupported_media_type: the body must be sent as application/json",
             "unsupported_media_type"),
-        "RateLimited": _error(
-            "rate_limited: too many login attempts for this username "
-            f"({settings.login_rate_per_username}) or from this address "
-            f"({settings.login_rate_per_address}) within {settings.login_rate_window_s:g} s",
-            "rate_limited",
-            headers={"Retry-After": {
-                "description": "seconds to wait before trying again",
-                "required": True,
-                "schema": {"type": "integer", "minimum": 1},
-            }}),
+        "LoginRateLimited": _rate_limited(
+            f"too many login attempts from this address ({settings.login_rate_per_address}), "
+            f"or failed ones for this account ({settings.login_failures_per_account}), "
+            f"within {settings.login_rate_window_s:g} s"),
+        "RegisterRateLimited": _rate_limited(
+            f"too many registrations from this address ({settings.register_rate_per_address})"
+            f" or in all ({settings.register_rate_total}) within "
+            f"{settings.register_rate_window_s:g} s"),
         "Unavailable": _error(
             "unavailable: a backing service is down; the request changed nothing",
             "unavailable"),
     }
+
+
+def _rate_limited(why: str) -> Json:
+    return _error(f"rate_limited: {why}", "rate_limited", headers={"Retry-After": {
+        "description": "seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }})
 
 
 def _body(schema: str) -> Json:
@@ -337,6 +343,7 @@ def _register(operation_id: str, alias: bool) -> Json:
             **_BODY_ERRORS,
             "409": _error("conflict: the username or email is taken (`fields` names it)",
                           "conflict"),
+            "429": _response("RegisterRateLimited"),
             "503": _response("Unavailable"),
         },
     }
@@ -352,7 +359,7 @@ def _login(operation_id: str, alias: bool) -> Json:
             "200": _ok("a fresh token", "Session"),
             **_BODY_ERRORS,
             "401": _response("InvalidCredentials"),
-            "429": _response("RateLimited"),
+            "429": _response("LoginRateLimited"),
             "503": _response("Unavailable"),
         },
     }

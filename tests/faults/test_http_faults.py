@@ -154,8 +154,8 @@ async def test_brute_force_is_limited_per_account_and_per_address(
     record(Figures("brute force", "200 wrong passwords for one account; 1,000 logins "
                    "from one address", "none (abuse)", 0.0, 0, 0,
                    f"account: {dict(per_account)}; address: {dict(per_address)}"))
-    assert per_account == {401: settings.login_rate_per_username,
-                           429: 200 - settings.login_rate_per_username}
+    assert per_account == {401: settings.login_failures_per_account,
+                           429: 200 - settings.login_failures_per_account}
     # Two attempts of the comparison above count against the address too.
     assert per_address == {401: settings.login_rate_per_address - 2,
                            429: 1000 - settings.login_rate_per_address + 2}
