@@ -4,7 +4,11 @@ Registers (or reuses, from --users-file) N users with a character each, joins th
 over WebSockets in protocol v1 (JSON) or v2 (--protocol v2: MessagePack deltas),
 moves each at --move-hz with increasing seq, and reports per client: snapshots/s,
 input latency (send seq k -> first snapshot whose own entry has seq >= k)
-p50/p95/p99/max, bytes/s, players visible per snapshot, and errors; with
+p50/p95/p99/max, bytes/s, players visible per snapshot, and errors; and the frames
+that did not decode or apply: every frame of every --check-every'th client is decoded
+whole from its join on (the ramp included; v1 as JSON, v2 typed and followed eid by eid,
+bench/v2.py `Follower`), and one that fails is reported with why, and answered with a
+`resync` as a client would; with
 --server-pid also the server process's CPU, and the zone's own tick duration from
 GET /v1/world/zones.
 
@@ -141,9 +145,15 @@ Wire = V1 | V2
 class Player:
     """One swarm client and what it measured."""
 
-    def __init__(self, user: dict[str, Any], wire: Wire, *, ledger: bool = False) -> None:
+    def __init__(self, user: dict[str, Any], wire: Wire, *, ledger: bool = False,
+                 checked: bool = False) -> None:
         self.user = user
         self.ledger = ledger
+        self.follower = v2.Follower() if checked and wire.name == "v2" else None
+        self.checked = checked
+        self.frames_checked = 0
+        self.failed: list[str] = []  # why frames did not decode or apply
+        self.resync: Callable[[], None] | None = None  # ask for a complete snapshot
         self.character_id: str = user["character_id"]
         self.wire = wire
         self.sent_at: dict[int, float] = {}
@@ -198,6 +208,8 @@ class Player:
             elif body.get("type") == "error":
                 self.errors.append(body.get("code", "error"))
             return
+        if self.checked:
+            self._check(buf[start:end])
         self.visible = wire.visible(buf, start, end, self.visible)
         if measuring:
             self.snapshots += 1
@@ -216,6 +228,23 @@ class Player:
             sent = self.sent_at.pop(k)
             if measuring:
                 self.latencies_s.append(now - sent)
+
+
+    def _check(self, payload: Buffer) -> None:
+        """Decode the whole snapshot (and follow it, in v2); a failure is counted and
+        answered with a resync."""
+        self.frames_checked += 1
+        if self.follower is not None:
+            why = self.follower.take(payload)
+        else:
+            try:
+                why = None if "players" in orjson.loads(payload) else "no players"
+            except orjson.JSONDecodeError as exc:
+                why = f"does not decode: {exc}"
+        if why is not None:
+            self.failed.append(why)
+            if self.resync is not None:
+                self.resync()
 
 
 class Swarm:
@@ -299,6 +328,7 @@ class Swarm:
     async def _play(self, player: Player, receive: Callable[[], Awaitable[None]],
                     send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
         async with trio.open_nursery() as nursery:
+            player.resync = lambda: nursery.start_soon(send, {"type": "resync"})
             nursery.start_soon(receive)
             await send({"type": "join", "character_id": player.character_id})
             zone = await player.welcome()
@@ -329,12 +359,18 @@ class Swarm:
 
     async def mover(self) -> None:
         """Move every player that is in place at --move-hz, spread over the period in 10
-        slots: one task and one timer for the whole swarm, not one per player."""
+        slots: one task and one timer for the whole swarm, not one per player. A mover
+        that falls a period behind (a swarm short of CPU) skips the slots it missed, as a
+        client's input loop would: catching up would send each player a burst (after a
+        server's 3 s stall, 224 moves in one read: 4008, too many messages)."""
         slots = 10
         step = 1 / self.args.move_hz / slots
         start, tick = trio.current_time(), 0
         while True:
             tick += 1
+            behind = trio.current_time() - (start + tick * step)
+            if behind > slots * step:
+                tick += int(behind / step)
             await trio.sleep_until(start + tick * step)
             for player in self.players[tick % slots::slots]:
                 if player.send is None or not self.moving:
@@ -430,7 +466,7 @@ async def run(args: argparse.Namespace) -> None:
             nursery.start_soon(swarm.hub.run)
             for i, user in enumerate(users):
                 player = Player(user, V2() if args.protocol == "v2" else V1(),
-                                ledger=bool(args.ledger))
+                                ledger=bool(args.ledger), checked=i % args.check_every == 0)
                 player.reads_compressed = i % args.read_every == 0
                 if args.zones:
                     player.target_zone = args.zones[i % len(args.zones)]
@@ -522,6 +558,7 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
         for code in p.errors:
             errors[code] = errors.get(code, 0) + 1
     visible = [n for p in players for n in p.visible_samples]
+    failed = [why for p in swarm.players for why in p.failed]
     result: dict[str, object] = {
         "players": len(swarm.players), "joined": len(players), "protocol": args.protocol,
         "deflate": args.deflate, "read_every": args.read_every,
@@ -533,6 +570,8 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
         "kbytes_per_s_per_client": per_client([p.bytes / elapsed / 1000 for p in players]),
         "visible_per_snapshot": quantiles(visible),
         "errors": errors or 0, "closed": swarm.closed or 0,
+        "frames_checked": sum(p.frames_checked for p in swarm.players),
+        "frames_failed": {"count": len(failed), "first": failed[:5]},
     }
     if server_cpu is not None:
         result["server_cpu_percent_of_a_core"] = round(100 * server_cpu / elapsed, 1)
@@ -583,6 +622,10 @@ def main() -> None:
                         help="with --deflate, only every k-th player inflates its snapshots "
                              "(the others count them): latency and visible players are "
                              "measured on those, for a swarm that must fit in one core")
+    parser.add_argument("--check-every", type=int, default=1,
+                        help="decode every frame of every k-th client whole, and follow its "
+                             "view (1: every client; a v1 client of a big zone costs the "
+                             "swarm a JSON parse of each snapshot)")
     parser.add_argument("--server-pid", type=int, help="report this process's CPU")
     parser.add_argument("--ready-file", help="touch this file when the players are in and "
                                              "measuring begins")

@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from bench.v2 import OutOfStep, OwnEntry, PlayerView, decode
+from bench.v2 import Follower, OutOfStep, OwnEntry, PlayerView, decode
 from zones.contract import FEEDS
 from zones.interest import V1, V2, Base, Grid, Interest
 from zones.simulation import Eids
@@ -280,3 +280,36 @@ def test_the_swarm_finds_its_own_entry_without_decoding() -> None:
     assert [OwnEntry(eid).entry(payload) for eid in (0, 127, 128, 299)] == [
         (0, 0.5, -0.0), (381, 127.5, -254.0), (384, 128.5, -256.0), (897, 299.5, -598.0)]
     assert OwnEntry(300).entry(payload) is None
+
+
+def test_the_swarms_follower_applies_what_a_view_applies_and_names_the_rest() -> None:
+    """bench/v2.py `Follower`: the check a swarm makes of every frame of every client."""
+    world = World(100.0, seed=3)
+    for _ in range(20):
+        world.join()
+    world.tick += 1
+    world.zone.seal(world.tick)
+    watcher = next(iter(world.players))
+    follower, view, since = Follower(), PlayerView(), None
+    for _ in range(100):
+        world.step()
+        if watcher not in world.players:
+            break
+        cell = world.zone.cell_of(watcher)
+        assert cell is not None
+        payload, since = world.zone.view(cell).encoded(V2, since)
+        view.apply(decode(payload))
+        assert follower.take(payload) is None
+        assert follower.eids == {p.eid for p in view.players.values()}
+    complete = world.zone.view(world.zone.grid.cell(0, 0)).encoded(V2, None)[0]
+    assert "does not decode" in (Follower().take(complete[:-1]) or "")
+    stale = Follower()
+    assert stale.take(complete) is None
+    tick = world.zone.tick
+    delta = Headers("z1").v2(tick + 5, tick + 4, [], [], [])
+    assert "a delta against tick" in (stale.take(delta) or "")
+    assert stale.take(delta) is None, "deltas wait for a complete one"
+    assert stale.take(complete) is None  # and then it follows again:
+    unknown = Headers("z1").v2(tick + 1, tick, [],
+                               [Run.of([update_entry(update_head(999), 0, 0, 1)])], [])
+    assert "does not hold" in (stale.take(unknown) or "")

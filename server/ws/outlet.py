@@ -92,6 +92,7 @@ class Outlet:
         self.aborted = False  # ended without its close frame: broken, or dropped
         self.skipped_snapshots = 0
         self.dropped_for = ""  # why the outlet gave up on a client, if it did
+        self.close_reason = ""  # the reason its close frame gave
         self.close_code: int | None = None  # the code it closed with (ABORTED: none sent)
 
     # --- what sessions and zones call; none of it blocks ----------------------------------
@@ -137,7 +138,7 @@ class Outlet:
         if self.closing.is_set():
             return
         self._view, self._pong = None, None
-        self.close_code = code
+        self.close_code, self.close_reason = code, reason
         self._stats.closes[code] += 1
         self._enqueue_control(ws.close_frame(code, reason))
         self.closing.set()

@@ -150,7 +150,8 @@ class Session:
             self._hub.unregister(self._sock.fileno())
             self._leave()
             outlet = self.outlet
-            log.info("world session closed with %s after %.1f s%s", outlet.close_code,
+            log.info("world session closed with %s%s after %.1f s%s", outlet.close_code,
+                     f" ({outlet.close_reason})" if outlet.close_reason else "",
                      trio.current_time() - began,
                      f": dropped, {outlet.dropped_for}" if outlet.dropped_for else "")
 
