@@ -44,13 +44,18 @@ async def register(client: httpx.AsyncClient, username: str | None = None,
 
 
 def assert_error(
-    response: httpx.Response, status: int, code: str, fields: set[str] | None = None
+    response: httpx.Response, status: int, code: str,
+    fields: set[str] | dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Check a docs/protocol.md error response exactly; return its "error" object.
 
-    `fields` given: the error must carry exactly those field names. Not given: the
-    error must have no `fields`, except that a 409 may name the conflicting field.
+    `fields` given as a set: the error must carry exactly those field names, each with a
+    reason; as a dict: exactly those fields with exactly those reasons. Not given: the
+    error must have no `fields`. A 409 names the field in conflict and why
+    (docs/protocol.md), so a caller checking one must say which (a dict).
     """
+    assert status != 409 or isinstance(fields, dict), \
+        "a 409 names its field and why: state them, e.g. {'username': 'taken'}"
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
@@ -60,14 +65,14 @@ def assert_error(
     assert {"code", "message"} <= set(error) <= {"code", "message", "fields"}, error
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"].strip()
-    if fields is not None:
+    if fields is None:
+        assert "fields" not in error, error
+    elif isinstance(fields, dict):
+        assert error.get("fields") == fields, error
+    else:
         assert isinstance(error.get("fields"), dict), error
         assert set(error["fields"]) == fields, error
         assert all(isinstance(why, str) and why for why in error["fields"].values()), error
-    elif status == 409 and "fields" in error:
-        assert all(isinstance(why, str) for why in error["fields"].values()), error
-    else:
-        assert "fields" not in error, error
     return error
 
 

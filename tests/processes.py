@@ -14,8 +14,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import orjson
 import trio
 
 from server.config import Settings
@@ -85,6 +87,17 @@ async def started(folder: Path, *args: str, env: dict[str, str],
             if process.returncode is None:
                 process.kill()
             await process.wait()
+
+
+def logged(log: Path, message: str) -> list[datetime]:
+    """When a process logged `message` (its JSON log lines in the file `started` gave it)."""
+    times = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = orjson.loads(line)
+            if message in entry["message"]:
+                times.append(datetime.fromisoformat(entry["time"]))
+    return times
 
 
 async def _banner(process: trio.Process, log: Path) -> str:

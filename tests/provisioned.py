@@ -11,6 +11,7 @@ import orjson
 import trio
 import trio_asyncio
 from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerInfo
 
 from bus.provisioning import SERVICES
 from bus.subjects import USER_REGISTERED
@@ -43,17 +44,27 @@ async def all_provisioned(running: Running, user_ids: list[str]) -> bool:
     return all(c == FULL for c in (await counts(running, user_ids)).values())
 
 
-async def _drained(nc: NatsClient) -> bool:
+async def _consumers(nc: NatsClient) -> list[ConsumerInfo]:
     js = nc.jetstream()
-    for durable in SERVICES:
-        info = await js.consumer_info("USERS", durable)
-        if info.num_pending or info.num_ack_pending:
-            return False
-    return True
+    return [await js.consumer_info("USERS", durable) for durable in SERVICES]
+
+
+async def consumers(running: Running) -> list[ConsumerInfo]:
+    """What JetStream says of the four provisioning consumers now."""
+    infos: list[ConsumerInfo] = await trio_asyncio.aio_as_trio(_consumers)(
+        running.services.bus._nc)
+    return infos
 
 
 async def drained(running: Running) -> bool:
-    return await trio_asyncio.aio_as_trio(_drained)(running.services.bus._nc)
+    return not any(info.num_pending or info.num_ack_pending
+                   for info in await consumers(running))
+
+
+async def held(running: Running) -> int:
+    """Messages the provisioning consumers have delivered and not had settled (acked,
+    terminated or handed back): those a provisioner killed now gets again (AckWait)."""
+    return sum(info.num_ack_pending or 0 for info in await consumers(running))
 
 
 async def publish(running: Running, payload: bytes, msg_id: str) -> None:

@@ -164,7 +164,7 @@ async def test_duplicate_name_for_the_same_user_conflicts(
     user = await register(client)
     assert (await create(client, user["token"], {"name": first})).status_code == 201
     response = await create(client, user["token"], {"name": second, "class": "heavy"})
-    assert_error(response, 409, "conflict")
+    assert_error(response, 409, "conflict", {"name": "taken"})
     assert await names(client, user["token"]) == [first]
 
 
@@ -181,7 +181,8 @@ async def test_same_name_for_two_users_is_fine(client: httpx.AsyncClient) -> Non
 async def test_a_conflict_does_not_stop_later_creates(client: httpx.AsyncClient) -> None:
     user = await register(client)
     assert (await create(client, user["token"], {"name": "First"})).status_code == 201
-    assert (await create(client, user["token"], {"name": "first"})).status_code == 409
+    assert_error(await create(client, user["token"], {"name": "first"}), 409, "conflict",
+                 {"name": "taken"})
     assert (await create(client, user["token"], {"name": "Second"})).status_code == 201
     assert await names(client, user["token"]) == ["First", "Second"]
 
@@ -203,7 +204,7 @@ async def test_character_limit_per_user(limited: httpx.AsyncClient) -> None:
         response = await create(limited, user["token"], {"name": f"Hero {n}"})
         assert response.status_code == 201, response.text
     over = await create(limited, user["token"], {"name": "One Too Many"})
-    assert_error(over, 409, "conflict")
+    assert_error(over, 409, "conflict", {"name": "limit_reached"})
     assert await names(limited, user["token"]) == [f"Hero {n}" for n in range(LIMIT)]
     # The limit is per user: somebody else can still create.
     other = await register(limited)
@@ -219,8 +220,8 @@ async def test_character_limit_holds_under_concurrent_creates(
     async def attempt(name: str) -> None:
         response = await create(limited, user["token"], {"name": name})
         statuses[name] = response.status_code
-        if response.status_code != 201:
-            assert_error(response, 409, "conflict")
+        if response.status_code != 201:  # the names differ: only the limit refuses
+            assert_error(response, 409, "conflict", {"name": "limit_reached"})
 
     async with trio.open_nursery() as nursery:
         for n in range(2 * LIMIT):
@@ -237,7 +238,8 @@ async def test_default_limit_is_ten(client: httpx.AsyncClient, settings: Setting
     user = await register(client)
     for n in range(10):
         assert (await create(client, user["token"], {"name": f"Member {n}"})).status_code == 201
-    assert_error(await create(client, user["token"], {"name": "Eleventh"}), 409, "conflict")
+    assert_error(await create(client, user["token"], {"name": "Eleventh"}), 409, "conflict",
+                 {"name": "limit_reached"})
     assert len(await names(client, user["token"])) == 10
 
 

@@ -11,7 +11,9 @@ followed by bytes the server will never parse.
 
 Rules: an in-process api with its zone, real sockets over loopback, the hand-made
 client of bench/rawws.py. A flood is bounded (by time or bytes); every wait is
-bounded. A reset shows up as trio.BrokenResourceError and fails the test.
+bounded. A reset shows up as trio.BrokenResourceError and fails the test. A deadline
+under test is short and the flood goes on a second past it; any other deadline keeps
+its default, so that nothing the test does first races it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ PING = client_frame(b"are you there", codec.PING)  # no message: a flood that wa
 # Floods of pings would be cut short by the frame rate (4008 "too many frames", tested in
 # tests/test_hostile.py); here the closes under test must come while a flood goes on.
 FLOODABLE = 1e9
+QUICK_S = 0.3  # a timeout under test: it runs out early in a flood of QUICK_S + FLOOD_S
+# JWT times are whole seconds: a token of this lifetime has 2 to 3 s left, for the join
+# (milliseconds) to come before it expires, and a flood of TOKEN_TTL_S + FLOOD_S after.
+TOKEN_TTL_S = 3
 
 
 @pytest.fixture
@@ -61,9 +67,20 @@ async def world(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Runn
 
 
 @pytest.fixture
-async def impatient(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
-    """A world whose first join and idle timeouts run out while a flood goes on."""
-    quick = dataclasses.replace(settings, world_join_timeout_s=0.3, world_idle_timeout_s=0.3,
+async def join_soon(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
+    """A world whose first-join timeout runs out while a flood goes on."""
+    quick = dataclasses.replace(settings, world_join_timeout_s=QUICK_S,
+                                world_max_frames_per_s=FLOODABLE)
+    async with running_process(quick, nursery, Roles(zones=("z1",))) as running:
+        use_api_loop(running)
+        yield running
+
+
+@pytest.fixture
+async def idle_soon(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
+    """A world whose idle timeout runs out while a flood goes on; the join before it has
+    the usual time."""
+    quick = dataclasses.replace(settings, world_idle_timeout_s=QUICK_S,
                                 world_max_frames_per_s=FLOODABLE)
     async with running_process(quick, nursery, Roles(zones=("z1",))) as running:
         use_api_loop(running)
@@ -98,21 +115,21 @@ async def test_a_frame_too_large_gets_4008(world: Running, settings: Settings) -
         assert await close_of(stream, leftover(head)) == (4008, "frame too large")
 
 
-async def test_no_join_in_time_gets_4008_through_a_ping_flood(impatient: Running) -> None:
-    async with httpx.AsyncClient(base_url=impatient.url) as http:
+async def test_no_join_in_time_gets_4008_through_a_ping_flood(join_soon: Running) -> None:
+    async with httpx.AsyncClient(base_url=join_soon.url) as http:
         me = await new_player(http)
-    stream, head = await raw_upgrade(impatient.url, me["token"])
+    stream, head = await raw_upgrade(join_soon.url, me["token"])
     async with stream:
-        await flood(stream, PING * 64)
+        await flood(stream, PING * 64, seconds=QUICK_S + FLOOD_S)
         assert await close_of(stream, leftover(head)) == (4008, "no join in time")
 
 
-async def test_idleness_gets_4008_through_a_ping_flood(impatient: Running) -> None:
-    async with httpx.AsyncClient(base_url=impatient.url) as http:
+async def test_idleness_gets_4008_through_a_ping_flood(idle_soon: Running) -> None:
+    async with httpx.AsyncClient(base_url=idle_soon.url) as http:
         me = await new_player(http)
-    stream = await joined_raw(impatient.url, me["token"], me["character"]["id"])
+    stream = await joined_raw(idle_soon.url, me["token"], me["character"]["id"])
     async with stream:
-        await flood(stream, PING * 64)
+        await flood(stream, PING * 64, seconds=QUICK_S + FLOOD_S)
         assert await close_of(stream) == (4008, "idle for too long")
 
 
@@ -132,12 +149,10 @@ async def test_a_takeover_gets_4009_while_flooding(world: Running) -> None:
 async def test_token_expiry_gets_4001_while_flooding(world: Running, settings: Settings) -> None:
     async with httpx.AsyncClient(base_url=world.url) as http:
         me = await new_player(http)
-    # JWT times are whole seconds: this token expires between 1 and 2 s from now, after
-    # the join and before the flood ends.
-    short = Tokens(settings.jwt_secret, ttl_s=2).issue(uuid.UUID(me["user_id"]))
+    short = Tokens(settings.jwt_secret, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]))
     stream = await joined_raw(world.url, short, me["character"]["id"])
     async with stream:
-        await flood(stream, PING * 64, seconds=2.5)
+        await flood(stream, PING * 64, seconds=TOKEN_TTL_S + FLOOD_S)
         assert await close_of(stream) == (4001, "the token has expired")
 
 

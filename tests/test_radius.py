@@ -139,7 +139,8 @@ async def test_v1_and_v2_clients_see_the_same_players_at_the_same_positions(
                 await joined(conn, player["character"]["id"])
                 await send(conn, {"type": "move", "dx": 1.0, "dy": 1.0, "seq": 1})
                 await next_of(conn, "snapshot")
-        await trio.sleep(0.3)  # the leaves have been ticked
+        # What is recorded next comes after their leaves (v2's messages wait in order).
+        await eventually_listed(first, lambda seen: not any(n.startswith("Near") for n in seen))
         seen1: dict[int, dict[str, tuple[float, float]]] = {}
         seen2: dict[int, dict[str, tuple[float, float]]] = {}
         view = v2.PlayerView()

@@ -28,7 +28,7 @@ import trio
 from bench import v2
 from server.config import Settings
 from tests.helpers import eventually
-from tests.processes import Outpost, process_env, started
+from tests.processes import Outpost, logged, process_env, started
 from tests.world import (
     connect,
     follow,
@@ -128,7 +128,7 @@ async def _error_for(conn: Any, message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_a_killed_zone_comes_back_and_the_other_never_stalls(
-    cluster: dict[str, Outpost], tmp_path: Path, env: dict[str, str]
+    cluster: dict[str, Outpost], tmp_path: Path, env: dict[str, str], settings: Settings
 ) -> None:
     api = cluster["api"]
     ada, cyd = await players(api, 2)
@@ -141,7 +141,12 @@ async def test_a_killed_zone_comes_back_and_the_other_never_stalls(
         await next_of(c, "welcome")
         await send(a, {"type": "move", "dx": 2.0, "dy": 0.0, "seq": 1})
         await snapshot_with(a, a_id, lambda e: e["seq"] == 1)
-        await trio.sleep(2.5)  # the zone's checkpoint (1 s) runs at least twice
+
+        async def checkpointed() -> bool:  # by the zone's checkpoint (1 s)
+            [row] = await stored_characters(settings, [a_id])
+            return (row.x, row.y) == (2.0, 0.0)
+
+        await eventually(checkpointed, "the move saved by a checkpoint")
 
         async with trio.open_nursery() as nursery:
             ticks: list[int] = []
@@ -172,7 +177,11 @@ async def test_a_standby_takes_over_within_the_lease(
     owner = (await zone_list(api.url))["z2"]["owner"]
     async with started(tmp_path, "zone", "z2", env=env) as standby:
         assert "zone-z2" in standby.banner
-        await trio.sleep(settings.zone_lease_s)  # it tries to claim, and must not get it
+
+        async def refused() -> bool:  # it tried to claim z2, and stands by
+            return bool(logged(standby.log, "zone z2 is held elsewhere; standing by"))
+
+        await eventually(refused, "the standby to try for z2 and stand by")
         assert (await zone_list(api.url))["z2"]["owner"] == owner, "only one runs z2"
         killed_at = trio.current_time()
         cluster["z2"].process.send_signal(signal.SIGKILL)
@@ -258,6 +267,7 @@ async def test_v1_and_v2_clients_through_an_api_process_see_the_same(
     """The api's mirror of the zone (fed by the zone's feed) serves both wires."""
     api = cluster["api"]
     one, two, mover = await players(api, 3)
+    mover_id = mover["character"]["id"]
     ticks1: dict[int, Any] = {}
     ticks2: dict[int, Any] = {}
     async with (connect(ws_url(api.url, one["token"])) as first,
@@ -274,12 +284,17 @@ async def test_v1_and_v2_clients_through_an_api_process_see_the_same(
                     for seq in range(1, 11):
                         await send(moving, {"type": "move", "dx": 0.7, "dy": -0.3, "seq": seq})
                         await next_of(moving, "snapshot")
-                await trio.sleep(0.5)
+
+                async def left() -> bool:  # the mover's leave, in both views
+                    return all(views and mover_id not in views[max(views)]
+                               for views in (ticks1, ticks2))
+
+                await eventually(left, "the mover to leave both views")
                 nursery.cancel_scope.cancel()
     assert same_views(ticks1, ticks2) > 10
-    ids = {one["character"]["id"], two["character"]["id"], mover["character"]["id"]}
+    ids = {one["character"]["id"], two["character"]["id"], mover_id}
     assert any(set(seen) == ids for seen in ticks2.values()), "all three were seen"
-    assert set(ticks2[max(ticks2)]) == ids - {mover["character"]["id"]}, "the mover left"
+    assert set(ticks2[max(ticks2)]) == ids - {mover_id}, "the others stay"
 
 
 async def test_sigterm_of_a_zone_saves_positions_first(

@@ -29,7 +29,7 @@ from bench.rawws import client_frame, close_of, frame_at
 from server.config import Settings
 from server.process import Roles, Running
 from server.ws import codec
-from tests.helpers import running_process, use_api_loop
+from tests.helpers import eventually, metric, running_process, use_api_loop
 from tests.world import (
     connect,
     crowd,
@@ -119,7 +119,14 @@ async def test_a_v2_view_equals_the_v1_snapshot_of_the_same_tick(world: Running)
                 nursery.start_soon(record_v1, one, ticks1, 10 ** 6)
                 nursery.start_soon(follow, two, v2.PlayerView(), ticks2, 10 ** 6)
                 await churn(world, movers, rounds=3)
-                await trio.sleep(0.2)
+                watchers = {watcher1["character"]["id"], watcher2["character"]["id"]}
+
+                async def churned() -> bool:  # the last leave in both, and ticks to compare
+                    return (all(views and set(views[max(views)]) == watchers
+                                for views in (ticks1, ticks2))
+                            and len(ticks1.keys() & ticks2.keys()) > 20)
+
+                await eventually(churned, "the movers to leave both views")
                 nursery.cancel_scope.cancel()
     assert same_views(ticks1, ticks2) > 20
     changes = sum(ticks1[t] != ticks1.get(t - 1) for t in ticks1)
@@ -148,7 +155,7 @@ async def test_a_slow_reader_gets_a_complete_snapshot_after_skipping(
     async with running_process(patient, nursery, Roles(zones=("z1",))) as world:
         use_api_loop(world)
         # 4000 others that move every tick: ~70 KB deltas, more than the kernel holds
-        # for a client that reads nothing for three seconds.
+        # for a client that reads nothing for a few ticks.
         async with trio.open_nursery() as moving:
             moving.start_soon(keep_moving, world, await crowd(world, 4000))
             received, players_seen = await read_slowly(world)
@@ -169,10 +176,17 @@ def gap_at(received: list[tuple[int, int | None]]) -> int:
 
 
 async def read_slowly(world: Running) -> tuple[list[tuple[int, int | None]], int]:
-    """A v2 client that joins, reads nothing for 3 s, then decodes snapshots into a view
-    (which refuses a delta against a tick it does not hold) until 20 after the first gap
-    (at most 200); (tick, base) of each, and how many players the view holds at the end."""
+    """A v2 client that joins, reads nothing until the server has skipped a snapshot for
+    it, then decodes snapshots into a view (which refuses a delta against a tick it does
+    not hold) until 20 after the first gap (at most 200); (tick, base) of each, and how
+    many players the view holds at the end."""
     (me,) = await players(world, 1)
+
+    async def skipped() -> float:  # its outlet is the zone's only real one
+        return await metric(world.metrics_url, "outpost_zone_snapshots_total", zone="z1",
+                            result="skipped")
+
+    skipped_before = await skipped()
     stream, head = await raw_upgrade(world.url, me["token"], rcvbuf=4096,
                                      protocol=v2.SUBPROTOCOL)
     async with stream:
@@ -180,7 +194,11 @@ async def read_slowly(world: Running) -> tuple[list[tuple[int, int | None]], int
         await stream.send_all(client_frame(v2.encode(
             {"type": "join", "character_id": me["character"]["id"]}), codec.BINARY))
         data = bytearray(head.partition(b"\r\n\r\n")[2])
-        await trio.sleep(3.0)  # reads nothing: snapshots are skipped meanwhile
+
+        async def skipping() -> bool:
+            return await skipped() > skipped_before
+
+        await eventually(skipping, "a snapshot skipped for the reader that reads nothing")
         view, received = v2.PlayerView(), list[tuple[int, int | None]]()
         with trio.fail_after(10):
             while len(received) < min(200, gap_at(received) + 20):
@@ -260,7 +278,12 @@ async def test_an_abusive_v2_client_is_closed_and_nobody_else_notices(
                     await stream.send_all(ping * int(3 * settings.world_max_messages_per_s))
                     expected = (4008, "too many messages")
                 assert await close_of(stream, head.partition(b"\r\n\r\n")[2]) == expected
-            await trio.sleep(1.0)  # twenty ticks more of the bystander's
+            at_close = len(ticks)
+
+            async def twenty_more() -> bool:
+                return len(ticks) >= at_close + 20
+
+            await eventually(twenty_more, "twenty ticks more of the bystander's")
             nursery.cancel_scope.cancel()
     assert len(ticks) > 10
     assert ticks == list(range(ticks[0], ticks[0] + len(ticks))), "the bystander missed none"

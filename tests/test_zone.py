@@ -258,6 +258,25 @@ async def test_ticks_are_paced_by_deadlines(autojump_clock: trio.testing.MockClo
     assert zone.counts.skipped_ticks == 0
 
 
+async def test_a_join_can_come_before_the_first_tick_whose_times_are_null_until_then(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Why GET /v1/world/zones may list a zone up with null tick times (docs/protocol.md):
+    a zone takes joins as soon as it runs, a period before its first tick ends."""
+    outlet = FakeOutlet()
+    async with running(actor(FakeHooks())) as zone:
+        admission = await zone.join(entrant("a"), outlet)
+        before = zone.stats()
+        await outlet.ticks(2)  # the second tick began after the first had ended
+        after = zone.stats()
+    assert admission.tick == 0
+    assert (before["tick"], before["tick_ms"]) == (0, dict.fromkeys(("p50", "p99", "max")))
+    assert isinstance(after["tick"], int) and after["tick"] >= 2
+    tick_ms = after["tick_ms"]
+    assert isinstance(tick_ms, dict) and set(tick_ms) == {"p50", "p99", "max"}
+    assert all(isinstance(ms, float) and ms >= 0 for ms in tick_ms.values()), tick_ms
+
+
 async def test_every_member_gets_the_same_payload_object(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -36,6 +36,7 @@ from zones.world import World
 log = logging.getLogger(__name__)
 
 SILENT_AFTER_S = 5.0
+REAP_EVERY_S = 1.0  # how often members of silent processes are looked for
 COMPLETE_EVERY_S = 1.0
 # A holder that has not renewed for this part of a lease stops its zone: the key may
 # expire a lease after the last renewal was asked for, and a standby take over, so the
@@ -231,7 +232,7 @@ class ZoneHost:
     async def _reap_silent(self, actor: ZoneActor) -> None:
         """Members of a process that stopped talking leave (its sessions are gone)."""
         while True:
-            await trio.sleep(1)
+            await trio.sleep(REAP_EVERY_S)
             now = trio.current_time()
             for character_id, member in list(self._members.items()):
                 if now - self._heard.get(member.api, now) > SILENT_AFTER_S:

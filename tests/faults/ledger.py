@@ -3,7 +3,9 @@ clients, and the audit that compares it with Postgres and JetStream once the sys
 quiet. Lost is what was acknowledged and is not there (or is there with less than was
 acknowledged); doubled is what is there more than once.
 
-Each scenario ends with one Figures row; the suite prints them as a table.
+Each scenario ends with one Figures row; the suite prints them as a table. A row that
+has nothing to lose or to double (abuse that is refused, a reader that is dropped)
+leaves those figures out (None, printed `-`) rather than print a 0 it did not count.
 """
 
 from __future__ import annotations
@@ -34,25 +36,29 @@ class Figures:
     load: str
     fault: str
     recovery_s: float  # from the end of the fault until everything holds again
-    lost: int
-    doubled: int
+    lost: int | None  # None: the scenario does not count it (printed "-")
+    doubled: int | None
     notes: str = ""
 
 
 TABLE: list[Figures] = []
 
 
+def _count(figure: int | None) -> str:
+    return "-" if figure is None else str(figure)
+
+
 def record(figures: Figures) -> None:
     TABLE.append(figures)
     print(f"{figures.scenario}: load {figures.load}; fault {figures.fault}; recovered in "
-          f"{figures.recovery_s:.1f} s; lost {figures.lost}; doubled {figures.doubled}"
-          + (f"; {figures.notes}" if figures.notes else ""))
+          f"{figures.recovery_s:.1f} s; lost {_count(figures.lost)}; doubled "
+          f"{_count(figures.doubled)}" + (f"; {figures.notes}" if figures.notes else ""))
 
 
 def table() -> list[str]:
     head = ("scenario", "load", "fault", "recovery s", "lost", "doubled", "notes")
-    rows = [head, *((f.scenario, f.load, f.fault, f"{f.recovery_s:.1f}", str(f.lost),
-                     str(f.doubled), f.notes) for f in TABLE)]
+    rows = [head, *((f.scenario, f.load, f.fault, f"{f.recovery_s:.1f}", _count(f.lost),
+                     _count(f.doubled), f.notes) for f in TABLE)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
              for row in rows]

@@ -242,6 +242,13 @@ def unlike_acked(ledger: dict[str, Played], saved: dict[str, Position],
             if (last := played.last_acked(before)) is None or shown(saved[c]) != last[2:]]
 
 
+def welcomed_again(ledger: dict[str, Played], after: float = 0.0) -> int:
+    """Welcomes after `after` beyond each player's first: admissions of a player that was
+    in already (a welcome doubled, or a re-join nothing called for)."""
+    return sum(max(0, sum(1 for w in played.welcomes if w[0] > after) - 1)
+               for played in ledger.values())
+
+
 def welcomed_elsewhere(ledger: dict[str, Played], saved: dict[str, Position],
                        after: float) -> list[str]:
     """The players whose first welcome after `after` is not at their stored position."""

@@ -22,7 +22,6 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import trio
 
 from server.config import Settings
@@ -39,7 +38,7 @@ from tests.faults.play import (
     world,
 )
 from tests.helpers import eventually
-from tests.processes import started
+from tests.processes import logged, started
 
 PARTITION_S = 8.0  # longer than the lease (3 s), with time for the standby to take over
 STOPPED = ("stopping before it can run out",  # it could not renew: fenced itself
@@ -64,17 +63,6 @@ def _free(url: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return "owner" not in await listed(url, ZONE)
     return check
-
-
-def _logged(log: Path, message: str) -> list[datetime]:
-    """When a process logged `message` (JSON log lines, tests/processes.py's log file)."""
-    times = []
-    for line in log.read_text().splitlines():
-        if line.startswith("{"):
-            entry = orjson.loads(line)
-            if message in entry["message"]:
-                times.append(datetime.fromisoformat(entry["time"]))
-    return times
 
 
 async def _relayed_settings(settings: Settings, host: NetHost,
@@ -113,7 +101,7 @@ async def test_a_zone_partitioned_from_nats_is_taken_over_without_two_owners(
             healed_wall = datetime.now().astimezone()
 
             async def standing_by() -> bool:
-                return any(t > healed_wall for t in _logged(far.log, STANDING_BY))
+                return any(t > healed_wall for t in logged(far.log, STANDING_BY))
 
             await eventually(standing_by, "the far process to stand by once healed", tries=200)
             await trio.sleep(2)  # play on: the zone stays with the standby
@@ -121,9 +109,9 @@ async def test_a_zone_partitioned_from_nats_is_taken_over_without_two_owners(
             ledger = await players.finished()
         relays.cancel_scope.cancel()
 
-    stopped = sorted(t for message in STOPPED for t in _logged(far.log, message)
+    stopped = sorted(t for message in STOPPED for t in logged(far.log, message)
                      if t > cut_wall)
-    took_over = [t for t in _logged(near.log, RUNNING) if t > cut_wall]
+    took_over = [t for t in logged(near.log, RUNNING) if t > cut_wall]
     assert stopped and took_over, (stopped, took_over)
     margin_s = (took_over[0] - stopped[0]).total_seconds()
     welcomed = {c: w[2:] for c, played in ledger.items()

@@ -30,7 +30,7 @@ from trio_websocket import ConnectionClosed
 
 from auth.tokens import Tokens
 from bench import v2
-from bench.rawws import client_frame, close_of, received_until
+from bench.rawws import client_frame, close_of, frame_at, received_until
 from server.config import Settings
 from server.devstack import DevStack
 from server.ws import codec
@@ -49,6 +49,7 @@ from tests.faults.play import (
     stored,
     swarm,
     unlike_acked,
+    welcomed_again,
     welcomed_elsewhere,
     world,
     zone_and_players,
@@ -56,6 +57,7 @@ from tests.faults.play import (
 from tests.helpers import (
     assert_error,
     bearer,
+    eventually,
     metric,
     within,
 )
@@ -64,16 +66,21 @@ from tests.world import (
     connect,
     flood,
     joined,
-    joined_raw,
     leftover,
     new_player,
     raw_upgrade,
     send,
     ws_url,
 )
+from zones.host import REAP_EVERY_S, SILENT_AFTER_S
+from zones.remote import HEARTBEAT_S
 
 POSTGRES_DOWN_S = 10.0
 TOKEN_TTL_S = 5
+# From an event in a process to this test seeing it: a poll of 0.1 s, a /metrics page
+# from a process the swarm keeps busy, on a machine shared with others.
+NOTICE_S = 1.0
+SILENT_RCVBUF = 4096  # the silent reader's receive buffer
 
 
 async def test_a_zone_stopped_then_killed_during_play(
@@ -103,30 +110,39 @@ async def test_a_zone_stopped_then_killed_during_play(
     closed = [c for c, played in ledger.items() if played.close is not None]
     still = [c for c, played in ledger.items()  # else the kill -9 check would be vacuous
              if len([a for a in played.acked if restarted < a[0] < killed]) < 10]
+    # The restarted zone re-joins each player once; nothing re-joins them after the kill.
+    doubled = welcomed_again(ledger, restarted)
     record(Figures("zone stopped, then killed", f"{PLAYERS} players moving at 5 Hz",
                    f"SIGTERM z1, restarted; later kill -9 (checkpoint {CHECKPOINT_S:g} s)",
-                   back_in, len(not_last) + len(not_welcomed) + len(stale), 0,
+                   back_in, len(not_last) + len(not_welcomed) + len(stale), doubled,
                    f"SIGTERM: {PLAYERS - len(not_last)} saved at the last acked, "
                    f"{PLAYERS - len(not_welcomed)} welcomed there; kill -9: stalest "
-                   f"saved position {stalest:.2f} s old"))
+                   f"saved position {stalest:.2f} s old; doubled: welcomes beyond one "
+                   f"a player after the restart"))
     assert (not_last, not_welcomed, stale, closed, still) == ([], [], [], [], [])
+    assert doubled == 0
 
 
 async def test_an_api_killed_with_its_sessions(
     settings: Settings, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     async with world(settings, nursery, tmp_path) as (observer, api, env), \
-            started(tmp_path, "zone", ZONE, env=env):
+            started(tmp_path, "zone", ZONE, env=env) as zone:
         async with swarm(tmp_path, api.url, PLAYERS) as players:
             await players.ready(ZONE)
             await trio.sleep(2)
             api.process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             await api.process.wait()
+
+            async def let_go() -> bool:  # the zone's own count, not a listing's copy of it
+                return await metric(zone.metrics_url, "outpost_zone_players", zone=ZONE) == 0
+
+            await eventually(let_go, "the zone to let the killed api's players go",
+                             tries=int(10 * 2 * SILENT_AFTER_S))
+            gone_after = time.monotonic() - killed
             ledger = await players.finished()
         async with started(tmp_path, "api", env=env) as second:
-            await playing(second.url, ZONE, 0)  # the zone let them go
-            gone_after = time.monotonic() - killed
             saved = await stored(observer)
             async with swarm(tmp_path, second.url, PLAYERS, users=players.users) as again:
                 await again.ready(ZONE)
@@ -141,18 +157,54 @@ async def test_an_api_killed_with_its_sessions(
              and (last := p.last_acked(math.inf)) is not None and p.sent > last[1]]
     older = [c for c in ledger if c not in at_last_ack and c not in newer]
     not_welcomed = welcomed_elsewhere(rejoined, saved, 0.0)
+    doubled = welcomed_again(rejoined)  # each joins once through the new api
     reset = sum(p.close == "1006" for p in ledger.values())
     record(Figures("api killed", f"{PLAYERS} players moving at 5 Hz",
                    "kill -9 the api process; a new api, the players reconnect", gone_after,
-                   len(older) + len(not_welcomed), 0,
-                   f"saved at the last acked {len(at_last_ack)}, at a later move "
-                   f"{len(newer)}; {PLAYERS - len(not_welcomed)} welcomed there; "
-                   f"{reset} sockets reset"))
+                   len(older) + len(not_welcomed), doubled,
+                   f"the zone let them go {gone_after:.1f} s after the kill (silent api: "
+                   f"{SILENT_AFTER_S:g} s); saved at the last acked {len(at_last_ack)}, at a "
+                   f"later move {len(newer)}; {PLAYERS - len(not_welcomed)} welcomed there; "
+                   f"{reset} sockets reset; doubled: welcomes beyond one a player"))
     assert (older, not_welcomed) == ([], [])
+    assert doubled == 0
+    # The zone's rule for the members of an api that fell silent (zones/host.py): they
+    # leave once it has sent nothing for SILENT_AFTER_S, checked every REAP_EVERY_S. The
+    # api sent something at least every HEARTBEAT_S until it died, so no earlier than
+    # SILENT_AFTER_S - HEARTBEAT_S after the kill, and no later than SILENT_AFTER_S +
+    # REAP_EVERY_S, plus NOTICE_S to see it.
+    assert SILENT_AFTER_S - HEARTBEAT_S <= gone_after <= \
+        SILENT_AFTER_S + REAP_EVERY_S + NOTICE_S, gone_after
 
 
 async def _closes(url: str, code: int) -> float:
     return await metric(f"{url}/metrics", "outpost_ws_closes_total", code=str(code))
+
+
+async def _first_snapshot(stream: trio.SocketStream, buffered: bytes) -> int:
+    """Read the server's frames up to the first whole snapshot; its size in bytes."""
+    data = bytearray(buffered)
+    with trio.fail_after(10):
+        while True:
+            offset = 0
+            while (frame := frame_at(data, offset)) is not None:
+                _, start, end = frame
+                if orjson.loads(data[start:end])["type"] == "snapshot":
+                    return end - start
+                offset = end
+            del data[:offset]
+            data += await stream.receive_some(65536)
+
+
+def _falling_behind_s(snapshot_bytes: int, tick_rate_hz: float) -> float:
+    """The longest a reader that reads nothing takes to fall behind (server/ws/outlet.py):
+    until the api's write to it falls short, once the kernel's buffers between them are
+    full: the api's send buffer, which Linux grows up to tcp_wmem's maximum (on loopback
+    at once: ~3.9 MB, holding ~2.8 MB of frames, here), and its own receive buffer
+    (twice what it asked for). Its snapshots list the same players each tick, their
+    sizes a few digits apart (10 %)."""
+    wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    return (wmem_max + 2 * SILENT_RCVBUF) / (0.9 * snapshot_bytes * tick_rate_hz)
 
 
 async def test_a_silent_reader_among_200(
@@ -166,13 +218,27 @@ async def test_a_silent_reader_among_200(
         await players.ready(ZONE)
         rss_before = psutil.Process(api.process.pid).memory_info().rss
         dropped_before = await _closes(api.url, 1006)
-        stream = await joined_raw(api.url, silent["token"], silent["character"]["id"],
-                                  rcvbuf=4096)
+
+        async def dropped_now() -> bool:  # counted the moment the outlet gives up
+            return await _closes(api.url, 1006) > dropped_before
+
+        asked_at = time.monotonic()  # it cannot be behind before it asked to join
+        stream, head = await raw_upgrade(api.url, silent["token"], rcvbuf=SILENT_RCVBUF)
         async with stream:
+            assert head.startswith(b"HTTP/1.1 101"), head
+            await stream.send_all(client_frame(orjson.dumps(
+                {"type": "join", "character_id": silent["character"]["id"]})))
+            snapshot_bytes = await _first_snapshot(stream, leftover(head))
             joined_at = time.monotonic()  # from now on it reads nothing
-            await playing(api.url, ZONE, PLAYERS + 1)
-            await playing(api.url, ZONE, PLAYERS)  # it was dropped, and left the zone
-            dropped_after = time.monotonic() - joined_at
+            falling_s = _falling_behind_s(snapshot_bytes, settings.world_tick_rate_hz)
+            bound_s = SLOW_CLOSE_S + falling_s + NOTICE_S
+            async with trio.open_nursery() as watching:
+                watching.start_soon(playing, api.url, ZONE, PLAYERS + 1)  # it was in
+                await eventually(dropped_now, "the silent reader to be dropped",
+                                 tries=int(10 * bound_s) + 10)
+            dropped_at = time.monotonic()
+            await playing(api.url, ZONE, PLAYERS)  # and it left the zone
+            left_after = time.monotonic() - joined_at
             await trio.sleep(2)  # the others, after
             rss_after = psutil.Process(api.process.pid).memory_info().rss
             dropped = await _closes(api.url, 1006) - dropped_before
@@ -180,12 +246,20 @@ async def test_a_silent_reader_among_200(
         report = players.report
     rates, p99 = report["snapshots_per_s_per_client"], report["input_latency"]["p99_ms"]
     grown_mb = (rss_after - rss_before) / 2**20
+    dropped_after = dropped_at - joined_at
     record(Figures("slow and silent readers", f"{PLAYERS} players moving at 5 Hz",
-                   "1 more that never reads (4 KB receive buffer)", dropped_after, 0, 0,
-                   f"dropped after {dropped_after:.1f} s (WORLD_SLOW_CLOSE {SLOW_CLOSE_S:g}); "
-                   f"others' snapshots/s min {rates['min']}, latency p99 {p99} ms; api "
-                   f"memory {grown_mb:+.1f} MB"))
+                   "1 more that never reads (4 KB receive buffer)", dropped_after, None, None,
+                   f"dropped after {dropped_after:.1f} s (WORLD_SLOW_CLOSE {SLOW_CLOSE_S:g} s "
+                   f"once the kernel's buffers hold no more of its {snapshot_bytes / 1000:.0f}"
+                   f" KB snapshots: up to {falling_s:.1f} s; bound {bound_s:.1f} s), out of "
+                   f"the zone after {left_after:.1f} s; others' snapshots/s min "
+                   f"{rates['min']}, latency p99 {p99} ms; api memory {grown_mb:+.1f} MB"))
     assert dropped == 1  # the silent one, without a close frame: there is no room for one
+    # The outlet drops a reader that stayed behind for WORLD_SLOW_CLOSE, at the first tick
+    # after that (server/ws/outlet.py): never before, since it could not be behind before
+    # it joined; and no later than it takes to get behind, plus NOTICE_S.
+    assert dropped_at - asked_at >= SLOW_CLOSE_S, dropped_at - asked_at
+    assert dropped_after <= bound_s, (dropped_after, bound_s)
     assert_undisturbed(report, ledger)
     assert grown_mb < 20, grown_mb
 
@@ -248,7 +322,7 @@ async def test_a_token_expiring_in_play(
     at = (resumed["character"]["x"], resumed["character"]["y"])
     record(Figures("token expiry in play", f"1 player among {PLAYERS}, moving at 5 Hz",
                    f"its token expires {TOKEN_TTL_S} s into the session", saved_s,
-                   int(saved != acked) + int(at != saved), 0,
+                   int(saved != acked) + int(at != saved), None,
                    f"closed {code} {late_s:+.1f} s from expiry; saved {saved}, last acked "
                    f"{acked}; resumed at {at}"))
     assert code == 4001
@@ -287,7 +361,7 @@ async def test_postgres_down_during_play(
         async def ready() -> bool:
             return (await http.get("/readyz")).status_code == 200
 
-        await within(ready, tries=300)
+        await eventually(ready, "the api ready again once Postgres is back", tries=300)
         recovered = time.monotonic() - back
         await players.settled()
         ledger = await players.finished()  # they leave: the zone saves each of them
@@ -299,17 +373,20 @@ async def test_postgres_down_during_play(
         unsaved = unlike_acked(ledger, await stored(observer), math.inf)
         report = players.report
     tick_rate = (tick_ended - tick_began) / (ended - began)
+    doubled = welcomed_again(ledger)  # the outage must not make the zone re-admit anyone
     record(Figures("Postgres down during play", f"{PLAYERS} players moving at 5 Hz",
                    f"Postgres stopped {POSTGRES_DOWN_S:g} s, then started", recovered,
-                   len(unsaved), 0,
+                   len(unsaved), doubled,
                    f"ticks at {tick_rate:.1f}/s meanwhile; {len(answers)} lists answered "
                    f"503 in at most {1000 * max(answers):.0f} ms; snapshots/s min "
                    f"{report['snapshots_per_s_per_client']['min']}; "
-                   f"{PLAYERS - len(unsaved)} saved at the last acked"))
+                   f"{PLAYERS - len(unsaved)} saved at the last acked; doubled: welcomes "
+                   f"beyond one a player"))
     assert tick_rate >= RATE_FLOOR, tick_rate
     assert max(answers) < settings.db_timeout_s, answers
     assert report["snapshots_per_s_per_client"]["min"] >= RATE_FLOOR, report
     assert unsaved == []
+    assert doubled == 0
 
 
 async def _abused(url: str, user: dict[str, Any], abuse: bytes, *, join: bool = False,
@@ -375,9 +452,10 @@ async def test_floods_and_bad_frames_among_200(
     wrong = {name: got[name] for name in cases if got[name] != expected[name]}
     rates, p99 = report["snapshots_per_s_per_client"], report["input_latency"]["p99_ms"]
     record(Figures("floods and bad frames", f"{PLAYERS} players moving at 5 Hz",
-                   ", ".join(cases), 0.0, len(wrong), 0,
+                   ", ".join(cases), 0.0, None, None,
                    "; ".join(f"{name}: {answer}" for name, answer in got.items())
-                   + f"; others' snapshots/s min {rates['min']}, latency p99 {p99} ms"))
+                   + f"; {len(wrong)} wrong; others' snapshots/s min {rates['min']}, "
+                   f"latency p99 {p99} ms"))
     assert wrong == {}, wrong
     assert_undisturbed(report, ledger)
 

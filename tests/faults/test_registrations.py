@@ -1,13 +1,14 @@
 """Fault scenarios of registration and provisioning (issue 13's table, rows 1-3 and 5).
 
 Covers: a storm of concurrent registrations while NATS is killed (-9) halfway and
-started again 5 s later; the same storm while the provisioner is killed (-9) twice
-mid-batch and started again; malformed and oversized `user.registered` events among
-good ones; Postgres killed (-9) right after a burst of 201s; a storm against a Postgres
-too slow for the api's deadline. In each, every 201 of the ledger is in Postgres,
-every user announced once in JetStream and provisioned once in all four parts, the
-outbox empty, and no user answered 503 ("nothing was changed") in Postgres: nothing
-lost, nothing doubled.
+started again 5 s later; the same storm while the provisioner is killed (-9) twice, each
+time while it holds messages it has not settled (JetStream redelivers them to the next
+provisioner, which counts them), and started again; malformed and oversized
+`user.registered` events among good ones; Postgres killed (-9) right after a burst of
+201s; a storm against a Postgres too slow for the api's deadline. In each, every 201 of
+the ledger is in Postgres, every user announced once in JetStream and provisioned once
+in all four parts, the outbox empty, and no user answered 503 ("nothing was changed") in
+Postgres: nothing lost, nothing doubled.
 
 Rules: the fault suite's durable services (tests/faults/conftest.py); the api runs
 in-process, the provisioner too unless the scenario kills it (then it is an `outpost
@@ -21,15 +22,17 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
 import trio
 
 from server.config import Settings
 from server.devstack import DevStack
+from server.process import Running
 from tests.faults.ledger import Figures, Ledger, audit, record
 from tests.faults.storm import SETTLE_TRIES, STORM, observed, settled, storm
 from tests.helpers import eventually, metric
 from tests.processes import Outpost, process_env, started
-from tests.provisioned import publish, user_registered
+from tests.provisioned import held, publish, user_registered
 
 NATS_DOWN_S = 5.0
 
@@ -62,12 +65,46 @@ async def _redelivered(provisioner: Outpost) -> int:
     return int(await metric(provisioner.metrics_url, "outpost_consumer_redelivered_total"))
 
 
+KILL_TRIES = 100  # moments to catch the provisioner holding messages, 0.05 s apart
+
+
+async def _held_while_frozen(observer: Running) -> int:
+    """What a provisioner frozen by SIGSTOP holds, once JetStream's count has stopped
+    moving (acks it sent just before it froze may still be on their way)."""
+    last = -1
+    with trio.fail_after(5):
+        while (now := await held(observer)) != last:
+            last = now
+            await trio.sleep(0.05)
+    return last
+
+
+async def _kill_holding(provisioner: Outpost, observer: Running) -> tuple[int, int]:
+    """kill -9 the provisioner at a moment messages are delivered and not settled: frozen
+    first (SIGSTOP), so that this cannot change before the kill, and let go again
+    (SIGCONT) when there were none. How many there were (what it held, and what an
+    earlier kill left that JetStream has not redelivered yet), and the redeliveries it
+    had counted just before."""
+    for _ in range(KILL_TRIES):
+        redelivered = await _redelivered(provisioner)
+        provisioner.process.send_signal(signal.SIGSTOP)
+        holding = await _held_while_frozen(observer)
+        if holding:
+            provisioner.process.send_signal(signal.SIGKILL)
+            await provisioner.process.wait()
+            return holding, redelivered
+        provisioner.process.send_signal(signal.SIGCONT)
+        await trio.sleep(0.05)
+    pytest.fail("the provisioner never held a message: killing it would test nothing")
+
+
 async def test_registration_storm_with_the_provisioner_killed_twice(
     settings: Settings, nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     ledger = Ledger()
     env = process_env(settings)
     redelivered = 0
+    holdings: list[int] = []  # messages delivered and not settled at each kill
     async with observed(settings, nursery, tmp_path, provisioner=False) as (running, load):
         marks = [trio.Event() for _ in range(2)]
         async with trio.open_nursery() as loading:
@@ -76,25 +113,31 @@ async def test_registration_storm_with_the_provisioner_killed_twice(
             for mark in marks:
                 async with started(tmp_path, "provisioner", env=env) as provisioner:
                     await mark.wait()
-                    redelivered += await _redelivered(provisioner)  # its last moment
-                    provisioner.process.send_signal(signal.SIGKILL)
-                    await provisioner.process.wait()
+                    holding, seen = await _kill_holding(provisioner, running)
+                    holdings.append(holding)
+                    redelivered += seen
         back = trio.current_time()
         async with started(tmp_path, "provisioner", env=env) as provisioner:
             stuck = await settled(running, ledger)
             recovery = trio.current_time() - back
-            redelivered += await _redelivered(provisioner)
+            last = await _redelivered(provisioner)
+            redelivered += last
         result = await audit(running, ledger)
     record(Figures("registration storm, provisioner killed", f"{STORM} concurrent "
                    "registrations", "kill -9 the provisioner at 1/3 and 2/3, restarted",
                    recovery, result.lost, result.doubled,
-                   f"{redelivered} redeliveries; answers {dict(ledger.statuses)}; {result}"))
+                   f"unsettled at the kills {' and '.join(map(str, holdings))}, "
+                   f"{redelivered} redeliveries seen; answers {dict(ledger.statuses)}; "
+                   f"{result}"))
     # The storm and the provisioner share two cores: the tail of the storm may wait for
     # Postgres longer than DB_TIMEOUT_MS and be refused, honestly and with nothing
     # written (the audit says so); this scenario is about what was acknowledged.
     assert set(ledger.statuses) <= {201, 503} and ledger.statuses[201] >= STORM * 0.9, \
         ledger.statuses
     assert (result.lost, result.doubled, stuck) == (0, 0, ""), str(result)
+    # What was unsettled at the second kill can only go to the last provisioner, once
+    # AckWait is over, and the system settled only once it had been handled there.
+    assert last >= holdings[-1] >= 1, (last, holdings)
 
 
 async def test_poison_events_among_good_ones(
