@@ -21,8 +21,8 @@ from server.process import Roles, Running
 from tests.helpers import running_process
 
 # Cheap hashing keeps the suite fast; production cost is argon2-cffi's default. Every test
-# registers its users from 127.0.0.1: registration limits out of the way (the tests of the
-# limits set their own).
+# registers its users and connects from 127.0.0.1: registration limits and the cap on
+# connections per address out of the way (the tests of the limits set their own).
 TEST_ENV = {
     "JWT_SECRET": "test-secret-that-is-long-enough-for-hs256",
     "HTTP_PORT": "0",
@@ -31,6 +31,7 @@ TEST_ENV = {
     "OUTBOX_POLL_MS": "100",
     "REGISTER_RATE_PER_ADDRESS": "1000000",
     "REGISTER_RATE_TOTAL": "1000000",
+    "MAX_CONNECTIONS_PER_ADDRESS": "0",
 }
 
 

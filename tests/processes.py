@@ -51,7 +51,8 @@ class Outpost:
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a process that uses the test session's services (registration
-    limits as the settings have them: out of the way, see tests/conftest.py)."""
+    limits and the cap on connections per address as the settings have them: out of the
+    way, see tests/conftest.py)."""
     return {**os.environ, "DATABASE_URL": settings.database_url,
             "REDIS_URL": settings.redis_url, "NATS_URL": settings.nats_url,
             "NATS_REPLICAS": str(settings.nats_replicas),
@@ -59,7 +60,8 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
             "JWT_SECRET": settings.jwt_secret, "ARGON2_TIME_COST": "1",
             "ARGON2_MEMORY_KIB": "1024", "HTTP_PORT": "0",
             "REGISTER_RATE_PER_ADDRESS": str(settings.register_rate_per_address),
-            "REGISTER_RATE_TOTAL": str(settings.register_rate_total), **extra}
+            "REGISTER_RATE_TOTAL": str(settings.register_rate_total),
+            "MAX_CONNECTIONS_PER_ADDRESS": str(settings.max_connections_per_address), **extra}
 
 
 @asynccontextmanager

@@ -207,9 +207,12 @@ async def stored(observer: Running) -> dict[str, Position]:
 
 
 def assert_undisturbed(report: dict[str, Any], ledger: dict[str, Played]) -> None:
-    """The swarm's players, whatever happened beside them: none closed, none skipped a
-    snapshot, input latency as in a quiet zone."""
+    """The swarm's players, whatever happened beside them: none closed, every frame of
+    theirs decoded and applied, none skipped a snapshot, input latency as in a quiet
+    zone."""
     assert all(played.close is None for played in ledger.values())
+    assert report["frames_failed"]["count"] == 0, report["frames_failed"]
+    assert report["frames_checked"] > 0
     rates = report["snapshots_per_s_per_client"]
     assert rates["min"] >= RATE_FLOOR, rates
     p99 = report["input_latency"]["p99_ms"]
@@ -223,11 +226,12 @@ def shown(position: Position) -> Position:
 
 @asynccontextmanager
 async def world(settings: Settings, nursery: trio.Nursery, tmp_path: Path, *,
-                checkpoint_s: float = CHECKPOINT_S
+                checkpoint_s: float = CHECKPOINT_S, **extra: str
                 ) -> AsyncIterator[tuple[Running, Outpost, dict[str, str]]]:
-    """The observer, an api process, and the environment a zone process takes."""
+    """The observer, an api process, and the environment a zone process takes (with the
+    `extra` variables)."""
     env = process_env(settings, WORLD_CHECKPOINT=str(checkpoint_s), WORLD_ZONES=ZONE,
-                      WORLD_SLOW_CLOSE=str(SLOW_CLOSE_S))
+                      WORLD_SLOW_CLOSE=str(SLOW_CLOSE_S), **extra)
     async with (running_process(settings, nursery, Roles(http=False)) as observer,
                 started(tmp_path, "api", env=env) as api):
         use_api_loop(observer)
