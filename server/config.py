@@ -74,6 +74,10 @@ class Settings:
     # Every frame counts here, fragments and control frames too (docs/protocol.md).
     world_max_frames_per_s: float = 120.0
     world_max_sockets_per_user: int = 10
+    # A world socket's send buffer, bytes (the kernel doubles it for its bookkeeping); 0:
+    # the kernel's own, which Linux grows to tcp_wmem's maximum (4 MiB): a reader that
+    # stops would be sent seconds of snapshots before it counts as behind.
+    world_send_buffer_bytes: int = 256 * 1024
     # Connections open at once to the API port from one client address (HTTP and world
     # alike); 0: no cap (behind a proxy, every client has the proxy's address).
     max_connections_per_address: int = 256
@@ -216,6 +220,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORLD_MAX_MESSAGES_PER_S": ("world_max_messages_per_s", _positive(float)),
     "WORLD_MAX_FRAMES_PER_S": ("world_max_frames_per_s", _positive(float)),
     "WORLD_MAX_SOCKETS_PER_USER": ("world_max_sockets_per_user", _positive(int)),
+    "WORLD_SEND_BUFFER": ("world_send_buffer_bytes", _whole(0, 64 << 20, "a number of bytes")),
     "MAX_CONNECTIONS_PER_ADDRESS": ("max_connections_per_address",
                                     _whole(0, 1_000_000, "a number of connections")),
     "WORLD_ZONES": ("world_zones", _origins),

@@ -265,6 +265,12 @@ class Edge:
                 "not a valid WebSocket (version 13) handshake"), self._stats)
             return None
         await send_all(conn, response, self._stats)
+        if self._settings.world_send_buffer_bytes:
+            # What the kernel holds for a client that does not read: past it, the outlet
+            # sees the client behind, skips snapshots for it and, after WORLD_SLOW_CLOSE,
+            # drops it. Left to grow (to 4 MiB), it held seconds of stale snapshots.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                            self._settings.world_send_buffer_bytes)
         return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
                        settings=self._settings, hub=self._hub, frames=self._frames,
                        stats=self._stats, wire=wire, deflate=deflate)

@@ -196,15 +196,13 @@ async def _first_snapshot(stream: trio.SocketStream, buffered: bytes) -> int:
             data += await stream.receive_some(65536)
 
 
-def _falling_behind_s(snapshot_bytes: int, tick_rate_hz: float) -> float:
+def _falling_behind_s(snapshot_bytes: int, send_buffer: int, tick_rate_hz: float) -> float:
     """The longest a reader that reads nothing takes to fall behind (server/ws/outlet.py):
     until the api's write to it falls short, once the kernel's buffers between them are
-    full: the api's send buffer, which Linux grows up to tcp_wmem's maximum (on loopback
-    at once: ~3.9 MB, holding ~2.8 MB of frames, here), and its own receive buffer
-    (twice what it asked for). Its snapshots list the same players each tick, their
-    sizes a few digits apart (10 %)."""
-    wmem_max = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
-    return (wmem_max + 2 * SILENT_RCVBUF) / (0.9 * snapshot_bytes * tick_rate_hz)
+    full: the api's send buffer (WORLD_SEND_BUFFER, which the kernel doubles) and the
+    reader's receive buffer (twice what it asked for). Its snapshots list the same
+    players each tick, their sizes a few digits apart (10 %)."""
+    return 2 * (send_buffer + SILENT_RCVBUF) / (0.9 * snapshot_bytes * tick_rate_hz)
 
 
 async def test_a_silent_reader_among_200(
@@ -230,7 +228,8 @@ async def test_a_silent_reader_among_200(
                 {"type": "join", "character_id": silent["character"]["id"]})))
             snapshot_bytes = await _first_snapshot(stream, leftover(head))
             joined_at = time.monotonic()  # from now on it reads nothing
-            falling_s = _falling_behind_s(snapshot_bytes, settings.world_tick_rate_hz)
+            falling_s = _falling_behind_s(snapshot_bytes, settings.world_send_buffer_bytes,
+                                          settings.world_tick_rate_hz)
             bound_s = SLOW_CLOSE_S + falling_s + NOTICE_S
             async with trio.open_nursery() as watching:
                 watching.start_soon(playing, api.url, ZONE, PLAYERS + 1)  # it was in
