@@ -97,6 +97,17 @@ class World:
         self.zone.enter(eid, f"char-{eid}-{self.tick}", f"name{eid}", x, y, 0)
         return eid
 
+    def with_players(self, n: int) -> World:
+        """`n` players joined, and sealed in a tick."""
+        for _ in range(n):
+            self.join()
+        self.seal()
+        return self
+
+    def seal(self) -> None:
+        self.tick += 1
+        self.zone.seal(self.tick)
+
     def step(self, *, churn: float = 0.05) -> None:
         for eid, player in list(self.players.items()):
             roll = self.rng.random()
@@ -111,8 +122,7 @@ class World:
                 self.zone.update(eid, player[0], player[1], int(player[2]))
         for _ in range(self.rng.randint(0, 2)):
             self.join()
-        self.tick += 1
-        self.zone.seal(self.tick)
+        self.seal()
         self.eids.wake()
 
 
@@ -126,11 +136,7 @@ def seen_by(zone: Interest, cell: int) -> set[str]:
 def test_a_client_that_follows_deltas_sees_what_a_complete_snapshot_shows(
     radius: float,
 ) -> None:
-    world = World(radius, seed=11)
-    for _ in range(30):
-        world.join()
-    world.tick += 1
-    world.zone.seal(world.tick)
+    world = World(radius, seed=11).with_players(30)
     watcher = next(iter(world.players))  # a client: its view, and what it was last sent
     client, since = PlayerView(), None
     deltas = 0
@@ -138,8 +144,7 @@ def test_a_client_that_follows_deltas_sees_what_a_complete_snapshot_shows(
         world.step()
         if watcher not in world.players:
             watcher = world.join()  # its character came back: a new eid, a new view
-            world.tick += 1
-            world.zone.seal(world.tick)
+            world.seal()
         cell = world.zone.cell_of(watcher)
         assert cell is not None
         view = world.zone.view(cell)
@@ -237,11 +242,7 @@ def normal(payload: bytes, wire: str) -> dict[str, object]:
 
 
 def test_a_mirror_fed_by_the_zone_serves_the_same_snapshots() -> None:
-    world = World(100.0, seed=5)
-    for _ in range(40):
-        world.join()
-    world.tick += 1
-    world.zone.seal(world.tick)
+    world = World(100.0, seed=5).with_players(40)
     mirror = Interest("z1", Grid(*BOUNDS, 100.0), epoch="")
     assert not mirror.apply(FEEDS.decode(world.zone.feed(complete=False))), "a delta first: wait"
     assert mirror.apply(FEEDS.decode(world.zone.feed(complete=True)))
@@ -284,11 +285,7 @@ def test_the_swarm_finds_its_own_entry_without_decoding() -> None:
 
 def test_the_swarms_follower_applies_what_a_view_applies_and_names_the_rest() -> None:
     """bench/v2.py `Follower`: the check a swarm makes of every frame of every client."""
-    world = World(100.0, seed=3)
-    for _ in range(20):
-        world.join()
-    world.tick += 1
-    world.zone.seal(world.tick)
+    world = World(100.0, seed=3).with_players(20)
     watcher = next(iter(world.players))
     follower, view, since = Follower(), PlayerView(), None
     for _ in range(100):
