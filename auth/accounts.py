@@ -36,9 +36,11 @@ class Session:
 @dataclass(frozen=True)
 class Limits:
     """What one api process lets through (docs/protocol.md, "Auth"): login attempts per
-    client address, failed logins per account, registrations per address and in all."""
+    client address, failed logins per account from one address and from all,
+    registrations per address and in all."""
 
     login_per_address: SlidingWindowLimiter
+    login_failures_per_account_and_address: SlidingWindowLimiter
     login_failures_per_account: SlidingWindowLimiter
     register_per_address: SlidingWindowLimiter
     register_total: SlidingWindowLimiter
@@ -123,10 +125,16 @@ class Accounts:
         # name counts under itself, as an account would, so that the limit tells nobody
         # which accounts exist.
         account = f"user:{user.id}" if user else f"name:{login.lower()}"
-        failures = self._limits.login_failures_per_account
+        # Failures count per account from this address: a guesser, even under its own
+        # address's limit, locks the account out for itself only, not for its owner.
+        # And per account from every address, with a looser limit: many addresses
+        # guessing at once are stopped too (at the price of locking the owner out).
+        failures = ((self._limits.login_failures_per_account_and_address,
+                     f"{account}|{client_address}"),
+                    (self._limits.login_failures_per_account, account))
         # Counted as it starts (guesses sent at once count at once), taken back below
         # unless the password was wrong: only failures count.
-        _within(now, refused, (failures, account))
+        _within(now, refused, *failures)
         wrong = False
         try:
             # Always verify (a dummy hash when the user is unknown): same answer, same time.
@@ -134,7 +142,8 @@ class Accounts:
                                                      password)
         finally:
             if not wrong:
-                failures.forget(account, now)
+                for limiter, key in failures:
+                    limiter.forget(key, now)
         if wrong:
             raise InvalidCredentials("unknown username or wrong password")
         assert user is not None

@@ -47,8 +47,9 @@ class Settings:
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     # In a window, per api process: login attempts per client address, and failed logins
-    # per account (by username or email alike).
-    login_failures_per_account: int = 10
+    # per account (by username or email alike) from one address and from all.
+    login_failures_per_account_and_address: int = 10
+    login_failures_per_account: int = 100
     login_rate_per_address: int = 50
     login_rate_window_s: float = 60.0
     # Registrations per client address and in all, per api process, in a window: each
@@ -165,6 +166,8 @@ def _bounds(raw: str) -> tuple[float, float, float, float]:
         raise ValueError("min must be below max")
     if not (min_x <= 0 <= max_x and min_y <= 0 <= max_y):
         raise ValueError("must contain (0, 0), where new characters start")
+    if max(abs(p) for p in parts) > 1e9:  # positions travel as float32 (docs/protocol.md)
+        raise ValueError("must be within -1e9..1e9")
     return min_x, min_y, max_x, max_y
 
 
@@ -201,6 +204,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "DB_TIMEOUT_MS": ("db_timeout_s", lambda raw: _positive(float)(raw) / 1000),
     "ARGON2_TIME_COST": ("argon2_time_cost", _positive(int)),
     "ARGON2_MEMORY_KIB": ("argon2_memory_kib", _positive(int)),
+    "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS": ("login_failures_per_account_and_address",
+                                               _positive(int)),
     "LOGIN_FAILURES_PER_ACCOUNT": ("login_failures_per_account", _positive(int)),
     "LOGIN_RATE_PER_ADDRESS": ("login_rate_per_address", _positive(int)),
     "LOGIN_RATE_WINDOW": ("login_rate_window_s", _positive(float)),
@@ -231,7 +236,8 @@ REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
 # Variables no longer read, and what took their place: one still set stops the process
 # rather than be ignored (its value would silently stop applying).
 RETIRED = {
-    "LOGIN_RATE_PER_USERNAME": "LOGIN_FAILURES_PER_ACCOUNT (only failed logins count now, "
+    "LOGIN_RATE_PER_USERNAME": "LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS and "
+                               "LOGIN_FAILURES_PER_ACCOUNT (only failed logins count now, "
                                "per account whichever of its names is typed)",
 }
 

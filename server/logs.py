@@ -28,17 +28,21 @@ SESSION: ContextVar[str | None] = ContextVar("session", default=None)
 FORMATS = ("json", "text")
 REDACTED = "[redacted]"
 
-# Each pattern: what leads to a secret (kept), then the secret (replaced).
+# Each pattern: what leads to a secret (kept), then the secret (replaced). Each is linear
+# in the line: a match may begin only where a run of its characters begins (a lookbehind),
+# and the quantifiers that could re-scan a run are possessive or bounded (a 16 KB URL of
+# one letter took a second with `[\w.+-]+@`, tried from each of its positions).
 _SECRETS = re.compile("|".join((
-    r"(?P<a>)eyJ[\w-]*\.[\w-]*\.[\w-]*",  # a JWT: its header always starts {" in base64
+    r"(?P<a>)(?<![\w-])eyJ[\w-]*+\.[\w-]*+\.[\w-]*+",  # a JWT: its header starts {" in base64
     r"(?P<b>bearer\s+)\S+",  # an Authorization header's credentials
     r"(?P<c>token=)[^&\s\"']+",  # a query string's token
     r"(?P<d>password\\?\"\s*:\s*\\?\")(?:[^\"\\]|\\.)*",  # JSON: "password": "..."
     r"(?P<e>password'\s*:\s*')(?:[^'\\]|\\.)*",  # a Python repr: 'password': '...'
     r"(?P<f>password=)[^&\s]+",  # a form or query field
     # An email address (a domain of names, not an IP: postgres@127.0.0.1 is no one's).
-    r"(?P<g>)[\w.+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}\b",
-    r"(?P<h>\bKey \(.*?\)=\()[^\n]*",  # Postgres: Key (username)=(ada_99) already exists.
+    r"(?P<g>)(?<![\w.+-])[\w.+-]{1,64}@(?:[a-z0-9-]{1,63}\.){1,8}[a-z]{2,63}\b",
+    # Postgres: Key (username)=(ada_99) already exists.
+    r"(?P<h>\bKey \([^)\n]{0,200}\)=\()[^\n]*+",
 )), re.IGNORECASE)
 
 

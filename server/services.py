@@ -68,6 +68,8 @@ def limits(settings: Settings) -> Limits:
     return Limits(
         login_per_address=SlidingWindowLimiter(limit=settings.login_rate_per_address,
                                                window_s=login),
+        login_failures_per_account_and_address=SlidingWindowLimiter(
+            limit=settings.login_failures_per_account_and_address, window_s=login),
         login_failures_per_account=SlidingWindowLimiter(
             limit=settings.login_failures_per_account, window_s=login),
         register_per_address=SlidingWindowLimiter(limit=settings.register_rate_per_address,

@@ -539,12 +539,13 @@ async def test_register_email_with_control_characters_is_rejected(
 
 # --- login and registration limits ---------------------------------------------------------
 
-FAILURES, PER_ADDRESS = 3, 10
+FAILURES, FROM_ALL, PER_ADDRESS = 3, 5, 10
 
 
 @pytest.fixture
 async def limited(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[httpx.AsyncClient]:
-    async with api_client(settings, nursery, login_failures_per_account=FAILURES,
+    async with api_client(settings, nursery, login_failures_per_account_and_address=FAILURES,
+                          login_failures_per_account=FROM_ALL,
                           login_rate_per_address=PER_ADDRESS) as http:
         yield http
 
@@ -572,6 +573,36 @@ async def test_login_failures_are_limited_per_account(
     other = await register(limited)
     response = await login(limited, other["username"], other["password"])
     assert response.status_code == 200, response.text
+
+
+async def test_a_guesser_under_its_limits_locks_the_account_out_for_itself_only(
+    limited: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The attack that remained once an address at its limit counted no more: a guesser
+    well under its address's limit used up the account's failures, and its owner was
+    refused with the right password for the rest of the window."""
+    victim = await register(limited)
+    async with from_address(limited, "127.0.0.5") as attacker:
+        for _ in range(FAILURES):
+            assert_error(await login(attacker, victim["username"], "wrong guess"),
+                         401, "invalid_credentials")
+        assert_rate_limited(await login(attacker, victim["username"], victim["password"]),
+                            settings.login_rate_window_s)
+    response = await login(limited, victim["username"], victim["password"])
+    assert response.status_code == 200, response.text
+
+
+async def test_guessers_on_many_addresses_meet_the_accounts_own_limit(
+    limited: httpx.AsyncClient, settings: Settings
+) -> None:
+    victim = await register(limited)
+    for n in range(FROM_ALL):  # one failure each from FROM_ALL addresses
+        async with from_address(limited, f"127.0.1.{n + 1}") as guesser:
+            assert_error(await login(guesser, victim["username"], "wrong guess"),
+                         401, "invalid_credentials")
+    async with from_address(limited, "127.0.1.100") as another:
+        assert_rate_limited(await login(another, victim["username"], "wrong guess"),
+                            settings.login_rate_window_s)
 
 
 async def test_an_address_at_its_limit_cannot_lock_anyone_out(

@@ -88,6 +88,12 @@ def test_required_names_are_the_documented_four() -> None:
     ("ARGON2_TIME_COST", "0"),
     ("ARGON2_MEMORY_KIB", "lots"),
     ("LOGIN_FAILURES_PER_ACCOUNT", "0"),
+    ("LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", "-1"),
+    ("WORLD_SEND_BUFFER", "-1"),
+    ("WORLD_MAX_FRAMES_PER_S", "0"),
+    ("WORLD_MAX_SOCKETS_PER_USER", "0"),
+    ("MAX_CONNECTIONS_PER_ADDRESS", "-1"),
+    ("WORLD_BOUNDS", "-1e10,-1,1,1"),
     ("LOGIN_RATE_PER_ADDRESS", "-1"),
     ("LOGIN_RATE_WINDOW", "0"),
     ("REGISTER_RATE_PER_ADDRESS", "0"),
@@ -135,6 +141,11 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     ("ARGON2_TIME_COST", "1", "argon2_time_cost", 1),
     ("ARGON2_MEMORY_KIB", "1024", "argon2_memory_kib", 1024),
     ("LOGIN_FAILURES_PER_ACCOUNT", "3", "login_failures_per_account", 3),
+    ("LOGIN_FAILURES_PER_ACCOUNT_AND_ADDRESS", "2", "login_failures_per_account_and_address", 2),
+    ("WORLD_SEND_BUFFER", "0", "world_send_buffer_bytes", 0),
+    ("WORLD_MAX_FRAMES_PER_S", "60", "world_max_frames_per_s", 60.0),
+    ("WORLD_MAX_SOCKETS_PER_USER", "3", "world_max_sockets_per_user", 3),
+    ("MAX_CONNECTIONS_PER_ADDRESS", "0", "max_connections_per_address", 0),
     ("LOGIN_RATE_PER_ADDRESS", "6", "login_rate_per_address", 6),
     ("LOGIN_RATE_WINDOW", "30", "login_rate_window_s", 30.0),
     ("REGISTER_RATE_PER_ADDRESS", "2", "register_rate_per_address", 2),
@@ -204,7 +215,8 @@ def test_defaults() -> None:
     assert settings.redis_timeout_s == 0.25
     assert settings.db_timeout_s == 5.0
     assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)
-    assert (settings.login_failures_per_account, settings.login_rate_per_address) == (10, 50)
+    assert (settings.login_failures_per_account_and_address,
+            settings.login_failures_per_account, settings.login_rate_per_address) == (10, 100, 50)
     assert settings.login_rate_window_s == 60.0
     assert (settings.register_rate_per_address, settings.register_rate_total) == (5, 60)
     assert settings.register_rate_window_s == 60.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 import trio
 
 from server.config import Settings
-from server.logs import REDACTED, REQUEST, JsonLines, Text
+from server.logs import REDACTED, REQUEST, JsonLines, Text, redact
 from tests.helpers import bearer, register
 from tests.processes import process_env, started
 from tests.world import connect, joined, send, snapshot_with, ws_url
@@ -154,3 +155,17 @@ def test_an_email_in_a_traceback_is_redacted() -> None:
                                   "nats://user@localhost:4222", "zone z1 at 12.5@3"])
 def test_addresses_that_are_no_email_are_kept(kept: str) -> None:
     assert kept in JsonLines("api").format(record(kept))
+
+
+@pytest.mark.parametrize("adversarial", [
+    "GET /" + "a" * 200_000, "Key (" * 40_000, "eyJ" * 70_000, "a@" * 100_000,
+    "bearer " * 30_000, 'password":"' * 20_000, "a.b-c+d" * 30_000 + "@example.com",
+])
+def test_redaction_is_linear_in_the_line(adversarial: str) -> None:
+    """Every line is redacted on the event loop, and a client puts its URL in one: a
+    pattern that re-scans a run from each of its positions made a 16 KB path cost a
+    second (quadratic: ~3 minutes at this size). This is no speed target (benches have
+    those): the bound only tells linear from quadratic, which are three orders apart."""
+    began = time.perf_counter()
+    redact(adversarial)
+    assert time.perf_counter() - began < 5.0

@@ -161,11 +161,15 @@ async def test_a_short_session_moves_every_metric(
     # process (more if the session's earlier tests left users to provision).
     assert at(after, "outpost_outbox_oldest_seconds") == 0
     assert moved("outpost_outbox_relayed_total") >= 4
-    # Every consumer dead-lettered the poison, redelivered nothing, and holds nothing
-    # (`settled` waited for its pending to be 0).
+    # Every consumer dead-lettered the poison and holds nothing (`settled` waited for its
+    # pending to be 0). The consumers are the session's, durable and shared: what an
+    # earlier test's process left unsettled may come to this one, dead-lettered or
+    # redelivered (a fresh clone's run once saw a redelivery here); so a bound, and the
+    # redeliveries only listed (tests/faults/test_registrations.py counts them exactly).
     for consumer in CONSUMERS:
-        assert moved("outpost_consumer_dead_letters_total", consumer=consumer) == 1
-        assert moved("outpost_consumer_redelivered_total", consumer=consumer) == 0
+        assert moved("outpost_consumer_dead_letters_total", consumer=consumer) >= 1
+        assert ("outpost_consumer_redelivered_total",
+                frozenset({("consumer", consumer)})) in after
 
 
 async def test_processes_without_an_api_serve_metrics_on_their_own_port(

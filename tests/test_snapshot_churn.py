@@ -13,11 +13,12 @@ network's); Hypothesis draws the sequences and shrinks a failure to its shortest
 from __future__ import annotations
 
 import json
+import random
 import struct
 from dataclasses import dataclass, field
 
 import trio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from bench.v2 import PlayerView, decode
@@ -128,13 +129,14 @@ async def play(script: list[Op], radius: float, wires: list[str], eager: list[bo
                       view_radius=radius)
     mirror = Mirror(radius)
     members: dict[int, Member] = {}
+    everyone: list[Member] = []  # who ever joined: what they wrote is counted
     seqs = [0] * CHARACTERS
-    written = 0
 
     async def join(n: int, x: float, y: float, *, placed: bool = False) -> None:
         member = Member(wires[n], eager[n])
         await actor.join(Entrant(f"c{n}", f"u{n}", f"name {n}", x, y, placed), member)
         members[n] = member
+        everyone.append(member)
 
     for kind, n, a, b in script:
         if kind == "join":
@@ -152,8 +154,7 @@ async def play(script: list[Op], radius: float, wires: list[str], eager: list[bo
         elif kind == "tick":
             await actor._step()
             mirror.take(actor._interest)
-        written = sum(m.written for m in members.values())
-    return written
+    return sum(m.written for m in everyone)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -163,7 +164,19 @@ async def play(script: list[Op], radius: float, wires: list[str], eager: list[bo
 def test_every_snapshot_decodes_and_shows_what_v1_shows_under_churn(
     script: list[Op], radius: float, wires: list[str], eager: list[bool]
 ) -> None:
-    trio.run(play, script, radius, wires, eager)
+    target(float(trio.run(play, script, radius, wires, eager)))  # scripts that write more
+
+
+def test_a_long_churn_writes_and_checks_hundreds_of_snapshots() -> None:
+    """The property's examples are short; this one is long, and says that the checks ran:
+    every payload written was decoded and compared."""
+    rng = random.Random(19)
+    kinds = ["join", "leave", "move", "move", "move", "travel", "tick", "tick", "drain"]
+    script: list[Op] = [(kind, rng.randrange(CHARACTERS), rng.randint(-450, 450),
+                         rng.randint(-450, 450)) for kind in rng.choices(kinds, k=3000)]
+    for radius in (0.0, 100.0):
+        written = trio.run(play, script, radius, [V1, V2, V2, V2], [True, False, True, False])
+        assert written > 500, written
 
 
 def test_a_lagging_member_that_encodes_after_a_join_gets_a_whole_snapshot() -> None:
@@ -172,4 +185,4 @@ def test_a_lagging_member_that_encodes_after_a_join_gets_a_whole_snapshot() -> N
     was sealed and a member behind on writing encoded its view in between."""
     script: list[Op] = [("join", 0, 0, 0), ("tick", 0, 0, 0), ("join", 1, 5, 5),
                         ("drain", 0, 0, 0)]
-    trio.run(play, script, 0.0, [V2] * CHARACTERS, [False] * CHARACTERS)
+    assert trio.run(play, script, 0.0, [V2] * CHARACTERS, [False] * CHARACTERS) == 1

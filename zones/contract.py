@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
@@ -27,6 +27,9 @@ FEED_VERSION = 1
 
 Text = Annotated[str, msgspec.Meta(max_length=200)]  # ids, names, codes, messages
 Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]  # NaN and inf are refused
+# A position: within any zone's bounds (server/config.py keeps WORLD_BOUNDS within ±1e9),
+# so that a snapshot can always write it as a float32.
+Coordinate = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
@@ -41,8 +44,8 @@ class JoinRequest(_Message, frozen=True, tag="zone.join/1"):
     character_id: Text
     user_id: Text
     name: Text
-    x: Finite
-    y: Finite
+    x: Coordinate
+    y: Coordinate
     placed: bool  # put it at (x, y) whatever the zone remembers (a travel's spawn point)
     api: Text  # the api process, for its inputs and news
     session: Text  # the session in that process
@@ -53,8 +56,8 @@ class Admitted(_Message, frozen=True, tag="zone.admitted/1"):
 
     tick: Count
     tick_rate: Finite
-    x: Finite
-    y: Finite
+    x: Coordinate
+    y: Coordinate
     eid: Count
 
 
@@ -103,14 +106,14 @@ class Feed(msgspec.Struct, frozen=True):
     """One tick of a zone's feed: v2's snapshot with exact positions, the zone run's
     epoch and the feed's version (docs/protocol.md, "Zones across processes")."""
 
-    v: int
+    v: Literal[1]  # FEED_VERSION: a feed of another version does not decode
     epoch: Text
-    type: str
+    type: Literal["snapshot"]
     zone: Text
     tick: Count
     base: Count | None
     enter: list[tuple[Count, Text, Text]]  # eid, character, name
-    update: list[tuple[Count, Finite, Finite, Count]]  # eid, x, y, seq
+    update: list[tuple[Count, Coordinate, Coordinate, Count]]  # eid, x, y, seq
     leave: list[Count]
 
 
@@ -151,13 +154,14 @@ class Refusals:
         except msgspec.DecodeError as exc:
             self.refuse(what, "malformed", str(exc), len(data))
             return None
-        if isinstance(message, Feed) and message.v != FEED_VERSION:
-            self.refuse(what, "invalid", f"feed version {message.v}", len(data))
-            return None
         return message
 
     def refuse(self, what: str, reason: str, why: str, size: int) -> None:
-        """Count and log a message of `what` kind refused for `reason` (`why` in words)."""
+        """Count and log a message of `what` kind refused for `reason` (`why` in words).
+        A flood of them is logged at the 1st, 2nd, 4th, 8th... refusal of its kind: the
+        metric has every one, and the log stays readable."""
         self.counts[what, reason] += 1
-        log.error("refused a %s message of %d bytes from another process (%s): %s", what,
-                  size, reason, why)
+        count = self.counts[what, reason]
+        if count & (count - 1) == 0:
+            log.error("refused a %s message of %d bytes from another process (%s, %d so far):"
+                      " %s", what, size, reason, count, why)

@@ -106,7 +106,8 @@ class ZoneHost:
     async def _claim(self) -> int | None:
         try:
             return await self._directory.claim(self.zone_id, contract.encode(contract.Held(
-                self._world.instance_id, 0, 0, 0.0, contract.TickTimes(None, None, None))))
+                self._world.instance_id, 0, 0, self._world.tick_rate_hz,
+                contract.TickTimes(None, None, None))))
         except BusUnavailable as exc:
             log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
             return None

@@ -191,6 +191,8 @@ class Interest:
         self._touched.setdefault(eid, None)
 
     def update(self, eid: int, x: float, y: float, seq: int) -> None:
+        """A mirror's update (`apply`), which seals at once: so an entity may change cells
+        here, with no view built between."""
         entity = self.entities[eid]
         if eid not in self._touched:
             self._touched[eid] = entity.cell
@@ -377,9 +379,12 @@ class Interest:
         held.difference_update(leave)
         unknown = [entry[0] for entry in update if entry[0] not in names
                    and entry[0] not in held]
-        if feed.zone != self.zone_id or unknown:
+        # An eid that leaves and enters in one tick: no delta could tell its viewers (the
+        # zone rests a freed eid for a tick so that it never happens).
+        reused = names.keys() & set(leave)
+        if feed.zone != self.zone_id or unknown or reused:
             raise ValueError(f"a feed of zone {feed.zone!r} that updates unknown eids "
-                             f"{unknown[:5]}")
+                             f"{unknown[:5]} or reuses eids {sorted(reused)[:5]}")
         if base is None:
             if epoch != self.epoch:  # another run of the zone: start afresh
                 for eid in list(self.entities):

@@ -139,6 +139,10 @@ class RemoteZone:
         except ValueError as exc:  # nothing applied: the next delta will not follow, either
             self._refusals.refuse("feed", "invalid", str(exc), len(data))
             return
+        except Exception as exc:  # a feed the mirror choked on: it starts afresh
+            self._refusals.refuse("feed", "invalid", repr(exc), len(data))
+            self._mirror = Interest(self.zone_id, self._mirror.grid, epoch="")
+            return
         if not synced:
             return  # a tick went missing: wait for the next complete feed
         mirror = self._mirror

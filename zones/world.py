@@ -116,6 +116,11 @@ class World:
                          checkpoint_s=c.checkpoint_s, view_radius=c.view_radius)
 
     @property
+    def tick_rate_hz(self) -> float:
+        """The tick rate of this world's zones."""
+        return self._config.tick_rate_hz
+
+    @property
     def zones(self) -> dict[str, ZoneActor]:
         """The zones this process runs now."""
         return {zone_id: local.actor for zone_id, local in self._local.items()}

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 # path: one label per route); a request that matched none is `unmatched`.
 ROUTE = "outpost.route"
 UNMATCHED = "unmatched"
+LOGGED_PATH = 256  # characters of a request path a log line keeps
 # A client may name its request (X-Request-Id) for the log lines; anything else gets one.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _INTERNAL = orjson.dumps({"error": {"code": "internal",
@@ -146,4 +147,6 @@ class RequestGuard:
         route = str(scope.get(ROUTE, UNMATCHED))
         self._requests.labels(route, str(status)).inc()
         self._seconds.labels(route).observe(took)
-        log.info("%s %s %d in %.1f ms", scope["method"], scope["path"], status, 1000 * took)
+        path = scope["path"]  # a client's, up to the head's 16 KiB: the line keeps its start
+        shown = path if len(path) <= LOGGED_PATH else path[:LOGGED_PATH] + "..."
+        log.info("%s %s %d in %.1f ms", scope["method"], shown, status, 1000 * took)

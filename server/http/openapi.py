@@ -295,7 +295,9 @@ def _responses(settings: Settings) -> Json:
             "unsupported_media_type"),
         "LoginRateLimited": _rate_limited(
             f"too many login attempts from this address ({settings.login_rate_per_address}), "
-            f"or failed ones for this account ({settings.login_failures_per_account}), "
+            f"or failed ones for this account from this address "
+            f"({settings.login_failures_per_account_and_address}) or from all "
+            f"({settings.login_failures_per_account}), "
             f"within {settings.login_rate_window_s:g} s"),
         "RegisterRateLimited": _rate_limited(
             f"too many registrations from this address ({settings.register_rate_per_address})"

@@ -48,6 +48,10 @@ WORLD_PATH = "/v1/world/ws"
 HEAD_MAX_BYTES = 16 * 1024
 BACKLOG = 1024
 RETRY_AFTER_S = 5  # a connection refused by a cap: one closes in about that time
+# Refusals past the address cap that may wait at once for their client's goodbye (so that
+# the 429 arrives whole); past these, one is closed at once: a flood of connections from
+# one address costs a descriptor and a task each for no longer than an accept.
+REFUSALS_LINGERING = 16
 
 
 class _Replayed(trio.abc.HalfCloseableStream):
@@ -137,6 +141,7 @@ class Edge:
         self._state: dict[str, object] = {}
         self._sessions: set[Session] = set()
         self._connections: Counter[str] = Counter()  # open, per client address
+        self._refusing: Counter[str] = Counter()  # refused, lingering, per client address
         self._sockets: Counter[uuid.UUID] = Counter()  # world sockets open, per user
         self._hub = EpollHub()
         self._frames = FrameCache()
@@ -194,8 +199,16 @@ class Edge:
         try:
             if cap and held[address] >= cap:
                 self._stats.refused["connections_per_address"] += 1
-                await _refuse_and_linger(conn, _too_many(
-                    f"too many connections from your address (at most {cap})"), self._stats)
+                if self._refusing[address] < REFUSALS_LINGERING:
+                    self._refusing[address] += 1
+                    try:
+                        await _refuse_and_linger(conn, _too_many(
+                            f"too many connections from your address (at most {cap})"),
+                            self._stats)
+                    finally:
+                        self._refusing[address] -= 1
+                        if not self._refusing[address]:
+                            del self._refusing[address]
                 return
             held[address] += 1
             try:
@@ -228,13 +241,13 @@ class Edge:
     async def _world_session(self, conn: socket.socket, request: ws.Request,
                              rest: bytes) -> None:
         """Answer the upgrade, then run the session, counted against its user's cap."""
-        refusal = self._refuse(request)
-        if isinstance(refusal, bytes):
+        admitted = self._admit(request)
+        if isinstance(admitted, bytes):  # a refusal
             with trio.move_on_after(self._settings.world_handshake_timeout_s):
-                await _refuse_and_linger(conn, refusal, self._stats)
+                await _refuse_and_linger(conn, admitted, self._stats)
             return
-        user_id, expires_at = refusal
-        self._sockets[user_id] += 1  # in the same step as _refuse checked the cap
+        user_id, expires_at = admitted
+        self._sockets[user_id] += 1  # in the same step as _admit checked the cap
         try:
             with trio.move_on_after(self._settings.world_handshake_timeout_s):
                 session = await self._upgrade(conn, request, rest, user_id, expires_at)
@@ -275,8 +288,8 @@ class Edge:
                        settings=self._settings, hub=self._hub, frames=self._frames,
                        stats=self._stats, wire=wire, deflate=deflate)
 
-    def _refuse(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
-        """The refusal to send, or the session's user and token expiry."""
+    def _admit(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
+        """The session's user and token expiry, or the refusal to send."""
         if not request.is_websocket_upgrade:
             return _refusal(400, "Bad Request", "validation_failed", ws.NOT_AN_UPGRADE)
         try:

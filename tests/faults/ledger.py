@@ -35,7 +35,9 @@ class Figures:
     scenario: str
     load: str
     fault: str
-    recovery_s: float  # from the end of the fault until everything holds again
+    # From the end of the fault until everything holds again; None where nothing had to
+    # recover (abuse the server refuses as it comes: printed "-").
+    recovery_s: float | None
     lost: int | None  # None: the scenario does not count it (printed "-")
     doubled: int | None
     notes: str = ""
@@ -48,16 +50,20 @@ def _count(figure: int | None) -> str:
     return "-" if figure is None else str(figure)
 
 
+def _seconds(figure: float | None) -> str:
+    return "-" if figure is None else f"{figure:.1f}"
+
+
 def record(figures: Figures) -> None:
     TABLE.append(figures)
     print(f"{figures.scenario}: load {figures.load}; fault {figures.fault}; recovered in "
-          f"{figures.recovery_s:.1f} s; lost {_count(figures.lost)}; doubled "
+          f"{_seconds(figures.recovery_s)} s; lost {_count(figures.lost)}; doubled "
           f"{_count(figures.doubled)}" + (f"; {figures.notes}" if figures.notes else ""))
 
 
 def table() -> list[str]:
     head = ("scenario", "load", "fault", "recovery s", "lost", "doubled", "notes")
-    rows = [head, *((f.scenario, f.load, f.fault, f"{f.recovery_s:.1f}", _count(f.lost),
+    rows = [head, *((f.scenario, f.load, f.fault, _seconds(f.recovery_s), _count(f.lost),
                      _count(f.doubled), f.notes) for f in TABLE)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))

@@ -28,6 +28,7 @@ from bench import v2
 from bench.rawws import client_frame, frame_at
 from server.config import Settings
 from server.ws import codec
+from server.ws.edge import REFUSALS_LINGERING
 from tests.faults.ledger import Figures, record
 from tests.faults.play import PLAYERS, ZONE, assert_undisturbed, swarm, world
 from tests.helpers import metric
@@ -130,18 +131,19 @@ async def _one_account(url: str, user: dict[str, Any]) -> str:
             return head.split(b"\r\n")[0].decode()
 
 
-async def _one_address(url: str) -> tuple[int, int]:
-    """Connections from one address beyond its cap, opened at once and silent: (held open,
-    refused with 429). The cap answers as soon as the busy process has accepted the
-    connection; a held one waits for a request head, for WORLD_HANDSHAKE_TIMEOUT (5 s)."""
+async def _one_address(url: str) -> int:
+    """Connections from one address beyond its cap, opened at once and silent: how many
+    were answered 429. A held one gets nothing, and its end once it has said nothing for
+    WORLD_HANDSHAKE_TIMEOUT (5 s); a refused one its 429 while few refusals wait for their
+    clients, else its end at once (server/ws/edge.py, REFUSALS_LINGERING)."""
     host, port = url.removeprefix("http://").split(":")
     refused = 0
 
     async def answered(stream: trio.SocketStream) -> None:
         nonlocal refused
-        with trio.move_on_after(4):
+        with trio.fail_after(ANSWER_S):
             answer = await stream.receive_some(65536)  # then count: `+= await` would race
-            refused += answer.startswith(b"HTTP/1.1 429")
+        refused += answer.startswith(b"HTTP/1.1 429")
 
     async with AsyncExitStack() as stack:
         streams = []
@@ -153,7 +155,7 @@ async def _one_address(url: str) -> tuple[int, int]:
         async with trio.open_nursery() as reading:
             for stream in streams:
                 reading.start_soon(answered, stream)
-    return FROM_ONE_ADDRESS - refused, refused
+    return refused
 
 
 async def test_hostile_traffic_among_200(
@@ -172,9 +174,9 @@ async def test_hostile_traffic_among_200(
             answers[name] = await attack(api.url, user)
 
         async def address() -> None:
-            held, refused = await _one_address(api.url)
+            answered_429 = await _one_address(api.url)
             answers[f"{FROM_ONE_ADDRESS} connections from one address"] = \
-                f"{held} held, {refused} refused 429"
+                f"{FROM_ONE_ADDRESS - ADDRESS_CAP} refused, {answered_429} of them answered 429"
 
         async def account() -> None:
             answers[f"{SOCKETS_PER_USER + 1} sockets of one account"] = await _one_account(
@@ -199,7 +201,7 @@ async def test_hostile_traffic_among_200(
     record(Figures("hostile traffic", f"{PLAYERS} players moving at 5 Hz",
                    f"{len(ATTACKS)} hostile sockets at once (nested, malformed, fragmented, "
                    "oversized, random), one account and one address past their caps",
-                   0.0, lost, None,
+                   None, lost, None,
                    "; ".join(f"{name}: {answer}" for name, answer in answers.items())
                    + f"; players: snapshots/s min {rates['min']}, latency p99 {p99} ms, "
                    f"{report['frames_checked']} frames decoded, "
@@ -208,9 +210,11 @@ async def test_hostile_traffic_among_200(
     assert wrong == {}, wrong
     assert answers[f"{SOCKETS_PER_USER + 1} sockets of one account"].startswith(
         "HTTP/1.1 429"), answers
-    assert answers[f"{FROM_ONE_ADDRESS} connections from one address"] == \
-        f"{ADDRESS_CAP} held, {FROM_ONE_ADDRESS - ADDRESS_CAP} refused 429", answers
+    # Exactly the connections past the cap were refused, as the server counted them; those
+    # it answered, at least as many as may wait for their clients at once.
     assert refused_caps == {"connections_per_address": FROM_ONE_ADDRESS - ADDRESS_CAP,
                             "sockets_per_user": 1}, refused_caps
+    answered_429 = int(answers[f"{FROM_ONE_ADDRESS} connections from one address"].split()[2])
+    assert REFUSALS_LINGERING <= answered_429 <= FROM_ONE_ADDRESS - ADDRESS_CAP, answers
     assert_undisturbed(report, ledger)
     assert lost == 0

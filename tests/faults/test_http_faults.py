@@ -183,10 +183,10 @@ async def test_brute_force_is_limited_per_account_and_per_address(
             login = await elsewhere.post("/v1/auth/login", json={
                 "username": player["username"], "password": player["password"]})
     record(Figures("brute force", "200 wrong passwords for one account; 1,000 logins "
-                   "from one address", "none (abuse)", 0.0, None, None,
+                   "from one address", "none (abuse)", None, None, None,
                    f"account: {dict(per_account)}; address: {dict(per_address)}"))
-    assert per_account == {401: settings.login_failures_per_account,
-                           429: 200 - settings.login_failures_per_account}
+    assert per_account == {401: settings.login_failures_per_account_and_address,
+                           429: 200 - settings.login_failures_per_account_and_address}
     # Two attempts of the comparison above count against the address too.
     assert per_address == {401: settings.login_rate_per_address - 2,
                            429: 1000 - settings.login_rate_per_address + 2}
