@@ -9,8 +9,7 @@ from datetime import datetime
 
 import orjson
 
-from bus.subjects import CHARACTER_CREATED, USER_REGISTERED
-from persistence.characters import Character
+from bus.subjects import USER_REGISTERED
 from persistence.outbox import OutboxEvent
 from persistence.users import USERNAME, User, plausible_email
 
@@ -38,13 +37,6 @@ def user_registered(user: User) -> OutboxEvent:
     payload = {"userId": str(user.id), "username": user.username, "email": user.email,
                "registrationTimestamp": iso(user.created_at)}
     return OutboxEvent(USER_REGISTERED, str(user.id), orjson.dumps(payload))
-
-
-def character_created(character: Character) -> OutboxEvent:
-    payload = {"character_id": str(character.id), "user_id": str(character.user_id),
-               "name": character.name, "class": character.class_, "zone_id": character.zone_id,
-               "x": character.x, "y": character.y, "created_at": iso(character.created_at)}
-    return OutboxEvent(CHARACTER_CREATED, str(character.id), orjson.dumps(payload))
 
 
 def parse_user_registered(data: bytes) -> UserRegistered:

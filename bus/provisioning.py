@@ -8,7 +8,9 @@ fall behind or fail without touching the others.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -17,8 +19,6 @@ from bus.connection import Bus, ConsumerSpec
 from bus.consumer import ConsumerWorker
 from bus.events import UserRegistered
 from persistence.buildings import provision_buildings
-from persistence.cache import Cache
-from persistence.characters import cache_key, provision_default_characters
 from persistence.players import Player, provision_players
 from persistence.postgres import Postgres
 from persistence.progression import provision_progressions
@@ -26,18 +26,21 @@ from persistence.progression import provision_progressions
 SERVICES = ("player-service", "character-service", "progression-service", "building-service")
 
 
+class DefaultCharacters(Protocol):
+    """The character service, as its consumer calls it (characters/service.py)."""
+
+    async def provision_defaults(self, user_ids: list[uuid.UUID]) -> None: ...
+
+
 def consumer_spec(durable: str) -> ConsumerSpec:
     return ConsumerSpec(stream="USERS", durable=durable, subject=subjects.USER_REGISTERED)
 
 
 class Provisioner:
-    def __init__(self, pg: Postgres, cache: Cache, bus: Bus, *, zone_id: str,
-                 on_committed: Callable[[], None]) -> None:
+    def __init__(self, pg: Postgres, bus: Bus, characters: DefaultCharacters) -> None:
         self._pg = pg
-        self._cache = cache
         self._bus = bus
-        self._zone_id = zone_id
-        self._on_committed = on_committed  # wakes the outbox relay
+        self._characters_service = characters
         self.workers: list[ConsumerWorker[UserRegistered]] = []  # once started
 
     async def run(
@@ -60,13 +63,7 @@ class Provisioner:
             Player(e.user_id, e.username, e.registered_at) for e in registered])
 
     async def _characters(self, registered: list[UserRegistered]) -> None:
-        user_ids = [e.user_id for e in registered]
-        created = await self._pg.transact(provision_default_characters, user_ids,
-                                          zone_id=self._zone_id, announce=events.character_created)
-        if created:
-            self._on_committed()
-        # Also on a redelivery: the first delivery may have died between commit and here.
-        await self._cache.invalidate(*(cache_key(u) for u in user_ids))
+        await self._characters_service.provision_defaults([e.user_id for e in registered])
 
     async def _progressions(self, registered: list[UserRegistered]) -> None:
         await self._pg.transact(provision_progressions, [e.user_id for e in registered])

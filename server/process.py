@@ -94,8 +94,7 @@ async def run_process(
                 await workers.start(ZoneHost(zone_id, services.world, services.bus).run)
             if roles.provisioner:
                 provisioner = await workers.start(Provisioner(
-                    services.pg, services.cache, services.bus, zone_id=settings.world_zone_id,
-                    on_committed=services.relay.wake).run)
+                    services.pg, services.bus, services.characters).run)
                 metrics.consumers = provisioner.workers
             async with trio.open_nursery() as edge:
                 if roles.http:

@@ -13,11 +13,11 @@ from auth.ratelimit import SlidingWindowLimiter
 from auth.tokens import Tokens
 from bus.connection import Bus
 from bus.relay import OutboxRelay
+from characters.service import Characters
 from persistence.cache import Cache
 from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
 from server.config import Settings
-from server.http.characters import Characters
 from zones.simulation import Bounds, Rules
 from zones.world import World, WorldConfig
 

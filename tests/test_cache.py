@@ -22,8 +22,8 @@ import pytest
 import trio
 import trio_asyncio
 
+from characters.store import cache_key, list_characters
 from persistence.cache import CacheMiss
-from persistence.characters import cache_key, list_characters
 from server.devstack import DevStack
 from server.process import Running
 from tests.helpers import bearer, eventually, register, use_api_loop

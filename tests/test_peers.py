@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 
 from bus import subjects
 from bus.directory import BUCKET
-from persistence.characters import move_to_zone
+from characters.store import move_to_zone
 from server.config import Settings
 from server.process import Roles, Running
 from tests.helpers import eventually, metric, running_process, use_api_loop

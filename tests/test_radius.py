@@ -23,7 +23,7 @@ import trio
 from trio_websocket import WebSocketConnection
 
 from bench import v2
-from persistence.characters import move_to_zone
+from characters.store import move_to_zone
 from server.config import Settings
 from server.process import Roles, Running
 from tests.helpers import running_process, use_api_loop

@@ -20,7 +20,7 @@ import httpx
 import trio
 import trio_asyncio
 
-from persistence.characters import cache_key
+from characters.store import cache_key
 from server.devstack import DevStack, EmbeddedServer
 from server.process import Running
 from tests.helpers import bearer, eventually, register, use_api_loop

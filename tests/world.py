@@ -21,7 +21,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from bench import v2
 from bench.rawws import client_frame, open_upgraded, received_until
-from persistence.characters import Character, get_character
+from characters.store import Character, get_character
 from server.config import Settings
 from server.process import Running
 from tests.helpers import bearer, eventually, register

@@ -27,14 +27,14 @@ import trio
 from bus import subjects
 from bus.connection import Bus, BusUnavailable
 from bus.directory import ZoneDirectory
-from persistence.cache import Cache
-from persistence.characters import (
+from characters.store import (
     Character,
     cache_key,
     get_character,
     move_to_zone,
     update_positions,
 )
+from persistence.cache import Cache
 from persistence.errors import DomainError, Forbidden, NotFound
 from persistence.postgres import Postgres
 from zones import contract

@@ -14,9 +14,9 @@ from quart import Quart, Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, NotFound
 
+from characters.service import character_json
 from persistence.errors import DomainError
 from server.config import Settings
-from server.http.characters import character_json
 from server.http.errors import (
     BadJson,
     BodyTooSlow,

@@ -11,8 +11,8 @@ import uuid
 import asyncpg
 
 from bus.events import iso
+from characters.store import active_character_id
 from persistence.buildings import list_buildings
-from persistence.characters import active_character_id
 from persistence.errors import NotFound
 from persistence.players import get_player
 from persistence.progression import get_progression

@@ -15,9 +15,9 @@ schema here is never stricter than the code.
 from __future__ import annotations
 
 from auth.accounts import PASSWORD_MAX, PASSWORD_MIN
+from characters.service import CLASSES, NAME_MAX, NAME_MIN
 from persistence.users import EMAIL, EMAIL_MAX, USERNAME
 from server.config import Settings
-from server.http.characters import CLASSES, NAME_MAX, NAME_MIN
 
 Json = dict[str, object]
 

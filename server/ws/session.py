@@ -37,9 +37,9 @@ from dataclasses import dataclass
 import trio
 
 from auth.tokens import Tokens, bearer_token
+from characters.service import character_json
 from persistence.errors import DomainError, Unauthenticated
 from server.config import Settings
-from server.http.characters import character_json
 from server.logs import SESSION
 from server.ws import codec, messages
 from server.ws.hub import EpollHub

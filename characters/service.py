@@ -1,5 +1,7 @@
-"""The character service: validation, Postgres writes with their events, and the
-Redis cache-aside list (docs/protocol.md, "Characters")."""
+"""The character service: validation, Postgres writes with their events, the Redis
+cache-aside list, and the default character a new account is provisioned with
+(docs/protocol.md, "Characters"). HTTP routes, the world's edge and the provisioning
+consumer all call it."""
 
 from __future__ import annotations
 
@@ -12,15 +14,18 @@ from datetime import UTC, datetime
 import orjson
 
 from bus import events
-from persistence.cache import Cache, CacheMiss
-from persistence.characters import (
+from bus.subjects import CHARACTER_CREATED
+from characters.store import (
     DEFAULT_CLASS,
     Character,
     cache_key,
     insert_character,
     list_characters,
+    provision_default_characters,
 )
+from persistence.cache import Cache, CacheMiss
 from persistence.errors import ValidationFailed
+from persistence.outbox import OutboxEvent
 from persistence.postgres import Postgres
 
 CLASSES = ("recruit", "scout", "engineer", "medic", "heavy")
@@ -58,6 +63,14 @@ def validate_character(body: Mapping[str, object]) -> tuple[str, str]:
     return name, class_
 
 
+def character_created(character: Character) -> OutboxEvent:
+    """The `character.created` event of a new character (docs/protocol.md, "Bus events")."""
+    payload = {"character_id": str(character.id), "user_id": str(character.user_id),
+               "name": character.name, "class": character.class_, "zone_id": character.zone_id,
+               "x": character.x, "y": character.y, "created_at": events.iso(character.created_at)}
+    return OutboxEvent(CHARACTER_CREATED, str(character.id), orjson.dumps(payload))
+
+
 def character_json(c: Character) -> dict[str, object]:
     return {"id": str(c.id), "user_id": str(c.user_id), "name": c.name, "class": c.class_,
             "zone_id": c.zone_id, "x": c.x, "y": c.y, "active": c.active,
@@ -81,10 +94,20 @@ class Characters:
         draft = Character(uuid.uuid4(), user_id, name, class_, self._zone_id, 0.0, 0.0,
                           False, datetime.now(UTC))
         created = await self._pg.transact(insert_character, draft, limit=self._max_per_user,
-                                          announce=events.character_created)
+                                          announce=character_created)
         self._on_committed()
         await self._cache.invalidate(cache_key(user_id))
         return created
+
+    async def provision_defaults(self, user_ids: list[uuid.UUID]) -> None:
+        """Give each new user its default character (idempotent: the character-service
+        consumer of `user.registered` calls this on every delivery)."""
+        created = await self._pg.transact(provision_default_characters, user_ids,
+                                          zone_id=self._zone_id, announce=character_created)
+        if created:
+            self._on_committed()
+        # Also on a redelivery: the first delivery may have died between commit and here.
+        await self._cache.invalidate(*(cache_key(u) for u in user_ids))
 
     async def list_json(self, user_id: uuid.UUID) -> bytes:
         """The user's characters as the JSON array of a list response, oldest first."""
