@@ -9,8 +9,9 @@ from pathlib import Path
 
 from setuptools import setup
 
-COMPILED = ["zones/simulation.py", "zones/snapshots.py", "zones/interest.py",
-            "server/ws/codec.py", "server/ws/messages.py"]
+COMPILED = ["zones/simulation.py", "zones/snapshots.py", "zones/grid.py", "zones/interest.py",
+            "zones/mirror.py", "rules/api.py", "rules/motion.py", "rules/walk.py",
+            "rules/shooter/game.py", "server/ws/codec.py", "server/ws/messages.py"]
 
 if os.environ.get("OUTPOST_COMPILE", "1") == "0":
     # Python would go on importing an earlier build in preference to the source.

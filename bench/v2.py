@@ -45,20 +45,16 @@ class OutOfStep(Exception):
     """A delta against a tick this view does not hold: the server broke its promise."""
 
 
-class Snapshot(msgspec.Struct, frozen=True):
-    """A v2 snapshot as the protocol types it: a payload cut short, or with an entry of
-    another shape, does not decode."""
-
-    type: str
-    zone: str
-    tick: int
-    base: int | None
-    enter: list[tuple[int, str, str]]
-    update: list[tuple[int, float, float, int]]
-    leave: list[int]
-
-
-_SNAPSHOTS = msgspec.msgpack.Decoder(Snapshot)
+def snapshots(fields: int) -> msgspec.msgpack.Decoder[Any]:
+    """A decoder of v2 snapshots as the protocol types them, for a game of `fields`
+    replicated fields: a payload cut short, or with an entry of another shape, does not
+    decode."""
+    entry = tuple.__class_getitem__((int, float, float, int, *[Any] * fields))
+    snapshot = msgspec.defstruct("Snapshot", [
+        ("type", str), ("zone", str), ("tick", int), ("base", int | None),
+        ("enter", list[tuple[int, str, str]]), ("update", list[entry]),  # type: ignore[valid-type]
+        ("leave", list[int])], frozen=True)
+    return msgspec.msgpack.Decoder(snapshot)
 
 
 class Follower:
@@ -67,7 +63,8 @@ class Follower:
     and the eids this view holds. After a snapshot it could not apply it waits, as a
     client does once it has sent `resync`, for the next complete one."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: int = 0) -> None:
+        self._snapshots = snapshots(fields)  # the game's, as the welcome names them
         self.eids: set[int] = set()
         self.tick: int | None = None
         self.waiting = False  # for a complete snapshot: deltas are passed over
@@ -75,7 +72,7 @@ class Follower:
     def take(self, payload: bytes | bytearray) -> str | None:
         """Apply one snapshot; why it could not be applied, or None."""
         try:
-            snapshot = _SNAPSHOTS.decode(payload)
+            snapshot = self._snapshots.decode(payload)
         except msgspec.DecodeError as exc:
             return self._lost(f"does not decode: {exc}")
         entered = {entry[0] for entry in snapshot.enter}
@@ -109,6 +106,7 @@ class Seen:
     x: float = float("nan")
     y: float = float("nan")
     seq: int = -1
+    fields: tuple[Any, ...] = ()  # the game's replicated fields, in the welcome's order
 
 
 class PlayerView:
@@ -127,9 +125,9 @@ class PlayerView:
             raise OutOfStep(f"a delta against tick {base}, but this view is of {self.tick}")
         for eid, character_id, name in snapshot["enter"]:
             self.players[eid] = Seen(eid, character_id, name)
-        for eid, x, y, seq in snapshot["update"]:
+        for eid, x, y, seq, *fields in snapshot["update"]:
             seen = self.players[eid]
-            seen.x, seen.y, seen.seq = x, y, seq
+            seen.x, seen.y, seen.seq, seen.fields = x, y, seq, tuple(fields)
         for eid in snapshot["leave"]:
             del self.players[eid]
         self.tick = snapshot["tick"]
@@ -137,6 +135,10 @@ class PlayerView:
     def positions(self) -> dict[str, tuple[float, float, int]]:
         """character id -> (x, y, seq)."""
         return {p.character_id: (p.x, p.y, p.seq) for p in self.players.values()}
+
+    def fields(self) -> dict[str, tuple[Any, ...]]:
+        """character id -> its replicated fields."""
+        return {p.character_id: p.fields for p in self.players.values()}
 
 
 def _uint(n: int) -> bytes:
@@ -149,11 +151,12 @@ def _uint(n: int) -> bytes:
 
 class OwnEntry:
     """Finds one eid's entry among a snapshot's updates without decoding the snapshot:
-    an update entry is 0x94, the eid, then two float32 (0xca and four bytes each) and
-    the seq. The pattern is checked where it is found, after the `update` key."""
+    an update entry is an array of 4 and the game's fields (0x94 + their number), the
+    eid, then two float32 (0xca and four bytes each) and the seq. The pattern is checked
+    where it is found, after the `update` key."""
 
-    def __init__(self, eid: int) -> None:
-        self._needle = b"\x94" + _uint(eid) + b"\xca"
+    def __init__(self, eid: int, fields: int = 0) -> None:
+        self._needle = bytes((0x94 + fields,)) + _uint(eid) + b"\xca"
 
     def entry(self, payload: bytes | bytearray, start: int = 0, end: int | None = None
               ) -> tuple[int, float, float] | None:

@@ -75,7 +75,7 @@ class V1:
     def __init__(self) -> None:
         self._needle = b""
 
-    def own(self, character_id: str, eid: int | None) -> None:
+    def own(self, character_id: str, eid: int | None, fields: int) -> None:
         self._needle = f'"id":"{character_id}"'.encode()
 
     def encode(self, message: dict[str, Any]) -> bytes:
@@ -106,9 +106,9 @@ class V2:
     def __init__(self) -> None:
         self._own: v2.OwnEntry | None = None
 
-    def own(self, character_id: str, eid: int | None) -> None:
+    def own(self, character_id: str, eid: int | None, fields: int) -> None:
         assert eid is not None, "a v2 welcome carries the eid"
-        self._own = v2.OwnEntry(eid)
+        self._own = v2.OwnEntry(eid, fields)
 
     def encode(self, message: dict[str, Any]) -> bytes:
         return v2.encode(message)
@@ -203,7 +203,10 @@ class Player:
                 self.zone = body["zone"]
                 self.at = (body["character"]["x"], body["character"]["y"])
                 self.welcomes.append((time.monotonic(), body["zone"], *self.at))
-                wire.own(self.character_id, body.get("eid"))
+                fields = len(body.get("fields", ()))  # the game's, after [eid, x, y, seq]
+                wire.own(self.character_id, body.get("eid"), fields)
+                if self.follower is not None:
+                    self.follower = v2.Follower(fields)
                 self._welcomed.set()
             elif body.get("type") == "error":
                 self.errors.append(body.get("code", "error"))

@@ -21,37 +21,39 @@ import time
 import uuid
 
 from bench.report import distribution, emit, quantiles
-from zones.interest import V1, V2, Base, Grid, Interest
-from zones.simulation import Avatar, Bounds, Rules, Simulation
+from rules.api import Input, Player, Setup, Zone
+from rules.walk import Walk
+from zones.grid import Grid
+from zones.interest import V1, V2, Base, Interest
+from zones.simulation import Simulation
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
-    bounds = Bounds(-1000.0, -1000.0, 1000.0, 1000.0)
-    sim = Simulation("core", Rules(bounds, max_step=5.0))
-    interest = Interest("core", Grid(bounds.min_x, bounds.min_y, bounds.max_x, bounds.max_y,
-                                     args.view_radius), epoch=uuid.uuid4().hex)
+    bounds = (-1000.0, -1000.0, 1000.0, 1000.0)
+    sim = Simulation(Walk(Setup(max_step=5.0)), Zone("core", bounds, args.tick_hz, seed=1))
+    interest = Interest("core", Grid(*bounds, args.view_radius), epoch=uuid.uuid4().hex)
     spread = 1000.0 if args.spread else 50.0
     for i in range(args.n):
-        avatar = sim.add(Avatar(f"c{i}", f"u{i}", f"player{i}", rng.uniform(-spread, spread),
+        player = sim.add(Player(f"c{i}", f"u{i}", f"player{i}", rng.uniform(-spread, spread),
                                 rng.uniform(-spread, spread)))
-        interest.enter(avatar.eid, avatar.character_id, avatar.name, avatar.x, avatar.y, 0)
+        interest.enter(player.eid, player.character_id, player.name, player.x, player.y, 0)
     interest.seal(0)
-    members = list(sim.avatars.values())
+    members = list(sim.players.values())
     sent: dict[int, Base | None] = {a.eid: None for a in members}
     seqs = {a.character_id: 0 for a in members}
     every = max(1, round(args.tick_hz / args.move_hz))  # each avatar moves every `every` ticks
     durations, core, visible, payload_bytes = [], [], [], 0
     wire = V2 if args.wire == "v2" else V1
     for tick in range(1, args.ticks + 1):
-        for avatar in members[tick % every::every]:
-            seqs[avatar.character_id] += 1
+        for member in members[tick % every::every]:
+            seqs[member.character_id] += 1
             angle = rng.uniform(0, 2 * math.pi)
-            sim.queue(avatar.character_id, math.cos(angle), math.sin(angle),
-                      seqs[avatar.character_id])
+            sim.queue(member.character_id, Input("move", seqs[member.character_id],
+                                                 (math.cos(angle), math.sin(angle))))
         began = time.perf_counter()
-        moved = sim.step()
-        interest.seal(sim.tick, moved)
+        stepped = sim.step()
+        interest.seal(stepped.tick, stepped.changed)
         cells = [(cell, list(eids)) for cell, eids in interest.members()]
         for cell, _ in cells:  # what most of a cell's members get: the delta of its block
             interest.view(cell).encoded(wire, interest.view(cell)._after)

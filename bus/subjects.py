@@ -9,6 +9,7 @@ from dataclasses import dataclass
 USER_REGISTERED = "user.registered"
 CHARACTER_CREATED = "character.created"
 PLAYER_MOVED = "player.moved"
+COMBAT_KILLED = "combat.killed"
 
 
 # Between api processes and zone processes.
@@ -43,4 +44,5 @@ class StreamSpec:
 STREAMS = (
     StreamSpec("USERS", ("user.>",)),
     StreamSpec("CHARACTERS", ("character.>",)),
+    StreamSpec("COMBAT", ("combat.>",)),
 )

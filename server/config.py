@@ -11,6 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from rules.loading import load
+from rules.shooter.map import read_map
+
 Number = TypeVar("Number", int, float)
 
 
@@ -29,6 +32,11 @@ class Settings:
     world_zone_id: str = "z1"
     world_tick_rate_hz: float = 20.0
     world_max_step: float = 5.0
+    # The game every zone runs (docs/rules.md): package.module:name; the shooter by default.
+    world_rules: str = "rules.shooter:Shooter"
+    world_map: str = ""  # the shooter's map file: walls and spawn points ("": an empty map)
+    world_max_rewind_s: float = 0.2  # lag compensation: how far back a shot may be judged
+    world_respawn_s: float = 3.0  # how long the dead stay dead
     max_characters_per_user: int = 10
     http_host: str = "127.0.0.1"
     http_port: int = 8000
@@ -176,6 +184,19 @@ def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
+def _game(raw: str) -> str:
+    """A game that loads (rules/loading.py): `package.module:name`."""
+    load(raw)
+    return raw
+
+
+def _map_file(raw: str) -> str:
+    """A map file that reads (rules/shooter/map.py), or empty: no walls."""
+    if raw:
+        read_map(raw)
+    return raw
+
+
 def _nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -193,6 +214,10 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORLD_ZONE_ID": ("world_zone_id", _nonempty),
     "WORLD_TICK_RATE": ("world_tick_rate_hz", _positive(float)),
     "WORLD_MAX_STEP": ("world_max_step", _positive(float)),
+    "WORLD_RULES": ("world_rules", _game),
+    "WORLD_MAP": ("world_map", _map_file),
+    "WORLD_MAX_REWIND_MS": ("world_max_rewind_s", lambda raw: _not_negative(raw) / 1000),
+    "WORLD_RESPAWN_S": ("world_respawn_s", _not_negative),
     "MAX_CHARACTERS_PER_USER": ("max_characters_per_user", _positive(int)),
     "HTTP_HOST": ("http_host", _nonempty),
     "HTTP_PORT": ("http_port", _port),

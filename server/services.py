@@ -17,8 +17,9 @@ from characters.service import Characters
 from persistence.cache import Cache
 from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
+from rules.api import Setup
+from rules.loading import load
 from server.config import Settings
-from zones.simulation import Bounds, Rules
 from zones.world import World, WorldConfig
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,11 @@ def limits(settings: Settings) -> Limits:
 
 def world_config(settings: Settings) -> WorldConfig:
     return WorldConfig(
-        rules=Rules(Bounds(*settings.world_bounds), max_step=settings.world_max_step),
+        game=load(settings.world_rules),
+        setup=Setup(max_step=settings.world_max_step, map_path=settings.world_map,
+                    max_rewind_s=settings.world_max_rewind_s,
+                    respawn_s=settings.world_respawn_s),
+        bounds=settings.world_bounds,
         tick_rate_hz=settings.world_tick_rate_hz, checkpoint_s=settings.world_checkpoint_s,
         lease_s=settings.zone_lease_s, listed=settings.zones,
         view_radius=settings.world_view_radius)

@@ -18,7 +18,9 @@ import pytest
 
 from bench.v2 import Follower, OutOfStep, OwnEntry, PlayerView, decode
 from zones.contract import FEEDS
-from zones.interest import V1, V2, Base, Grid, Interest
+from zones.grid import Grid
+from zones.interest import V1, V2, Base, Interest
+from zones.mirror import Mirror
 from zones.simulation import Eids
 from zones.snapshots import Headers, Run, text, uint, update_entry, update_head
 
@@ -243,7 +245,7 @@ def normal(payload: bytes, wire: str) -> dict[str, object]:
 
 def test_a_mirror_fed_by_the_zone_serves_the_same_snapshots() -> None:
     world = World(100.0, seed=5).with_players(40)
-    mirror = Interest("z1", Grid(*BOUNDS, 100.0), epoch="")
+    mirror = Mirror("z1", Grid(*BOUNDS, 100.0), epoch="")
     assert not mirror.apply(FEEDS.decode(world.zone.feed(complete=False))), "a delta first: wait"
     assert mirror.apply(FEEDS.decode(world.zone.feed(complete=True)))
     for tick in range(60):

@@ -135,6 +135,9 @@ class _Waiting:
     def replaced(self) -> None:
         raise AssertionError("nobody else plays its character")
 
+    def refused(self, code: str, message: str) -> None:
+        pass
+
     def zone_lost(self) -> None:
         pass
 

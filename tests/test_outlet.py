@@ -39,6 +39,11 @@ class Payload:
 
     def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
         return self.payload, ("payload", 0)
+
+    def events(self, wire: str) -> bytes | None:
+        return None  # nothing happened
+
+
 Frame = tuple[int, bytes]
 
 
@@ -291,6 +296,9 @@ class Forms:
     def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
         form = b"delta" if since == ("block", self.tick - 1) else b"complete"
         return b"%s %d" % (form, self.tick), ("block", self.tick)
+
+    def events(self, wire: str) -> bytes | None:
+        return None  # nothing happened
 
 
 async def test_a_member_that_skipped_a_snapshot_gets_a_complete_one_next(

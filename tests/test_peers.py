@@ -32,25 +32,30 @@ from server.process import Roles, Running
 from tests.helpers import eventually, metric, running_process, use_api_loop
 from tests.world import connect, error_for, joined, new_player, still_open, ws_url
 from zones import contract
-from zones.interest import Grid, Interest
+from zones.grid import Grid
+from zones.interest import Interest
+from zones.mirror import Mirror
 
 DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     "join": contract.JOIN_REQUESTS, "join reply": contract.JOIN_REPLIES,
-    "inputs": contract.INPUTS, "news": contract.REPLACED, "directory entry": contract.HELD,
+    "inputs": contract.INPUTS, "news": contract.NEWS, "directory entry": contract.HELD,
     "feed": contract.FEEDS}
 
 texts = st.text(max_size=20)
 finite = st.floats(-1e300, 1e300)
 coordinates = st.floats(-1e9, 1e9)  # a zone's bounds are within ±1e9 (server/config.py)
 counts = st.integers(0, 2**32)
+values = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | finite | texts
 peers = st.one_of(
     st.builds(contract.JoinRequest, texts, texts, texts, coordinates, coordinates,
-              st.booleans(), texts, texts),
+              st.booleans(), texts, texts, texts, counts, st.lists(texts, max_size=3)),
     st.builds(contract.Admitted, counts, finite, coordinates, coordinates, counts),
     st.builds(contract.JoinRefused, texts, texts),
     st.builds(contract.Inputs, texts, st.lists(st.tuples(texts, finite, finite, counts)),
+              st.lists(st.tuples(texts, texts, counts, st.lists(values, max_size=4))),
               st.lists(st.tuples(texts, texts))),
-    st.builds(contract.Replaced, st.lists(st.tuples(texts, texts, texts))),
+    st.builds(contract.News, st.lists(st.tuples(texts, texts, texts)),
+              st.lists(st.tuples(texts, texts, texts, texts, texts))),
     st.builds(contract.Held, texts, counts, counts, finite, st.builds(
         contract.TickTimes, st.none() | finite, st.none() | finite, st.none() | finite)))
 
@@ -62,7 +67,7 @@ def test_every_message_reads_back_as_it_was_written(message: contract.Peer) -> N
                contract.JoinRequest: contract.JOIN_REQUESTS,
                contract.Admitted: contract.JOIN_REPLIES,
                contract.JoinRefused: contract.JOIN_REPLIES, contract.Inputs: contract.INPUTS,
-               contract.Replaced: contract.REPLACED, contract.Held: contract.HELD}
+               contract.News: contract.NEWS, contract.Held: contract.HELD}
     data = contract.encode(message)
     assert refusals.decode(decoder[type(message)], data, "any") == message
 
@@ -77,13 +82,13 @@ def test_any_bytes_are_a_message_or_a_refusal(data: bytes) -> None:
 
 def test_a_message_of_another_kind_or_version_is_refused() -> None:
     refusals = contract.Refusals()
-    inputs = contract.encode(contract.Inputs("api", [], []))
+    inputs = contract.encode(contract.Inputs("api", [], [], []))
     assert refusals.decode(contract.JOIN_REQUESTS, inputs, "join") is None
-    newer = inputs.replace(b"zone.inputs/1", b"zone.inputs/2")
+    newer = inputs.replace(b"zone.inputs/2", b"zone.inputs/3")
     assert refusals.decode(contract.INPUTS, newer, "inputs") is None
     feed = Interest("z1", Grid(0, 0, 10, 10, 0), epoch="e").feed(complete=True)
     assert refusals.decode(contract.FEEDS, feed, "feed") is not None
-    assert refusals.decode(contract.FEEDS, feed.replace(b"\xa1v\x01", b"\xa1v\x02"),
+    assert refusals.decode(contract.FEEDS, feed.replace(b"\xa1v\x02", b"\xa1v\x03"),
                            "feed") is None
     assert refusals.counts == {("join", "invalid"): 1, ("inputs", "invalid"): 1,
                                ("feed", "invalid"): 1}
@@ -92,16 +97,23 @@ def test_a_message_of_another_kind_or_version_is_refused() -> None:
 entries = st.tuples(st.integers(0, 6), st.sampled_from(["a", "b", "c"]), st.just("N"))
 # Positions past what a zone may hold (a float32 cannot hold 1e39: the mirror's snapshots
 # would fail to encode) must be refused by the decoder, never reach the mirror.
-updates = st.tuples(st.integers(0, 6), st.floats(-1e40, 1e40, allow_nan=False),
-                    st.floats(-20, 20), st.integers(0, 50))
+# [eid, x, y, seq, hp] of a game with one field, or an entry of another shape.
+updates = st.one_of(
+    st.tuples(st.integers(0, 6), st.floats(-1e40, 1e40, allow_nan=False),
+              st.floats(-20, 20), st.integers(0, 50), st.integers(0, 100)).map(list),
+    st.lists(st.integers(0, 6) | st.text(max_size=3), max_size=6))
+events = st.tuples(st.sampled_from(["hit", "death"]), st.lists(st.integers(0, 6), max_size=2),
+                   st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 9)))
 feeds = st.builds(contract.Feed, st.just(contract.FEED_VERSION), st.sampled_from(["e1", "e2"]),
                   st.just("snapshot"), st.sampled_from(["z1", "z2"]), st.integers(0, 5),
                   st.none() | st.integers(0, 5), st.lists(entries, max_size=4),
-                  st.lists(updates, max_size=6), st.lists(st.integers(0, 6), max_size=3))
+                  st.lists(updates, max_size=6), st.lists(st.integers(0, 6), max_size=3),
+                  st.lists(events, max_size=2))
 
 
 def _held(mirror: Interest) -> object:
-    return {eid: (e.character_id, e.x, e.y, e.seq) for eid, e in mirror.entities.items()}
+    return {eid: (e.character_id, e.x, e.y, e.seq, e.fields)
+            for eid, e in mirror.entities.items()}
 
 
 @given(st.lists(feeds, max_size=8))
@@ -110,7 +122,7 @@ def test_a_mirror_takes_any_feed_or_refuses_it_whole(sequence: list[contract.Fee
     does not hold together (another zone's, an update of an eid nobody entered, an eid
     that leaves and enters at once) raises ValueError and changes nothing; any other is
     applied or waited out."""
-    mirror = Interest("z1", Grid(-10, -10, 10, 10, 5), epoch="")
+    mirror = Mirror("z1", Grid(-10, -10, 10, 10, 5), epoch="", fields=("hp",))
     refusals = contract.Refusals()
     for sent in sequence:
         feed = refusals.decode(contract.FEEDS, msgspec.msgpack.encode(sent), "feed")
@@ -138,7 +150,7 @@ async def world(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Runn
 
 
 GARBAGE = [b"", b"\xc1", b"{}", b"\x81\xa4kind\xabzone.join/9", b"\x91" * 2000,
-           msgspec.msgpack.encode({"kind": "zone.inputs/1", "api": "x", "moves": [[1]]})]
+           msgspec.msgpack.encode({"kind": "zone.inputs/2", "api": "x", "moves": [[1]]})]
 
 
 async def refused(world: Running, what: str) -> float:

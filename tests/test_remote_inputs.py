@@ -13,10 +13,11 @@ import uuid
 import trio
 
 from bus import subjects
+from rules.api import Input
 from server.process import Running
 from tests.helpers import use_api_loop
 from zones import contract
-from zones.interest import Grid
+from zones.grid import Grid
 from zones.remote import RemoteZone
 
 MOVES = 50_000  # ~3 MB: three times NATS's default max_payload in one message
@@ -30,13 +31,13 @@ async def test_a_backlog_of_moves_goes_in_messages_nats_accepts(api: Running) ->
     zone_id = f"z{uuid.uuid4().hex[:8]}"
     refusals = contract.Refusals()
     remote = RemoteZone(zone_id, bus, "api-under-test", Grid(-1000, -1000, 1000, 1000, 0),
-                        refusals)
+                        (), refusals)
     received: list[tuple[str, float, float, int]] = []
     sizes: list[int] = []
     async with (bus.subscription(subjects.zone_input(zone_id), buffer=100) as inputs,
                 trio.open_nursery() as nursery):
         for seq in range(1, MOVES + 1):  # all before the sender runs once: one backlog
-            remote.move(str(uuid.uuid4()), 0.5, -0.5, seq)
+            remote.act(str(uuid.uuid4()), Input("move", seq, (0.5, -0.5)))
         nursery.start_soon(remote.run)
         with trio.fail_after(20):
             async for message in inputs:

@@ -22,13 +22,48 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from bench.v2 import PlayerView, decode
+from rules.api import MOVE, Event, Field, InputSpec, Player, Setup, Step, Zone
+from rules.walk import Walk
 from zones.actor import Entrant, Position, ZoneActor, ZoneHooks
 from zones.contract import FEEDS
-from zones.interest import V1, V2, Base, Grid, Interest, View
-from zones.simulation import Bounds, Rules
+from zones.grid import Grid
+from zones.interest import V1, V2, Base, Interest, View
+from zones.mirror import Mirror as MirrorInterest
 
 ZONE = "z1"
-BOUNDS = Bounds(-400.0, -400.0, 400.0, 400.0)
+BOUNDS = (-400.0, -400.0, 400.0, 400.0)
+
+
+class Counting:
+    """Walking, with a replicated field (the moves a player made) and an event every third
+    move: what the snapshots carry besides positions, under the same churn."""
+
+    inputs: tuple[InputSpec, ...] = (InputSpec("move", MOVE.fields, per_tick=2, queued=4),)
+    fields: tuple[Field, ...] = (Field("moves", 0),)
+    history_ticks = 0
+
+    def __init__(self, setup: Setup) -> None:
+        self._walk = Walk(setup)
+
+    def start(self, zone: Zone) -> None:
+        self._walk.start(zone)
+
+    def join(self, player: Player, tick: int) -> None:
+        self._walk.join(player, tick)
+
+    def leave(self, player: Player) -> None:
+        pass
+
+    def step(self, step: Step) -> None:
+        self._walk.step(step)
+        for input in step.inputs:
+            player = input.player
+            assert player is not None
+            moves = player.get("moves")
+            assert isinstance(moves, int)
+            player.set("moves", moves + 1)
+            if moves % 3 == 2:
+                step.emit(Event("third", (player,), {"player": player.character_id}))
 CHARACTERS = 4
 
 
@@ -69,12 +104,18 @@ class Member:
         listed = json.loads(view.encoded(V1, None)[0])["players"]
         if self.wire == V2:
             self.client.apply(decode(payload))  # raises on bytes that do not decode
-            seen = self.client.positions()
+            seen = {c: (*at, *self.client.fields()[c])
+                    for c, at in self.client.positions().items()}
         else:
-            seen = {p["id"]: (p["x"], p["y"], p["seq"]) for p in json.loads(payload)["players"]}
-        assert seen == {p["id"]: (float32(p["x"]), float32(p["y"]), p["seq"])
-                        if self.wire == V2 else (p["x"], p["y"], p["seq"]) for p in listed}
+            seen = {p["id"]: (p["x"], p["y"], p["seq"], p["moves"])
+                    for p in json.loads(payload)["players"]}
+        assert seen == {p["id"]: (float32(p["x"]), float32(p["y"]), p["seq"], p["moves"])
+                        if self.wire == V2 else (p["x"], p["y"], p["seq"], p["moves"])
+                        for p in listed}
         self.written += 1
+
+    def refused(self, code: str, message: str) -> None:
+        raise AssertionError(f"walking refuses nothing: {code} {message}")
 
 
 async def _save(positions: list[Position]) -> None:
@@ -89,9 +130,10 @@ class Mirror:
     """Another process's copy of the zone, fed every tick; its views must be the zone's."""
 
     def __init__(self, radius: float) -> None:
-        self.interest = Interest(ZONE, Grid(BOUNDS.min_x, BOUNDS.min_y, BOUNDS.max_x,
-                                            BOUNDS.max_y, radius), epoch="")
+        self.interest = MirrorInterest(ZONE, Grid(*BOUNDS, radius), epoch="",
+                                       fields=("moves",))
         self.complete_next = True
+        self.events = 0  # events messages compared
 
     def take(self, zone: Interest) -> None:
         """Apply the zone's feed of the tick just sealed; the mirror then holds what the
@@ -101,10 +143,16 @@ class Mirror:
         self.complete_next = False
         assert self.interest.apply(FEEDS.decode(feed))
         assert _held(self.interest) == _held(zone)
+        for cell in zone.occupied:  # the events each block's members get, v1 and v2
+            for wire in (V1, V2):
+                ours, theirs = zone.view(cell).events(wire), self.interest.view(cell).events(wire)
+                assert theirs == ours
+                if ours is not None:
+                    self.events += 1
 
 
-def _held(interest: Interest) -> dict[int, tuple[str, str, float, float, int, int]]:
-    return {e.eid: (e.character_id, e.name, e.x, e.y, e.seq, e.cell)
+def _held(interest: Interest) -> dict[int, tuple[object, ...]]:
+    return {e.eid: (e.character_id, e.name, e.x, e.y, e.seq, e.cell, e.fields)
             for e in interest.entities.values()}
 
 
@@ -122,10 +170,12 @@ ops = st.lists(st.one_of(
 ), max_size=60)
 
 
-async def play(script: list[Op], radius: float, wires: list[str], eager: list[bool]) -> int:
-    """Run `script` on a zone; how many payloads members wrote."""
-    rules = Rules(BOUNDS, max_step=200.0, max_inputs_per_tick=2, max_queued_inputs=4)
-    actor = ZoneActor(ZONE, rules, ZoneHooks(_save, _publish), tick_rate_hz=20.0,
+async def play(script: list[Op], radius: float, wires: list[str], eager: list[bool]
+               ) -> tuple[int, int]:
+    """Run `script` on a zone; how many payloads members wrote, and how many events
+    messages the mirror's blocks were compared on."""
+    rules = Counting(Setup(max_step=200.0))
+    actor = ZoneActor(Zone(ZONE, BOUNDS, 20.0, seed=1), rules, ZoneHooks(_save, _publish),
                       view_radius=radius)
     mirror = Mirror(radius)
     members: dict[int, Member] = {}
@@ -154,7 +204,7 @@ async def play(script: list[Op], radius: float, wires: list[str], eager: list[bo
         elif kind == "tick":
             await actor._step()
             mirror.take(actor._interest)
-    return sum(m.written for m in everyone)
+    return sum(m.written for m in everyone), mirror.events
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -164,7 +214,8 @@ async def play(script: list[Op], radius: float, wires: list[str], eager: list[bo
 def test_every_snapshot_decodes_and_shows_what_v1_shows_under_churn(
     script: list[Op], radius: float, wires: list[str], eager: list[bool]
 ) -> None:
-    target(float(trio.run(play, script, radius, wires, eager)))  # scripts that write more
+    written, _ = trio.run(play, script, radius, wires, eager)
+    target(float(written))  # scripts that write more
 
 
 def test_a_long_churn_writes_and_checks_hundreds_of_snapshots() -> None:
@@ -175,8 +226,9 @@ def test_a_long_churn_writes_and_checks_hundreds_of_snapshots() -> None:
     script: list[Op] = [(kind, rng.randrange(CHARACTERS), rng.randint(-450, 450),
                          rng.randint(-450, 450)) for kind in rng.choices(kinds, k=3000)]
     for radius in (0.0, 100.0):
-        written = trio.run(play, script, radius, [V1, V2, V2, V2], [True, False, True, False])
-        assert written > 500, written
+        written, events = trio.run(play, script, radius, [V1, V2, V2, V2],
+                                   [True, False, True, False])
+        assert written > 500 and events > 50, (written, events)
 
 
 def test_a_lagging_member_that_encodes_after_a_join_gets_a_whole_snapshot() -> None:
@@ -185,4 +237,4 @@ def test_a_lagging_member_that_encodes_after_a_join_gets_a_whole_snapshot() -> N
     was sealed and a member behind on writing encoded its view in between."""
     script: list[Op] = [("join", 0, 0, 0), ("tick", 0, 0, 0), ("join", 1, 5, 5),
                         ("drain", 0, 0, 0)]
-    assert trio.run(play, script, 0.0, [V2] * CHARACTERS, [False] * CHARACTERS) == 1
+    assert trio.run(play, script, 0.0, [V2] * CHARACTERS, [False] * CHARACTERS)[0] == 1

@@ -71,6 +71,7 @@ async def test_v2_is_negotiated_and_every_message_is_msgpack(world: Running) -> 
         assert welcome["character"]["id"] == me["character"]["id"]
         eid = welcome["eid"]
         assert isinstance(eid, int) and eid >= 0
+        assert welcome["fields"] == ["hp"]  # the shooter's, after [eid, x, y, seq]
         first = await next2(conn, "snapshot")
         assert first["base"] is None, "the first snapshot is complete"
         assert [eid, me["character"]["id"], "Vee0"] in first["enter"]
@@ -80,7 +81,7 @@ async def test_v2_is_negotiated_and_every_message_is_msgpack(world: Running) -> 
             mine = [u for u in snapshot["update"] if u[0] == eid]
             if mine and mine[0][3] == 1:
                 break
-        assert mine == [[eid, 1.5, -0.5, 1]]
+        assert mine == [[eid, 1.5, -0.5, 1, 100]]  # and its full hit points
         await send2(conn, {"type": "ping", "t": "v2"})
         assert (await next2(conn, "pong"))["t"] == "v2"
 

@@ -85,8 +85,9 @@ async def test_two_players_see_each_other_move(world: Running, http: httpx.Async
         await send(a, {"type": "move", "dx": 1.5, "dy": -0.5, "seq": 1})
         seen = await snapshot_with(b, ada["character"]["id"], lambda e: e["seq"] >= 1)
         entries = {e["id"]: e for e in seen["players"]}
-        assert entries[ada["character"]["id"]] == {
-            "id": ada["character"]["id"], "name": "Ada", "x": 1.5, "y": -0.5, "seq": 1}
+        assert entries[ada["character"]["id"]] == {  # hp: the shooter's replicated field
+            "id": ada["character"]["id"], "name": "Ada", "x": 1.5, "y": -0.5, "seq": 1,
+            "hp": 100}
         assert entries[bob["character"]["id"]]["seq"] == 0
         assert seen["zone"] == "z1"
         # The mover sees its own input acknowledged too.

@@ -19,83 +19,96 @@ from typing import Any
 import pytest
 import trio
 
+from rules.api import Input, Player, Setup, Zone
+from rules.walk import Walk
 from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
 from zones.interest import V1, View
-from zones.simulation import Avatar, Bounds, Rules, Simulation
+from zones.simulation import Simulation
 
-BOUNDS = Bounds(0.0, 0.0, 100.0, 100.0)
-RULES = Rules(BOUNDS, max_step=5.0, max_inputs_per_tick=4, max_queued_inputs=16)
 ZONE = "zone-1"
 HZ = 20.0
 PERIOD = 1 / HZ
+THE_ZONE = Zone(ZONE, (0.0, 0.0, 100.0, 100.0), HZ, seed=1)
 
 
 # --- the simulation ------------------------------------------------------------------------
 
 
 def simulation(*players: tuple[str, float, float]) -> Simulation:
-    sim = Simulation(ZONE, RULES)
+    sim = Simulation(Walk(Setup(max_step=5.0)), THE_ZONE)
     for character_id, x, y in players:
-        sim.add(Avatar(character_id, f"user-{character_id}", f"name-{character_id}", x, y))
+        sim.add(player(character_id, x, y))
     return sim
 
 
+def player(character_id: str, x: float, y: float, name: str = "") -> Player:
+    return Player(character_id, f"user-{character_id}", name or f"name-{character_id}", x, y)
+
+
+def queue(sim: Simulation, character_id: str, dx: float, dy: float, seq: int) -> bool:
+    return sim.queue(character_id, Input("move", seq, (float(dx), float(dy))))
+
+
+def stepped(sim: Simulation) -> list[str]:
+    """Step; the players whose entries go out (moved, or an input acknowledged)."""
+    return [p.character_id for p in sim.step().changed]
+
+
 def at(sim: Simulation, character_id: str) -> tuple[float, float]:
-    avatar = sim.avatars[character_id]
-    return avatar.x, avatar.y
+    found = sim.players[character_id]
+    return found.x, found.y
 
 
 def test_moves_apply_only_at_step() -> None:
     sim = simulation(("a", 50, 50))
-    assert sim.queue("a", 1, 2, seq=1)
+    assert queue(sim, "a", 1, 2, seq=1)
     assert at(sim, "a") == (50, 50)
     assert sim.tick == 0
-    moved = sim.step()
-    assert [avatar.character_id for avatar in moved] == ["a"]
+    assert stepped(sim) == ["a"]
     assert at(sim, "a") == (51, 52)
     assert sim.tick == 1
-    assert sim.step() == []  # nothing queued: nobody moves
+    assert stepped(sim) == []  # nothing queued: nobody moves
     assert at(sim, "a") == (51, 52)
 
 
 def test_arrival_order_across_characters_is_preserved() -> None:
     sim = simulation(("a", 10, 10), ("b", 20, 20), ("c", 30, 30))
     for character_id, seq in (("c", 1), ("a", 1), ("c", 2), ("b", 1)):
-        assert sim.queue(character_id, 1, 0, seq)
-    assert [avatar.character_id for avatar in sim.step()] == ["c", "a", "b"]
+        assert queue(sim, character_id, 1, 0, seq)
+    assert stepped(sim) == ["c", "a", "b"]
     assert (at(sim, "a"), at(sim, "b"), at(sim, "c")) == ((11, 10), (21, 20), (32, 30))
 
 
 def test_at_most_max_inputs_per_tick_the_rest_carried_in_order() -> None:
     sim = simulation(("a", 10, 10), ("b", 50, 50))
     for seq in range(1, 7):
-        assert sim.queue("a", 0.5, 0, seq)
-    assert sim.queue("b", 0, 1, seq=1)
+        assert queue(sim, "a", 0.5, 0, seq)
+    assert queue(sim, "b", 0, 1, seq=1)
     sim.step()
-    assert (at(sim, "a"), sim.avatars["a"].seq) == ((12, 10), 4)
-    assert (at(sim, "b"), sim.avatars["b"].seq) == ((50, 51), 1)
-    assert sim.queue("a", 0, 0.5, seq=7)
-    assert [avatar.character_id for avatar in sim.step()] == ["a"]
-    assert (at(sim, "a"), sim.avatars["a"].seq) == ((13, 10.5), 7)  # 5, 6 then 7
-    assert sim.step() == []
+    assert (at(sim, "a"), sim.players["a"].seq) == ((12, 10), 4)
+    assert (at(sim, "b"), sim.players["b"].seq) == ((50, 51), 1)
+    assert queue(sim, "a", 0, 0.5, seq=7)
+    assert stepped(sim) == ["a"]
+    assert (at(sim, "a"), sim.players["a"].seq) == ((13, 10.5), 7)  # 5, 6 then 7
+    assert stepped(sim) == []
 
 
 def test_a_long_move_is_scaled_to_max_step_in_the_same_direction() -> None:
     sim = simulation(("a", 50, 50))
-    sim.queue("a", 6, 8, seq=1)  # 10 units
+    queue(sim, "a", 6, 8, seq=1)  # 10 units
     sim.step()
     assert at(sim, "a") == (53, 54)  # 5 units along (0.6, 0.8)
 
 
 def test_path_length_within_one_tick_is_capped() -> None:
     sim = simulation(("a", 50, 50))
-    sim.queue("a", 3, 0, seq=1)
-    sim.queue("a", 0, 3, seq=2)
-    sim.queue("a", 0, 3, seq=3)
+    queue(sim, "a", 3, 0, seq=1)
+    queue(sim, "a", 0, 3, seq=2)
+    queue(sim, "a", 0, 3, seq=3)
     sim.step()
     assert at(sim, "a") == (53, 52)  # the second move scaled to 2, the third to 0
-    assert sim.avatars["a"].seq == 3
-    sim.queue("a", 0, 3, seq=4)  # a new tick: a full budget again
+    assert sim.players["a"].seq == 3
+    queue(sim, "a", 0, 3, seq=4)  # a new tick: a full budget again
     sim.step()
     assert at(sim, "a") == (53, 55)
 
@@ -104,9 +117,9 @@ def test_positions_are_clamped_to_bounds_and_rounded() -> None:
     sim = simulation(("low", 1, 2), ("high", 99, 98), ("odd", 10.12345, 200), ("out", -5, -1))
     assert at(sim, "odd") == (10.123, 100)  # add() settles the entrant's position too
     assert at(sim, "out") == (0, 0)
-    sim.queue("low", -3, -4, seq=1)
-    sim.queue("high", 4, 3, seq=1)
-    sim.queue("odd", 0.0004, -1 / 3, seq=1)
+    queue(sim, "low", -3, -4, seq=1)
+    queue(sim, "high", 4, 3, seq=1)
+    queue(sim, "odd", 0.0004, -1 / 3, seq=1)
     sim.step()
     assert at(sim, "low") == (0, 0)
     assert at(sim, "high") == (100, 100)
@@ -115,29 +128,29 @@ def test_positions_are_clamped_to_bounds_and_rounded() -> None:
 
 def test_eids_are_the_smallest_free_and_rest_a_tick_before_reuse() -> None:
     sim = simulation(("a", 10, 10), ("b", 20, 20), ("c", 30, 30))
-    assert [sim.avatars[c].eid for c in "abc"] == [0, 1, 2]
+    assert [sim.players[c].eid for c in "abc"] == [0, 1, 2]
     sim.remove("a")
-    assert sim.add(Avatar("d", "user-d", "name-d", 1, 1)).eid == 3, "0 rests until a tick"
+    assert sim.add(player("d", 1, 1)).eid == 3, "0 rests until a tick"
     sim.step()
-    assert sim.add(Avatar("e", "user-e", "name-e", 1, 1)).eid == 0
-    assert sim.add(Avatar("f", "user-f", "name-f", 1, 1)).eid == 4
+    assert sim.add(player("e", 1, 1)).eid == 0
+    assert sim.add(player("f", 1, 1)).eid == 4
 
 
 def test_queue_refuses_unknown_characters_and_a_full_queue() -> None:
     sim = simulation(("a", 10, 10))
-    assert not sim.queue("nobody", 1, 0, seq=1)
-    assert all(sim.queue("a", 0.1, 0, seq) for seq in range(1, 17))
-    assert not sim.queue("a", 0.1, 0, seq=17)
+    assert not queue(sim, "nobody", 1, 0, seq=1)
+    assert all(queue(sim, "a", 0.1, 0, seq) for seq in range(1, 17))
+    assert not queue(sim, "a", 0.1, 0, seq=17)
     sim.step()  # applies 4
-    assert sim.queue("a", 0.1, 0, seq=18)
+    assert queue(sim, "a", 0.1, 0, seq=18)
 
 
 def test_add_of_a_present_character_keeps_its_state() -> None:
     sim = simulation(("a", 10, 10))
-    sim.queue("a", 2, 0, seq=5)
+    queue(sim, "a", 2, 0, seq=5)
     sim.step()
-    again = sim.add(Avatar("a", "user-a", "renamed", 70, 70))
-    assert again is sim.avatars["a"]
+    again = sim.add(player("a", 70, 70, "renamed"))
+    assert again is sim.players["a"]
     assert (again.x, again.y, again.seq, again.name) == (12, 10, 5, "name-a")
 
 
@@ -174,6 +187,9 @@ class FakeOutlet(Watched):
 
     def replaced(self) -> None:
         self.replacements += 1
+
+    def refused(self, code: str, message: str) -> None:
+        raise AssertionError(f"walking refuses nothing: {code} {message}")
 
     def last(self) -> dict[str, Any]:
         return json.loads(self.snapshots[-1][1])
@@ -233,7 +249,8 @@ def by_id(positions: list[Position]) -> list[Position]:
 
 
 def actor(hooks: FakeHooks, checkpoint_s: float = 60.0) -> ZoneActor:
-    return ZoneActor(ZONE, RULES, hooks.hooks(), tick_rate_hz=HZ, checkpoint_s=checkpoint_s)
+    return ZoneActor(THE_ZONE, Walk(Setup(max_step=5.0)), hooks.hooks(),
+                     checkpoint_s=checkpoint_s)
 
 
 @asynccontextmanager

@@ -232,6 +232,9 @@ class Silent:
     def replaced(self) -> None:
         pass
 
+    def refused(self, code: str, message: str) -> None:
+        pass
+
 
 async def crowd(running: Running, n: int) -> list[str]:
     """`n` silent members in the running process's zone, to make its snapshots big; their

@@ -1,9 +1,10 @@
 """Zones: the simulation, who sees whom, the zone actor and its hosting.
 
-simulation.py, snapshots.py and interest.py are compiled with mypyc when installed, and
-so are server/ws/codec.py and messages.py (setup.py). Python imports a compiled module
-in preference to its source, so a source edited since its build would be silently
-ignored: both packages refuse to import instead."""
+The hot paths are compiled with mypyc when installed (setup.py, COMPILED): here, in
+server/ws/ and the rules/ a zone runs each tick. Python imports a compiled module in
+preference to its source, so a source edited since its build would be silently
+ignored: zones and server.ws refuse to import instead (zones checks rules/ too, which
+imports nothing of ours, and is only run by a zone)."""
 
 from pathlib import Path
 
@@ -18,3 +19,5 @@ def refuse_stale_builds(here: Path) -> None:
 
 
 refuse_stale_builds(Path(__file__).parent)
+for _games in ("rules", "rules/shooter"):
+    refuse_stale_builds(Path(__file__).parent.parent / _games)

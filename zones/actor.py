@@ -1,12 +1,14 @@
-"""The zone actor: owns a zone's players and its tick loop.
+"""The zone actor: owns a zone's players, its game and its tick loop.
 
 The boundary with sessions is small on purpose, so that it can be crossed over
-NATS without touching either side: sessions hand in joins, moves and leaves; the
-zone hands each member's `Outlet` the view of its block at every tick (one view
-per block, shared, each form encoded once: zones/interest.py) and tells it when a
-newer session took its character over. Saving positions and publishing
-`player.moved` are hooks given at start, so the zone knows nothing of Postgres or
-NATS.
+NATS without touching either side: sessions hand in joins, inputs (moves, and the
+game's other inputs) and leaves; the zone runs its game's rules (rules/api.py) on
+them at each tick, and hands each member's `Outlet` the view of its block at every
+tick (one view per block, shared, each form encoded once, the tick's events about
+someone in the block with it: zones/interest.py), the refusals of its inputs, and
+tells it when a newer session took its character over. Saving positions, publishing
+`player.moved` and the game's facts are hooks given at start, so the zone knows
+nothing of Postgres or NATS.
 
 Ticks are paced by deadlines (`start + n * period` on trio's clock), so they do
 not drift; a zone that falls more than a tick behind skips the missed ticks
@@ -31,9 +33,11 @@ from typing import Protocol
 import orjson
 import trio
 
+from rules.api import DEFAULT_PROFILE, Fact, Input, Player, Profile, Rules, Zone
 from zones.context import ZONE
-from zones.interest import Grid, Interest, View
-from zones.simulation import Avatar, Rules, Simulation
+from zones.grid import Grid
+from zones.interest import Interest, View
+from zones.simulation import Simulation
 from zones.stats import ZoneCounts
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,9 @@ class Outlet(Protocol):
     def replaced(self) -> None:
         """A newer session joined this character; this one must end."""
 
+    def refused(self, code: str, message: str) -> None:
+        """The game would not take one of its inputs: tell the client (an `error`)."""
+
 
 @dataclass(frozen=True)
 class Entrant:
@@ -63,6 +70,7 @@ class Entrant:
     x: float
     y: float
     placed: bool = False  # put it at (x, y) exactly (a travel's spawn point), whatever it knows
+    profile: Profile = DEFAULT_PROFILE  # what the services know of it (class, weapons...)
 
 
 @dataclass(frozen=True)
@@ -88,19 +96,22 @@ class Position:
 class ZoneHooks:
     save_positions: Callable[[list[Position]], Awaitable[None]]
     publish_moves: Callable[[list[bytes]], Awaitable[None]]
+    # The game's facts (rules/api.py, `Fact`), each to be announced once; must not block.
+    publish_facts: Callable[[list[Fact]], None] | None = None
     # Each tick, once, for members in other processes (the zone's feed); must not block.
     publish_tick: Callable[[Interest], None] | None = None
 
 
 class ZoneActor:
-    def __init__(self, zone_id: str, rules: Rules, hooks: ZoneHooks, *, tick_rate_hz: float,
+    def __init__(self, zone: Zone, rules: Rules, hooks: ZoneHooks, *,
                  checkpoint_s: float = 5.0, view_radius: float = 0.0) -> None:
-        self.zone_id = zone_id
-        self.tick_rate_hz = tick_rate_hz
-        self._sim = Simulation(zone_id, rules)
-        b = rules.bounds
-        self._interest = Interest(zone_id, Grid(b.min_x, b.min_y, b.max_x, b.max_y, view_radius),
-                                  epoch=uuid.uuid4().hex)
+        self.zone_id = zone.zone_id
+        self.tick_rate_hz = zone.tick_rate_hz
+        self._sim = Simulation(rules, zone)
+        self._fields = rules.fields
+        self._interest = Interest(self.zone_id, Grid(*zone.bounds, view_radius),
+                                  epoch=uuid.uuid4().hex,
+                                  fields=tuple(f.name for f in rules.fields))
         self._hooks = hooks
         self._checkpoint_s = checkpoint_s
         self._outlets: dict[str, Outlet] = {}
@@ -125,21 +136,26 @@ class ZoneActor:
         if older is not None and older is not outlet:
             older.replaced()
         character_id = entrant.character_id
-        avatar = self._sim.avatars.get(character_id)
-        if avatar is None:
+        player = self._sim.players.get(character_id)
+        if player is None:
             known = self._last_known.pop(character_id, None)
             x, y = (known.x, known.y) if known and not entrant.placed else (entrant.x, entrant.y)
             self._saved[character_id] = (x, y)  # what the row holds, or will once saved
-            avatar = self._sim.add(Avatar(character_id, entrant.user_id, entrant.name, x, y))
-            self._interest.enter(avatar.eid, character_id, avatar.name, avatar.x, avatar.y,
-                                 avatar.seq)
+            player = self._sim.add(Player(character_id, entrant.user_id, entrant.name, x, y,
+                                          profile=entrant.profile, fields=self._fields))
+            self._interest.enter(player.eid, character_id, player.name, player.x, player.y,
+                                 player.seq, tuple(player.fields))
         self._outlets[character_id] = outlet
-        self._by_eid[avatar.eid] = outlet
-        return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, avatar.x, avatar.y,
-                         avatar.eid)
+        self._by_eid[player.eid] = outlet
+        return Admission(self.zone_id, self._sim.tick, self.tick_rate_hz, player.x, player.y,
+                         player.eid)
 
     def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
-        if not self._sim.queue(character_id, dx, dy, seq):
+        self.act(character_id, Input("move", seq, (float(dx), float(dy))))
+
+    def act(self, character_id: str, input: Input) -> None:
+        """One of the game's inputs (validated at the edge), for the next tick."""
+        if not self._sim.queue(character_id, input):
             self.counts.inputs_dropped += 1
 
     def leave(self, character_id: str, outlet: Outlet) -> None:
@@ -147,12 +163,12 @@ class ZoneActor:
         if self._outlets.get(character_id) is not outlet:
             return
         del self._outlets[character_id]
-        avatar = self._sim.remove(character_id)
+        player = self._sim.remove(character_id)
         self._saved.pop(character_id, None)
-        if avatar is not None:
-            del self._by_eid[avatar.eid]
-            self._interest.leave(avatar.eid)
-            position = self._leaving[character_id] = self._position(avatar)
+        if player is not None:
+            del self._by_eid[player.eid]
+            self._interest.leave(player.eid)
+            position = self._leaving[character_id] = self._position(player)
             self._last_known[character_id] = position
             if len(self._last_known) > LAST_KNOWN_MAX:
                 self._last_known.popitem(last=False)
@@ -215,9 +231,16 @@ class ZoneActor:
             self.counts.ticks.observe(time.perf_counter() - began)
 
     async def _step(self) -> None:
-        moved = self._sim.step()
+        stepped = self._sim.step()
         interest = self._interest
-        interest.seal(self._sim.tick, moved)
+        interest.seal(stepped.tick, stepped.changed,
+                      [(e.kind, [p.eid for p in e.about], e.data) for e in stepped.events])
+        for refusal in stepped.refusals:
+            outlet = self._outlets.get(refusal.player.character_id)
+            if outlet is not None:
+                outlet.refused(refusal.code, refusal.message)
+        if stepped.facts and self._hooks.publish_facts is not None:
+            self._hooks.publish_facts(stepped.facts)
         if self._hooks.publish_tick is not None:
             self._hooks.publish_tick(interest)
         by_eid, fanout = self._by_eid, []
@@ -232,11 +255,12 @@ class ZoneActor:
             outlet.snapshot(view)
             if i % FANOUT_YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
+        tick = stepped.tick
+        moved = [p for p in stepped.changed if p.moved_at == tick]
         if moved:
-            tick = self._sim.tick
-            batch = [orjson.dumps({"character_id": a.character_id, "user_id": a.user_id,
-                                   "zone_id": self.zone_id, "x": a.x, "y": a.y, "tick": tick})
-                     for a in moved]
+            batch = [orjson.dumps({"character_id": p.character_id, "user_id": p.user_id,
+                                   "zone_id": self.zone_id, "x": p.x, "y": p.y, "tick": tick})
+                     for p in moved]
             try:
                 self._moves_out.send_nowait(batch)
             except trio.WouldBlock:
@@ -265,9 +289,9 @@ class ZoneActor:
         save) in one batch; True if saved. A failure keeps them for the next try."""
         positions = dict(self._leaving)
         if everyone:
-            for avatar in self._sim.avatars.values():
-                if self._saved.get(avatar.character_id) != (avatar.x, avatar.y):
-                    positions[avatar.character_id] = self._position(avatar)
+            for player in self._sim.players.values():
+                if self._saved.get(player.character_id) != (player.x, player.y):
+                    positions[player.character_id] = self._position(player)
         if not positions:
             return True
         try:
@@ -283,5 +307,5 @@ class ZoneActor:
                 self._saved[character_id] = (saved.x, saved.y)
         return True
 
-    def _position(self, avatar: Avatar) -> Position:
-        return Position(avatar.character_id, avatar.user_id, self.zone_id, avatar.x, avatar.y)
+    def _position(self, player: Player) -> Position:
+        return Position(player.character_id, player.user_id, self.zone_id, player.x, player.y)

@@ -23,7 +23,7 @@ import msgspec
 
 log = logging.getLogger(__name__)
 
-FEED_VERSION = 1
+FEED_VERSION = 2
 
 Text = Annotated[str, msgspec.Meta(max_length=200)]  # ids, names, codes, messages
 Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]  # NaN and inf are refused
@@ -31,6 +31,7 @@ Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]  # NaN and inf are 
 # so that a snapshot can always write it as a float32.
 Coordinate = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
+Value = bool | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | Finite | Text | None
 
 
 class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
@@ -38,7 +39,7 @@ class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     """A message between processes; its tag is its kind and version."""
 
 
-class JoinRequest(_Message, frozen=True, tag="zone.join/1"):
+class JoinRequest(_Message, frozen=True, tag="zone.join/2"):
     """api -> zone (request, on zone.<id>.join): admit this character."""
 
     character_id: Text
@@ -49,6 +50,9 @@ class JoinRequest(_Message, frozen=True, tag="zone.join/1"):
     placed: bool  # put it at (x, y) whatever the zone remembers (a travel's spawn point)
     api: Text  # the api process, for its inputs and news
     session: Text  # the session in that process
+    character_class: Text  # what the services know of it (rules/api.py, `Profile`)
+    level: Count
+    weapons: list[Text]
 
 
 class Admitted(_Message, frozen=True, tag="zone.admitted/1"):
@@ -71,19 +75,23 @@ class JoinRefused(_Message, frozen=True, tag="zone.refused/1"):
 JoinReply = Admitted | JoinRefused
 
 
-class Inputs(_Message, frozen=True, tag="zone.inputs/1"):
+class Inputs(_Message, frozen=True, tag="zone.inputs/2"):
     """api -> zone (zone.<id>.input): what an api process gathered since it last sent;
     at least one a second, as a heartbeat."""
 
     api: Text
     moves: list[tuple[Text, Finite, Finite, Count]]  # character, dx, dy, seq
+    # The game's other inputs: character, kind, seq, values (checked again by the zone).
+    actions: list[tuple[Text, Text, Count, list[Value]]]
     leaves: list[tuple[Text, Text]]  # character, session
 
 
-class Replaced(_Message, frozen=True, tag="api.replaced/1"):
-    """zone -> api (api.<id>.events): these sessions of yours were taken over (4009)."""
+class News(_Message, frozen=True, tag="api.news/1"):
+    """zone -> api (api.<id>.events): sessions of yours that were taken over (4009), and
+    inputs of theirs the game refused (an `error` for the client)."""
 
-    sessions: list[tuple[Text, Text, Text]]  # zone, character, session
+    replaced: list[tuple[Text, Text, Text]]  # zone, character, session
+    refused: list[tuple[Text, Text, Text, Text, Text]]  # zone, character, session, code, why
 
 
 class TickTimes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -106,20 +114,22 @@ class Feed(msgspec.Struct, frozen=True):
     """One tick of a zone's feed: v2's snapshot with exact positions, the zone run's
     epoch and the feed's version (docs/protocol.md, "Zones across processes")."""
 
-    v: Literal[1]  # FEED_VERSION: a feed of another version does not decode
+    v: Literal[2]  # FEED_VERSION: a feed of another version does not decode
     epoch: Text
     type: Literal["snapshot"]
     zone: Text
     tick: Count
     base: Count | None
     enter: list[tuple[Count, Text, Text]]  # eid, character, name
-    update: list[tuple[Count, Coordinate, Coordinate, Count]]  # eid, x, y, seq
+    # [eid, x, y, seq, *the game's fields]: checked by the mirror, which knows the game.
+    update: list[list[Value]]
     leave: list[Count]
+    events: list[tuple[Text, list[Count], dict[Text, Value]]]  # kind, about eids, data
 
 
 _ENCODER = msgspec.msgpack.Encoder()
 
-Peer = JoinRequest | Admitted | JoinRefused | Inputs | Replaced | Held
+Peer = JoinRequest | Admitted | JoinRefused | Inputs | News | Held
 
 
 def encode(message: Peer) -> bytes:
@@ -130,7 +140,7 @@ def encode(message: Peer) -> bytes:
 JOIN_REQUESTS = msgspec.msgpack.Decoder(JoinRequest)
 JOIN_REPLIES: msgspec.msgpack.Decoder[JoinReply] = msgspec.msgpack.Decoder(JoinReply)
 INPUTS = msgspec.msgpack.Decoder(Inputs)
-REPLACED = msgspec.msgpack.Decoder(Replaced)
+NEWS = msgspec.msgpack.Decoder(News)
 HELD = msgspec.msgpack.Decoder(Held)
 FEEDS = msgspec.msgpack.Decoder(Feed)
 

@@ -20,16 +20,17 @@ refused and counted (a join that cannot be read is answered `validation_failed`)
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 
 import trio
 
 from bus import subjects
 from bus.connection import Bus, BusUnavailable, Message
 from persistence.errors import DomainError
+from rules.api import Input, Profile, checked
 from zones import contract
 from zones.actor import Entrant, ZoneActor
 from zones.context import ZONE
+from zones.contract import Value
 from zones.interest import Interest, View
 from zones.world import World
 
@@ -47,16 +48,20 @@ FENCE_AT = 0.75
 class RemoteMember:
     """A member whose session lives in another process."""
 
-    def __init__(self, host: ZoneHost, api: str, session: str) -> None:
+    def __init__(self, host: ZoneHost, api: str, session: str, character_id: str) -> None:
         self._host = host
         self.api = api
         self.session = session
+        self.character_id = character_id
 
     def snapshot(self, view: View) -> None:
         pass  # the host publishes the zone's feed once a tick, for all remote members
 
     def replaced(self) -> None:
         self._host.replaced(self.api, self.session)
+
+    def refused(self, code: str, message: str) -> None:
+        self._host.refused(self, code, message)
 
 
 class ZoneHost:
@@ -70,7 +75,8 @@ class ZoneHost:
         self._heard: dict[str, float] = {}  # api instance -> when it last sent inputs
         self._feed_out, self._feed_in = trio.open_memory_channel[bytes](1)
         self._complete_at = 0.0  # when the next complete feed is due
-        self._news: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        # What to tell each api process: its sessions replaced, and inputs refused.
+        self._news: dict[str, contract.News] = {}
         self._news_ready = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[ZoneHost] = trio.TASK_STATUS_IGNORED
@@ -193,13 +199,14 @@ class ZoneHost:
         if body is None:
             return contract.JoinRefused("validation_failed", "a join this zone cannot read")
         entrant = Entrant(body.character_id, body.user_id, body.name, body.x, body.y,
-                          body.placed)
+                          body.placed, Profile(body.character_class, body.level,
+                                               tuple(body.weapons)))
         # A session joining its own character again (a client's second join, or a rejoin
         # sent again while the first was answered) is that member still, not a takeover.
         known = self._members.get(entrant.character_id)
         member = known if known is not None and \
             (known.api, known.session) == (body.api, body.session) \
-            else RemoteMember(self, body.api, body.session)
+            else RemoteMember(self, body.api, body.session, entrant.character_id)
         try:
             admission = await actor.join(entrant, member)
         except DomainError as exc:
@@ -221,8 +228,24 @@ class ZoneHost:
                 self._heard[body.api] = trio.current_time()
                 for character_id, dx, dy, seq in body.moves:
                     actor.move(character_id, dx, dy, seq)
+                for character_id, kind, seq, values in body.actions:
+                    self._act(actor, character_id, kind, seq, values)
                 for character_id, session in body.leaves:
                     self._leave(actor, character_id, session)
+
+    def _act(self, actor: ZoneActor, character_id: str, kind: str, seq: int,
+             values: list[Value]) -> None:
+        """A game input relayed by an api process, checked again as the edge checks it
+        (the rules see nothing unchecked, whoever sent it)."""
+        spec = self._world.inputs.get(kind)
+        checked_values = None if spec is None or len(values) != len(spec.fields) \
+            else checked(spec, dict(zip((name for name, _ in spec.fields), values,
+                                        strict=True)))
+        if not isinstance(checked_values, tuple):
+            self._world.refusals.refuse("inputs", "invalid", f"an input {kind!r} the game "
+                                        f"would not take: {checked_values}", 0)
+            return
+        actor.act(character_id, Input(kind, seq, checked_values))
 
     def _leave(self, actor: ZoneActor, character_id: str, session: str) -> None:
         member = self._members.get(character_id)
@@ -269,18 +292,30 @@ class ZoneHost:
         for character_id, member in list(self._members.items()):
             if member.session == session:
                 del self._members[character_id]
-                self._news[api].append((self.zone_id, character_id, session))
+                self._news_for(api).replaced.append((self.zone_id, character_id, session))
         self._news_ready.set()
+
+    def refused(self, member: RemoteMember, code: str, message: str) -> None:
+        """Tell `member`'s api process (soon) that the game refused an input of its."""
+        self._news_for(member.api).refused.append(
+            (self.zone_id, member.character_id, member.session, code, message))
+        self._news_ready.set()
+
+    def _news_for(self, api: str) -> contract.News:
+        news = self._news.get(api)
+        if news is None:
+            news = self._news[api] = contract.News([], [])
+        return news
 
     async def _send_news(self) -> None:
         while True:
             await self._news_ready.wait()
             self._news_ready = trio.Event()
-            news, self._news = self._news, defaultdict(list)
-            for api, replaced in news.items():
+            news, self._news = self._news, {}
+            for api, told in news.items():
                 try:
-                    await self._bus.publish_many(subjects.api_events(api), [contract.encode(
-                        contract.Replaced(replaced))])
+                    await self._bus.publish_many(subjects.api_events(api),
+                                                 [contract.encode(told)])
                 except BusUnavailable:
-                    log.warning("zone %s: could not tell %s its session was replaced",
+                    log.warning("zone %s: could not tell %s what became of its sessions",
                                 self.zone_id, api)

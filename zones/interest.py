@@ -1,38 +1,40 @@
 """Who sees whom in a zone, and the snapshot each view gets (docs/protocol.md,
 "Interest management" and "World, protocol v2"). Sans-IO.
 
-The zone is cut into square cells whose side is the view radius; a player sees the
-players of its own cell and of the eight around it (its block), so everyone within
-the radius and nobody farther than twice it on either axis. A radius of 0 makes the
-whole zone one cell: everyone sees everyone.
-
-`Interest` holds the zone's entities (eid, character, position, last seq, cell, and
+A player sees the players of its block (zones/grid.py). `Interest` holds the zone's
+entities (eid, character, position, last seq, the game's replicated fields, cell, and
 their encoded entries) and what changed since the last tick: entries, moves and
-leaves land in the current window, and `seal(tick)` closes it. The members of one
-block share one `View` of the sealed tick, and a view encodes each of its forms at
-most once: v1 JSON, v2 complete, v2 delta against the tick before. Those are joins
+leaves land in the current window, and `seal(tick)` closes it, with the tick's events
+(rules/api.py, `Event`). The members of one block share one `View` of the sealed tick,
+and a view encodes each of its forms at most once: v1 JSON, v2 complete, v2 delta
+against the tick before, and the events about someone in the block. Those are joins
 of runs that each cell encodes once a tick, so a tick costs in proportion to the
 players and what they see, never to players squared.
 
 A zone feeds its Interest from its simulation; another process holds a mirror of
-it, fed from the zone's own feed (`feed`, then `apply`), and serves its sessions
+it, fed from the zone's own feed (`feed`; zones/mirror.py), and serves its sessions
 the same views (zones/remote.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
-from zones.contract import FEED_VERSION, Feed
-from zones.simulation import Avatar
+from rules.api import Player
+from zones.contract import FEED_VERSION
+from zones.grid import Cell, Grid
 from zones.snapshots import (
     EMPTY,
     Headers,
     Run,
+    Scalar,
     enter_entry,
+    events_message,
     pack_xy32,
+    packed,
+    scalars,
     short_uint,
     text,
     uint,
@@ -41,42 +43,10 @@ from zones.snapshots import (
     v1_entry,
 )
 
-Cell = int
 V1, V2 = "v1", "v2"  # the wire a member speaks (docs/protocol.md)
 Base = tuple[object, int]  # the view and tick of the last snapshot a member was sent
-
-
-class Grid:
-    """Cells of side `radius` over the zone's bounds; radius 0 is a single cell."""
-
-    def __init__(self, min_x: float, min_y: float, max_x: float, max_y: float,
-                 radius: float) -> None:
-        self.min_x, self.min_y, self.radius = min_x, min_y, radius
-        self.columns = int((max_x - min_x) / radius) + 1 if radius else 1
-        self.rows = int((max_y - min_y) / radius) + 1 if radius else 1
-        self._blocks: dict[Cell, tuple[Cell, ...]] = {}
-
-    def cell(self, x: float, y: float) -> Cell:
-        radius = self.radius
-        if not radius:
-            return 0
-        column = int((x - self.min_x) / radius)
-        row = int((y - self.min_y) / radius)
-        columns = self.columns
-        if 0 <= column < columns and 0 <= row < self.rows:
-            return row * columns + column
-        return min(max(row, 0), self.rows - 1) * columns + min(max(column, 0), columns - 1)
-
-    def block(self, cell: Cell) -> tuple[Cell, ...]:
-        """The cells a player in `cell` sees, its own first."""
-        found = self._blocks.get(cell)
-        if found is None:
-            columns, rows = self.columns, self.rows
-            row, column = divmod(cell, columns)
-            around = [r * columns + c for r in range(max(row - 1, 0), min(row + 2, rows))
-                      for c in range(max(column - 1, 0), min(column + 2, columns))]
-            found = self._blocks[cell] = (cell, *(c for c in around if c != cell))
-        return found
+# An event of the sealed tick: its kind, the eids it is about, what it says.
+TickEvent = tuple[str, Sequence[int], Mapping[str, Scalar]]
 
 
 class Entity:
@@ -84,44 +54,58 @@ class Entity:
 
     __slots__ = (
         "_exact",
+        "_names",
         "_v1",
         "cell",
         "character_id",
         "eid",
         "enter",
+        "fields",
         "head",
         "key",
         "name",
         "seq",
+        "tail",
         "update",
         "x",
         "y",
     )
 
     def __init__(self, eid: int, character_id: str, name: str, x: float, y: float, seq: int,
-                 cell: Cell) -> None:
+                 cell: Cell, names: tuple[str, ...] = (),
+                 fields: tuple[Scalar, ...] = ()) -> None:
         self.eid = eid
         self.key = uint(eid)
-        self.head = update_head(eid)
+        self._names = names  # of the game's replicated fields
+        self.head = update_head(eid, len(names))
         self.character_id = character_id
         self.name = name
         self.x, self.y, self.seq = x, y, seq
+        self.fields = fields
+        self.tail = scalars(fields)  # the fields, encoded
         self.cell = cell
         self.enter = enter_entry(self.key, character_id, name)
         self.update = b""  # written when its window is sealed
         self._exact: bytes | None = None
         self._v1: bytes | None = None
 
+    def set_fields(self, fields: tuple[Scalar, ...]) -> None:
+        if fields != self.fields:
+            self.fields = fields
+            self.tail = scalars(fields)
+
     @property
     def exact(self) -> bytes:
         if self._exact is None:
-            self._exact = update_entry(self.head, self.x, self.y, self.seq, exact=True)
+            self._exact = update_entry(self.head, self.x, self.y, self.seq,
+                                       exact=True) + self.tail
         return self._exact
 
     @property
     def v1(self) -> bytes:
         if self._v1 is None:
-            self._v1 = v1_entry(self.character_id, self.name, self.x, self.y, self.seq)
+            self._v1 = v1_entry(self.character_id, self.name, self.x, self.y, self.seq,
+                                dict(zip(self._names, self.fields, strict=True)))
         return self._v1
 
 
@@ -157,9 +141,11 @@ class _Runs:
 
 
 class Interest:
-    def __init__(self, zone_id: str, grid: Grid, *, epoch: object) -> None:
+    def __init__(self, zone_id: str, grid: Grid, *, epoch: object,
+                 fields: tuple[str, ...] = ()) -> None:
         self.zone_id = zone_id
         self.grid = grid
+        self.fields = fields  # the names of the game's replicated fields, in its order
         self.epoch = epoch  # tells this zone's snapshots from another run's (ticks restart)
         self.tick = 0  # the tick sealed last
         self.entities: dict[int, Entity] = {}  # as of now, the open window included
@@ -180,23 +166,28 @@ class Interest:
         self._changed_runs: dict[Cell, Run] = {}
         self._block_moves: dict[Cell, tuple[list[Entity], list[int]]] | None = None
         self._views: dict[Cell, View] = {}
+        self._events: Sequence[TickEvent] = ()  # the sealed tick's
+        self._block_events: dict[Cell, list[int]] | None = None
 
     # --- the window ------------------------------------------------------------------------
 
     def enter(self, eid: int, character_id: str, name: str, x: float, y: float,
-              seq: int) -> None:
-        entity = Entity(eid, character_id, name, x, y, seq, self.grid.cell(x, y))
+              seq: int, fields: tuple[Scalar, ...] = ()) -> None:
+        entity = Entity(eid, character_id, name, x, y, seq, self.grid.cell(x, y),
+                        self.fields, fields)
         self.entities[eid] = entity
         self._entering[eid] = entity
         self._touched.setdefault(eid, None)
 
-    def update(self, eid: int, x: float, y: float, seq: int) -> None:
-        """A mirror's update (`apply`), which seals at once: so an entity may change cells
-        here, with no view built between."""
+    def update(self, eid: int, x: float, y: float, seq: int,
+               fields: tuple[Scalar, ...] = ()) -> None:
+        """A mirror's update (zones/mirror.py), which seals at once: so an entity may
+        change cells here, with no view built between."""
         entity = self.entities[eid]
         if eid not in self._touched:
             self._touched[eid] = entity.cell
         entity.x, entity.y, entity.seq = x, y, seq
+        entity.set_fields(fields)
         cell = self.grid.cell(x, y)
         if eid in self._entering:
             entity.cell = cell
@@ -230,17 +221,19 @@ class Interest:
             cells[entity.cell][entity.eid] = entity
         self._leaving, self._entering = [], {}
 
-    def seal(self, tick: int, moved: Sequence[Avatar] = ()) -> None:
+    def seal(self, tick: int, moved: Sequence[Player] = (),
+             events: Sequence[TickEvent] = ()) -> None:
         """Close the window: everything since the last seal happened in `tick`, and so
-        did the moves of `moved` (update() for each, done here in the same loop: this is
-        the zone's every tick, written for speed; it encodes the entry of every player
-        that moved)."""
+        did the changes of `moved` (update() for each, done here in the same loop: this
+        is the zone's every tick, written for speed; it encodes the entry of every player
+        that changed) and `events`."""
         self._settle_window()
         changed: dict[Cell, list[Entity]] = {}
         moves: list[tuple[int, Entity | None, Cell | None, Cell | None]] = []
         entities, runs, touched, grid = self.entities, self._runs, self._touched, self.grid
         radius, min_x, min_y = grid.radius, grid.min_x, grid.min_y
         columns, rows = grid.columns, grid.rows
+        fielded = bool(self.fields)
         for one in moved:
             eid = one.eid
             entity = entities[eid]
@@ -248,6 +241,8 @@ class Interest:
             x = entity.x = one.x
             y = entity.y = one.y
             seq = entity.seq = one.seq
+            if fielded:
+                entity.set_fields(tuple(one.fields))
             now = entity.cell
             if radius:
                 column, row = int((x - min_x) / radius), int((y - min_y) / radius)
@@ -256,7 +251,8 @@ class Interest:
                 if cell != now:
                     self._move(entity, cell)
                     now = cell
-            entity.update = entity.head + pack_xy32(0xCA, x, 0xCA, y) + short_uint(seq)
+            entity.update = entity.head + pack_xy32(0xCA, x, 0xCA, y) + short_uint(seq) \
+                + entity.tail
             entity._exact = entity._v1 = None
             in_cell = changed.get(now)
             if in_cell is None:
@@ -274,7 +270,8 @@ class Interest:
                     moves.append((eid, None, was, None))
                     runs.pop(was, None)
                 continue
-            present.update = update_entry(present.head, present.x, present.y, present.seq)
+            present.update = update_entry(present.head, present.x, present.y,
+                                          present.seq) + present.tail
             present._exact = present._v1 = None
             now = present.cell
             changed.setdefault(now, []).append(present)
@@ -288,6 +285,7 @@ class Interest:
         self._touched = {}
         self._changed, self._moves = changed, moves
         self._changed_runs, self._block_moves, self._views = {}, None, {}
+        self._events, self._block_events = events, None
 
     # --- what members see ------------------------------------------------------------------
 
@@ -331,6 +329,25 @@ class Interest:
                     self._block_moves[center][1].append(eid)
         return self._block_moves.get(cell, ([], []))
 
+    def events_in(self, cell: Cell) -> list[int]:
+        """The sealed tick's events (their indexes) about someone a member in `cell` sees:
+        about a player in a cell of its block (seeing is mutual: zones/grid.py)."""
+        if not self._events:
+            return []
+        if self._block_events is None:
+            self._block_events = defaultdict(list)
+            block, entities = self.grid.block, self.entities
+            for i, (_, about, _) in enumerate(self._events):
+                cells = {entities[eid].cell for eid in about if eid in entities}
+                for center in {c for cell in cells for c in block(cell)}:
+                    self._block_events[center].append(i)
+        return self._block_events.get(cell, [])
+
+    def events_message(self, indexes: Sequence[int], wire: str) -> bytes:
+        return events_message(wire == V1, self.zone_id, self.tick,
+                              [{"kind": self._events[i][0], **self._events[i][2]}
+                               for i in indexes])
+
     def v2(self, base: int | None, enter: Sequence[Run], update: Sequence[Run],
            leave: Sequence[int]) -> bytes:
         return self._headers.v2(self.tick, base, enter, update, leave)
@@ -363,52 +380,9 @@ class Interest:
             changed = [Run.of([e.exact for e in cell]) for cell in self._changed.values()]
             body = self.v2(self.tick - 1, [Run.of([e.enter for e in entered])], changed, left)
         assert body[0] == 0x87 and isinstance(self.epoch, str)
-        return b"\x89\xa1v" + uint(FEED_VERSION) + text("epoch") + text(self.epoch) + body[1:]
-
-    def apply(self, feed: Feed) -> bool:
-        """Take a tick of the zone's feed (decoded); False if it is a delta against a tick
-        this mirror does not hold (wait for the next complete one). A feed that does not
-        hold together (another zone's, an update of an eid nobody entered) raises
-        ValueError before anything is changed."""
-        epoch, tick, base = feed.epoch, feed.tick, feed.base
-        enter, update, leave = feed.enter, feed.update, feed.leave
-        if base is not None and (epoch != self.epoch or base != self.tick):
-            return False
-        names = {eid: (character_id, name) for eid, character_id, name in enter}
-        held = set() if base is None and epoch != self.epoch else set(self.entities)
-        held.difference_update(leave)
-        unknown = [entry[0] for entry in update if entry[0] not in names
-                   and entry[0] not in held]
-        # An eid that leaves and enters in one tick: no delta could tell its viewers (the
-        # zone rests a freed eid for a tick so that it never happens).
-        reused = names.keys() & set(leave)
-        if feed.zone != self.zone_id or unknown or reused:
-            raise ValueError(f"a feed of zone {feed.zone!r} that updates unknown eids "
-                             f"{unknown[:5]} or reuses eids {sorted(reused)[:5]}")
-        if base is None:
-            if epoch != self.epoch:  # another run of the zone: start afresh
-                for eid in list(self.entities):
-                    self.leave(eid)
-                self.epoch = epoch
-            present = {entry[0] for entry in update}
-            for eid in [eid for eid in self.entities if eid not in present]:
-                self.leave(eid)
-        for eid in leave:
-            if eid in self.entities:
-                self.leave(eid)
-        for eid, x, y, seq in update:
-            known = self.entities.get(eid)
-            if known is not None and eid in names and known.character_id != names[eid][0]:
-                self.leave(eid)  # its eid was given to another character meanwhile
-                known = None
-            if known is None:
-                character_id, name = names[eid]
-                self.enter(eid, character_id, name, x, y, seq)
-            elif (known.x, known.y, known.seq) != (x, y, seq):
-                self.update(eid, x, y, seq)
-        self.seal(tick)
-        return True
-
+        events = [[kind, list(about), dict(data)] for kind, about, data in self._events]
+        return (b"\x8a\xa1v" + uint(FEED_VERSION) + text("epoch") + text(self.epoch)
+                + body[1:] + text("events") + packed(events))
 
 class Snapshot(Protocol):
     """What a member is handed each tick (a View, to the zones)."""
@@ -419,12 +393,16 @@ class Snapshot(Protocol):
         """The payload for a member that speaks `wire` and was last sent `since`, and
         what it will have been sent now."""
 
+    def events(self, wire: str) -> bytes | None:
+        """The `events` message of the tick for a member that speaks `wire`: the events
+        about someone it sees; None when there are none."""
+
 
 class View:
     """What the members of one block see at one tick, encoded once per form."""
 
-    __slots__ = ("_after", "_block", "_cell", "_complete", "_delta", "_interest", "_v1",
-                 "base", "tick", "zone")
+    __slots__ = ("_after", "_block", "_cell", "_complete", "_delta", "_events", "_interest",
+                 "_v1", "base", "tick", "zone")
 
     def __init__(self, interest: Interest, cell: Cell) -> None:
         self._interest = interest
@@ -438,6 +416,7 @@ class View:
         self._v1: bytes | None = None
         self._complete: bytes | None = None
         self._delta: bytes | None = None
+        self._events: dict[str, bytes | None] = {}
 
     def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
         """The payload for a member that speaks `wire` and was last sent `since`, and
@@ -452,6 +431,13 @@ class View:
         if since == self._after:
             return self._delta or self._encode_delta(), self.base
         return self._complete or self._encode_complete(), self.base
+
+    def events(self, wire: str) -> bytes | None:
+        if wire not in self._events:
+            indexes = self._interest.events_in(self._cell)
+            self._events[wire] = self._interest.events_message(indexes, wire) if indexes \
+                else None
+        return self._events[wire]
 
     def _encode_v1(self) -> bytes:
         entries = [self._interest.runs(c).v1 for c in self._block]

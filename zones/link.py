@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from rules.api import Input
 from zones.actor import Admission, Entrant, Outlet, ZoneActor
 
 
@@ -31,7 +32,8 @@ class ZoneLink(Protocol):
 
     async def join(self, entrant: Entrant, member: Member) -> Admission: ...
 
-    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None: ...
+    def act(self, character_id: str, input: Input) -> None:
+        """One of the game's inputs (a move, mostly), checked by the edge."""
 
     def leave(self, character_id: str, member: Member) -> None: ...
 
@@ -44,7 +46,7 @@ class LocalZone:
     def __init__(self, actor: ZoneActor) -> None:
         self.zone_id = actor.zone_id
         self.actor = actor
-        self.move = actor.move  # the hot path: no extra call
+        self.act = actor.act  # the hot path: no extra call
         self.members: dict[str, Member] = {}  # character id -> its member
 
     async def join(self, entrant: Entrant, member: Member) -> Admission:

@@ -29,12 +29,14 @@ import trio
 
 from bus import subjects
 from bus.connection import Bus, BusUnavailable
+from rules.api import Input, Scalar
 from zones import contract
 from zones.actor import Admission, Entrant
 from zones.context import ZONE
 from zones.errors import Refused, ZoneUnavailable
-from zones.interest import Grid, Interest
+from zones.grid import Grid
 from zones.link import Member
+from zones.mirror import Mirror
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,17 @@ MOVES_PER_MESSAGE = 4096
 
 class RemoteZone:
     def __init__(self, zone_id: str, bus: Bus, instance_id: str, grid: Grid,
-                 refusals: contract.Refusals) -> None:
+                 fields: tuple[str, ...], refusals: contract.Refusals) -> None:
         self.zone_id = zone_id
         self._bus = bus
         self._instance_id = instance_id
-        self._mirror = Interest(zone_id, grid, epoch="")
+        self._mirror = Mirror(zone_id, grid, epoch="", fields=fields)
         self._refusals = refusals
         self._members: dict[str, Member] = {}
         self._eids: dict[str, int] = {}  # of the members' characters
         self._lost: set[str] = set()  # members to re-join once the zone answers again
         self._moves: list[tuple[str, float, float, int]] = []
+        self._actions: list[tuple[str, str, int, list[Scalar]]] = []
         self._leaves: list[tuple[str, str]] = []
         self._wake = trio.Event()
         self._last_snapshot = 0.0
@@ -75,9 +78,11 @@ class RemoteZone:
     # --- the ZoneLink sessions use ---------------------------------------------------------
 
     async def join(self, entrant: Entrant, member: Member) -> Admission:
+        profile = entrant.profile
         request = contract.encode(contract.JoinRequest(
             entrant.character_id, entrant.user_id, entrant.name, entrant.x, entrant.y,
-            entrant.placed, self._instance_id, member.session_id))
+            entrant.placed, self._instance_id, member.session_id, profile.character_class,
+            profile.level, list(profile.weapons)))
         try:
             answer = await self._bus.request(subjects.zone_join(self.zone_id), request,
                                              timeout_s=JOIN_TIMEOUT_S)
@@ -94,10 +99,16 @@ class RemoteZone:
         self._last_snapshot = max(self._last_snapshot, trio.current_time())
         return Admission(self.zone_id, reply.tick, reply.tick_rate, reply.x, reply.y, reply.eid)
 
-    def move(self, character_id: str, dx: float, dy: float, seq: int) -> None:
-        if character_id not in self._lost:
-            self._moves.append((character_id, dx, dy, seq))
-            self._wake.set()
+    def act(self, character_id: str, input: Input) -> None:
+        if character_id in self._lost:
+            return
+        if input.kind == "move":  # most inputs: sent in a form of their own, smaller
+            dx, dy = input.values
+            assert isinstance(dx, float) and isinstance(dy, float)
+            self._moves.append((character_id, dx, dy, input.seq))
+        else:
+            self._actions.append((character_id, input.kind, input.seq, list(input.values)))
+        self._wake.set()
 
     def leave(self, character_id: str, member: Member) -> None:
         if self._members.get(character_id) is member:
@@ -106,6 +117,12 @@ class RemoteZone:
             self._lost.discard(character_id)
             self._leaves.append((character_id, member.session_id))
             self._wake.set()
+
+    def refused(self, character_id: str, session_id: str, code: str, message: str) -> None:
+        """The game refused an input of this session's: tell its client."""
+        member = self._members.get(character_id)
+        if member is not None and member.session_id == session_id:
+            member.outlet.refused(code, message)
 
     def replaced(self, character_id: str, session_id: str) -> None:
         """The zone says a newer session (maybe in another process) took this one over."""
@@ -141,7 +158,8 @@ class RemoteZone:
             return
         except Exception as exc:  # a feed the mirror choked on: it starts afresh
             self._refusals.refuse("feed", "invalid", repr(exc), len(data))
-            self._mirror = Interest(self.zone_id, self._mirror.grid, epoch="")
+            self._mirror = Mirror(self.zone_id, self._mirror.grid, epoch="",
+                                  fields=self._mirror.fields)
             return
         if not synced:
             return  # a tick went missing: wait for the next complete feed
@@ -157,7 +175,8 @@ class RemoteZone:
                 with trio.move_on_after(HEARTBEAT_S):
                     await self._wake.wait()
                 self._wake = trio.Event()
-                if (self._moves or self._leaves or self._members) and not await self._send():
+                if (self._moves or self._actions or self._leaves or self._members) \
+                        and not await self._send():
                     await trio.sleep(REJOIN_EVERY_S)
         finally:
             with trio.move_on_after(SHUTDOWN_SEND_S) as scope:
@@ -168,10 +187,11 @@ class RemoteZone:
     async def _send(self) -> bool:
         """Send what has gathered, in one message or, when a starved loop let a lot gather,
         in as many as NATS's payload limit needs; False if NATS did not take them."""
-        moves, leaves = self._moves, self._leaves
-        self._moves, self._leaves = [], []
+        moves, actions, leaves = self._moves, self._actions, self._leaves
+        self._moves, self._actions, self._leaves = [], [], []
         batches = [contract.encode(contract.Inputs(self._instance_id,
                                                    moves[at:at + MOVES_PER_MESSAGE],
+                                                   actions if at == 0 else [],
                                                    leaves if at == 0 else []))
                    for at in range(0, max(len(moves), 1), MOVES_PER_MESSAGE)]
         try:

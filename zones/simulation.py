@@ -1,69 +1,30 @@
-"""A zone's simulation: players and movement rules. Sans-IO: no trio here.
+"""A zone's simulation: its players, their inputs and the game's rules. Sans-IO: no trio.
 
-Inputs are queued in arrival order and applied at tick boundaries: per tick each
-character applies at most `max_inputs_per_tick` of its moves (the rest wait for
-the next ticks, in order), its path within one tick is at most `max_step` long
-(a longer move is scaled down to what is left), and positions are clamped to
-the zone's bounds and kept to a thousandth of a unit, so the numbers a client
-sees, the database keeps and the next welcome shows are the same.
+The engine around a game's `Rules` (rules/api.py): inputs are queued in arrival order
+and handed to the rules at the next tick, each tick at most an input type's
+`per_tick` of a player's (the rest wait, in order; past `queued` waiting, one is
+dropped). A player's `seq` becomes that of the last input handed to the rules: the
+snapshots acknowledge it. The engine also keeps where players were for the rules'
+`history_ticks` (lag compensation asks), and the players' eids.
 
-Each avatar has an eid, the small number v2 snapshots know it by: the smallest
-free one, and one that was freed is handed out again only after the tick in which
-its avatar left (whose snapshots say so) has been stepped.
+Each player has an eid, the small number v2 snapshots know it by: the smallest free
+one, and one that was freed is handed out again only after the tick in which its player
+left (whose snapshots say so) has been stepped.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
-
-def thousandths(value: float) -> float:
-    """`value` kept to a thousandth (twice as fast as round(value, 3), and as exact)."""
-    return round(value * 1000) / 1000
-
-
-@dataclass(frozen=True)
-class Bounds:
-    min_x: float
-    min_y: float
-    max_x: float
-    max_y: float
-
-    def clamp(self, x: float, y: float) -> tuple[float, float]:
-        return (min(max(x, self.min_x), self.max_x), min(max(y, self.min_y), self.max_y))
-
-
-@dataclass(frozen=True)
-class Rules:
-    bounds: Bounds
-    max_step: float
-    max_inputs_per_tick: int = 4
-    max_queued_inputs: int = 16  # per character; beyond this a move is dropped
-
-
-@dataclass
-class Avatar:
-    character_id: str
-    user_id: str
-    name: str
-    x: float
-    y: float
-    seq: int = 0  # the last move seq applied
-    eid: int = -1  # given by the simulation that holds it
-    present: bool = True  # False once removed: its queued moves are ignored
-    queued: deque[tuple[float, float, int]] = field(default_factory=deque)
-    # This tick's bookkeeping, reset when a tick first applies one of its moves.
-    tick: int = -1
-    applied: int = 0
-    budget: float = 0.0
-
+from rules.api import Event as RulesEvent
+from rules.api import Fact, Input, Player, Refusal, Rules, Step, Zone
 
 
 class Eids:
-    """Small numbers for avatars: the smallest free first; a freed one rests a tick."""
+    """Small numbers for players: the smallest free first; a freed one rests a tick."""
 
     def __init__(self) -> None:
         self._next = 0
@@ -86,83 +47,143 @@ class Eids:
         self._resting.clear()
 
 
+class History:
+    """Where players were, for the last `ticks` ticks: each tick, the positions its moves
+    left (eid -> where it was at the end of the tick before, which a player keeps in
+    `px`, `py`). A position at a past tick is the present one with the later moves
+    undone."""
+
+    def __init__(self, ticks: int) -> None:
+        self._undo: deque[tuple[int, dict[int, tuple[float, float]]]] = deque(maxlen=ticks)
+        self.tick = 0  # the tick being stepped
+
+    def position(self, player: Player, tick: int) -> tuple[float, float]:
+        if tick >= self.tick or not self._undo.maxlen:
+            return player.x, player.y
+        x, y = player.px, player.py  # at the end of the tick before this one
+        for undone, moves in reversed(self._undo):
+            if undone <= tick:
+                break
+            if player.eid in moves:
+                x, y = moves[player.eid]
+        return x, y
+
+    def end(self, changed: list[Player]) -> None:
+        """The tick's moves: what `changed` players' positions were before it."""
+        if not self._undo.maxlen:
+            return
+        moves = {}
+        for player in changed:
+            x, y = player.x, player.y
+            if (player.px, player.py) != (x, y):
+                moves[player.eid] = (player.px, player.py)
+                player.px, player.py = x, y
+        self._undo.append((self.tick, moves))
+
+
+@dataclass
+class Stepped:
+    """What one tick did, for the zone to send: who changed, what happened."""
+
+    tick: int
+    changed: list[Player]
+    events: list[RulesEvent] = field(default_factory=list)
+    facts: list[Fact] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+
+
 class Simulation:
-    def __init__(self, zone_id: str, rules: Rules) -> None:
-        self.zone_id = zone_id
+    def __init__(self, rules: Rules, zone: Zone) -> None:
+        self.zone_id = zone.zone_id
         self.rules = rules
+        rules.start(zone)  # before its inputs, fields and history are read
+        self.dt = 1 / zone.tick_rate_hz
+        self._kinds = {spec.kind: i for i, spec in enumerate(rules.inputs)}
+        self._per_tick = [spec.per_tick for spec in rules.inputs]
+        self._queued = [spec.queued for spec in rules.inputs]
+        self._single = len(rules.inputs) == 1  # the common game: inputs of one type
         self.tick = 0
-        self.avatars: dict[str, Avatar] = {}
-        self._arrivals: deque[Avatar] = deque()  # one per queued move, in order
+        self.players: dict[str, Player] = {}
+        self._arrivals: deque[Input] = deque()  # in arrival order
         self._eids = Eids()
-        self.inputs_applied = 0  # moves applied since the start
+        self._past = History(rules.history_ticks)
+        self.rng = random.Random(zone.seed)
+        self.inputs_applied = 0  # inputs handed to the rules since the start
 
-    def add(self, avatar: Avatar) -> Avatar:
-        """Place `avatar` (clamped into bounds); a character already here keeps its state."""
-        if avatar.character_id in self.avatars:
-            return self.avatars[avatar.character_id]
-        avatar.x, avatar.y = self._settle(avatar.x, avatar.y)
-        avatar.eid = self._eids.take()
-        self.avatars[avatar.character_id] = avatar
-        return avatar
+    def add(self, player: Player) -> Player:
+        """Place `player` (the rules do); a character already here keeps its state."""
+        known = self.players.get(player.character_id)
+        if known is not None:
+            return known
+        player.eid = self._eids.take()
+        player.taken = [0] * len(self._per_tick)
+        self.players[player.character_id] = player
+        self.rules.join(player, self.tick)
+        return player
 
-    def remove(self, character_id: str) -> Avatar | None:
-        avatar = self.avatars.pop(character_id, None)
-        if avatar is not None:
-            avatar.present = False
-            self._eids.give_back(avatar.eid)
-        return avatar
+    def remove(self, character_id: str) -> Player | None:
+        player = self.players.pop(character_id, None)
+        if player is not None:
+            player.present = False
+            self._eids.give_back(player.eid)
+            self.rules.leave(player)
+        return player
 
-    def queue(self, character_id: str, dx: float, dy: float, seq: int) -> bool:
-        """Queue a move for the next tick; False if dropped (unknown character, or too many
-        queued)."""
-        avatar = self.avatars.get(character_id)
-        if avatar is None or len(avatar.queued) >= self.rules.max_queued_inputs:
+    def queue(self, character_id: str, input: Input) -> bool:
+        """Queue an input for the next tick; False if dropped (not in the zone, an input
+        type the rules do not have, or too many of its type waiting)."""
+        player = self.players.get(character_id)
+        kind = self._kinds.get(input.kind)
+        if player is None or kind is None:
             return False
-        avatar.queued.append((dx, dy, seq))
-        self._arrivals.append(avatar)
+        queued, cap = player.queued, self._queued[kind]
+        if len(queued) >= cap and (self._single or
+                                   sum(1 for q in queued if q.kind == input.kind) >= cap):
+            return False
+        input.player, input.index = player, kind
+        queued.append(input)
+        self._arrivals.append(input)
         return True
 
-    def step(self) -> list[Avatar]:
-        """Advance one tick: apply queued moves in arrival order; the avatars that moved.
+    def step(self) -> Stepped:
+        """Advance one tick: hand the rules this tick's inputs; what it did.
 
-        Written for speed (it runs for thousands of inputs a second): tick state
-        lives on the avatars, and the bounds are locals."""
+        Written for speed (it runs for thousands of inputs a second): the tick's count
+        of each player's inputs lives on the player."""
         self.tick = tick = self.tick + 1
-        rules = self.rules
-        min_x, min_y, max_x, max_y = (rules.bounds.min_x, rules.bounds.min_y,
-                                      rules.bounds.max_x, rules.bounds.max_y)
-        limit, max_step = rules.max_inputs_per_tick, rules.max_step
-        arrivals, carried = self._arrivals, deque[Avatar]()
-        hypot = math.hypot
-        moved = []
-        applied = 0
-        for avatar in arrivals:
-            if not avatar.present or not avatar.queued:
+        per_tick = self._per_tick
+        inputs: list[Input] = []
+        carried: deque[Input] = deque()
+        changed: list[Player] = []  # whose seq is acknowledged, whatever the rules do
+        for input in self._arrivals:
+            player, kind = input.player, input.index
+            assert player is not None
+            if not player.present:
                 continue  # left the zone since
-            if avatar.tick != tick:
-                avatar.tick, avatar.applied, budget = tick, 1, max_step
-                moved.append(avatar)
-            elif avatar.applied >= limit:
-                carried.append(avatar)
+            taken = player.taken
+            if player.taken_at != tick:
+                player.taken_at = tick
+                for i in range(len(taken)):
+                    taken[i] = 0
+            # A player's inputs are taken in arrival order: once one waits for the next
+            # tick, all its later ones do.
+            if taken[kind] >= per_tick[kind] or player.held_at == tick:
+                carried.append(input)
+                player.held_at = tick
                 continue
-            else:
-                avatar.applied += 1
-                budget = avatar.budget
-            dx, dy, avatar.seq = avatar.queued.popleft()
-            applied += 1
-            length = hypot(dx, dy)
-            if length > budget:  # scale down to what is left of this tick's step
-                scale = budget / length
-                dx, dy, length = dx * scale, dy * scale, budget
-            avatar.budget = budget - length
-            x, y = avatar.x + dx, avatar.y + dy
-            avatar.x = round((min_x if x < min_x else max_x if x > max_x else x) * 1000) / 1000
-            avatar.y = round((min_y if y < min_y else max_y if y > max_y else y) * 1000) / 1000
-        self.inputs_applied += applied
+            taken[kind] += 1
+            player.queued.popleft()
+            player.seq = input.seq
+            inputs.append(input)
+            if player.changed_at != tick:
+                player.changed_at = tick
+                changed.append(player)
         self._arrivals = carried
+        self.inputs_applied += len(inputs)
+        self._past.tick = tick
+        step = Step(tick, self.dt, inputs, self.players, self.rng, self._past,
+                    changed_players=changed)
+        self.rules.step(step)
+        self._past.end(step.changed_players)
         self._eids.wake()
-        return moved
-
-    def _settle(self, x: float, y: float) -> tuple[float, float]:
-        x, y = self.rules.bounds.clamp(x, y)
-        return thousandths(x), thousandths(y)
+        return Stepped(tick, step.changed_players, step.events, step.facts, step.refusals)

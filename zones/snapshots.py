@@ -15,11 +15,14 @@ holds exactly the zone's numbers.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import msgspec
 import orjson
 
 NIL = b"\xc0"
+Scalar = bool | int | float | str | None  # a replicated field's value (rules/api.py)
+_SCALAR = msgspec.msgpack.Encoder()
 _XY32 = struct.Struct(">BfBf")  # float32 x, y as MessagePack: 0xca, 4 bytes, 0xca, 4 bytes
 _XY64 = struct.Struct(">BdBd")  # float64: 0xcb, 8 bytes each
 _U8, _U16, _U32, _U64 = (struct.Struct(f">B{c}") for c in "BHIQ")
@@ -68,9 +71,18 @@ def map_header(n: int) -> bytes:
     return bytes((0x80 | n,))  # our maps are small
 
 
-def update_head(eid: int) -> bytes:
-    """What every [eid, x, y, seq] of `eid` begins with."""
-    return b"\x94" + uint(eid)
+def update_head(eid: int, fields: int = 0) -> bytes:
+    """What every [eid, x, y, seq, *fields] of `eid` begins with (`fields` of them)."""
+    return bytes((0x94 + fields,)) + uint(eid)
+
+
+def scalars(values: Sequence[Scalar]) -> bytes:
+    """Replicated fields' values, one after another, each in its shortest form."""
+    out = b""
+    for value in values:
+        out += short_uint(value) if type(value) is int and 0 <= value < 0x10000 \
+            else _SCALAR.encode(value)
+    return out
 
 
 def update_entry(head: bytes, x: float, y: float, seq: int, *, exact: bool = False) -> bytes:
@@ -87,8 +99,25 @@ def enter_entry(eid: bytes, character_id: str, name: str) -> bytes:
     return b"\x93" + eid + text(character_id) + text(name)
 
 
-def v1_entry(character_id: str, name: str, x: float, y: float, seq: int) -> bytes:
-    return orjson.dumps({"id": character_id, "name": name, "x": x, "y": y, "seq": seq})
+def v1_entry(character_id: str, name: str, x: float, y: float, seq: int,
+             fields: Mapping[str, Scalar] | None = None) -> bytes:
+    entry: dict[str, Scalar] = {"id": character_id, "name": name, "x": x, "y": y,
+                                "seq": seq}
+    if fields:
+        entry.update(fields)
+    return orjson.dumps(entry)
+
+
+def packed(value: object) -> bytes:
+    """Any plain value (lists, maps, scalars) as MessagePack."""
+    return _SCALAR.encode(value)
+
+
+def events_message(wire_v1: bool, zone_id: str, tick: int,
+                   events: Sequence[Mapping[str, Scalar]]) -> bytes:
+    """An `events` message (docs/protocol.md, "events"): v1 JSON, or v2 MessagePack."""
+    body = {"type": "events", "zone": zone_id, "tick": tick, "events": events}
+    return orjson.dumps(body) if wire_v1 else _SCALAR.encode(body)
 
 
 class Run:

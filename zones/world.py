@@ -16,11 +16,13 @@ WORLD_ZONE_ID and WORLD_ZONES are listed even while nobody runs them.
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
 import msgspec
 import trio
 
@@ -37,14 +39,18 @@ from characters.store import (
 from persistence.cache import Cache
 from persistence.errors import DomainError, Forbidden, NotFound
 from persistence.postgres import Postgres
+from persistence.progression import get_progression
+from rules.api import InputSpec, Profile, Setup, Zone
+from rules.loading import Game
 from zones import contract
 from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
 from zones.errors import ZoneUnavailable
-from zones.interest import Grid, Interest
+from zones.facts import FactRelay
+from zones.grid import Grid
+from zones.interest import Interest
 from zones.known import KnownZones
 from zones.link import LocalZone, Member, ZoneLink
 from zones.remote import REJOIN_EVERY_S, RemoteZone
-from zones.simulation import Rules
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +58,46 @@ SPAWN = (0.0, 0.0)  # where a character arrives in a zone it travels to
 WATCH_RETRY_S = 1.0
 
 
-def _entrant(character: Character, x: float, y: float, *, placed: bool = False) -> Entrant:
-    return Entrant(str(character.id), str(character.user_id), character.name, x, y, placed)
+@dataclass(frozen=True)
+class Owned:
+    """A character as its owner enters the world with it: its row, and what the games
+    are told of it (its class, and its player's level and weapons: progression's)."""
+
+    character: Character
+    profile: Profile
+
+    def entrant(self, x: float, y: float, *, placed: bool = False) -> Entrant:
+        c = self.character
+        return Entrant(str(c.id), str(c.user_id), c.name, x, y, placed, self.profile)
+
+
+async def _read_owned(conn: asyncpg.Connection, character_id: uuid.UUID) -> Owned | None:
+    character = await get_character(conn, character_id)
+    if character is None:
+        return None
+    progression = await get_progression(conn, character.user_id)
+    level, weapons = (progression.level, progression.weapons) if progression else (1, ())
+    return Owned(character, Profile(character.class_, level, weapons))
 
 
 @dataclass(frozen=True)
 class Entered:
-    character: Character
+    owned: Owned
     admission: Admission
     zone: ZoneLink
+
+    @property
+    def character(self) -> Character:
+        return self.owned.character
 
 
 @dataclass(frozen=True)
 class WorldConfig:
     """What the world of a process is made of (from server/config.py's Settings)."""
 
-    rules: Rules
+    game: Game  # the rules every zone of this world runs (WORLD_RULES)
+    setup: Setup  # what the operator chose for it
+    bounds: tuple[float, float, float, float]
     tick_rate_hz: float
     checkpoint_s: float
     lease_s: float  # a zone's lease in the zone directory
@@ -93,6 +123,10 @@ class World:
         self.zone_stops: Counter[tuple[str, str]] = Counter()
         self.refusals = contract.Refusals()  # what other processes sent that did not decode
         self._known = KnownZones(lease_s=config.lease_s)
+        rules = config.game(config.setup)  # what every zone's game says of itself
+        self.inputs: dict[str, InputSpec] = {spec.kind: spec for spec in rules.inputs}
+        self.fields = tuple(f.name for f in rules.fields)
+        self._facts = FactRelay(bus)
         # Automatic re-joins read Postgres a few at a time (see `rejoin`).
         self._rejoins = trio.CapacityLimiter(max(1, pg.max_size // 2))
         self._nursery: trio.Nursery | None = None
@@ -105,15 +139,18 @@ class World:
             nursery.start_soon(self._hear_zones)
             nursery.start_soon(self._watch_directory)
             nursery.start_soon(self._rejoin_stopped)
+            nursery.start_soon(self._facts.run)
             task_status.started(self)
 
     def new_zone(self, zone_id: str, *,
                  publish_tick: Callable[[Interest], None] | None = None) -> ZoneActor:
         """A zone actor for `zone_id`, with hooks into this process's services."""
         c = self._config
-        hooks = ZoneHooks(self._save_positions, self._publish_moves, publish_tick)
-        return ZoneActor(zone_id, c.rules, hooks, tick_rate_hz=c.tick_rate_hz,
-                         checkpoint_s=c.checkpoint_s, view_radius=c.view_radius)
+        hooks = ZoneHooks(self._save_positions, self._publish_moves, self._facts.add,
+                          publish_tick)
+        zone = Zone(zone_id, c.bounds, c.tick_rate_hz, seed=random.randrange(2**32))
+        return ZoneActor(zone, c.game(c.setup), hooks, checkpoint_s=c.checkpoint_s,
+                         view_radius=c.view_radius)
 
     @property
     def tick_rate_hz(self) -> float:
@@ -157,10 +194,9 @@ class World:
         remote = self._remote.get(zone_id)
         if remote is None:
             assert self._nursery is not None, "World actor not started"
-            b = self._config.rules.bounds
-            grid = Grid(b.min_x, b.min_y, b.max_x, b.max_y, self._config.view_radius)
+            grid = Grid(*self._config.bounds, self._config.view_radius)
             remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id,
-                                                        grid, self.refusals)
+                                                        grid, self.fields, self.refusals)
             self._nursery.start_soon(remote.run)
         return remote
 
@@ -178,21 +214,22 @@ class World:
         the read takes turns: a join of a zone that does not answer yet may wait out
         its timeout without holding the others back."""
         async with self._rejoins:
-            character = await self._owned(user_id, character_id)
-        return await self._enter(character, member)
+            owned = await self._owned(user_id, character_id)
+        return await self._enter(owned, member)
 
-    async def _owned(self, user_id: uuid.UUID, character_id: uuid.UUID) -> Character:
-        """The character's row, if it is `user_id`'s."""
-        character = await self._pg.transact(get_character, character_id)
-        if character is None:
+    async def _owned(self, user_id: uuid.UUID, character_id: uuid.UUID) -> Owned:
+        """The character, if it is `user_id`'s."""
+        owned = await self._pg.transact(_read_owned, character_id)
+        if owned is None:
             raise NotFound("no such character")
-        if character.user_id != user_id:
+        if owned.character.user_id != user_id:
             raise Forbidden("that character is not yours")
-        return character
+        return owned
 
-    async def _enter(self, character: Character, member: Member) -> Entered:
+    async def _enter(self, owned: Owned, member: Member) -> Entered:
+        character = owned.character
         zone = self.link(character.zone_id)
-        admission = await zone.join(_entrant(character, character.x, character.y), member)
+        admission = await zone.join(owned.entrant(character.x, character.y), member)
         # In `zone` now: any other link that still counts it as its member (one whose zone
         # stopped or went silent while it waited, and which would go on re-joining it) lets
         # it go. Each leave is a no-op for a link it is not a member of.
@@ -200,26 +237,27 @@ class World:
         for other in others:
             if other is not zone:
                 other.leave(str(character.id), member)
-        return Entered(character, admission, zone)
+        return Entered(owned, admission, zone)
 
     async def travel(self, entered: Entered, zone_id: str, member: Member) -> Entered:
         """Move a joined character to `zone_id`'s spawn point; on failure it stays."""
         if not self.is_up(zone_id):
             raise ZoneUnavailable(f"zone {zone_id} is not available")
-        character, old, was = entered.character, entered.zone, entered.admission
+        owned, old, was = entered.owned, entered.zone, entered.admission
+        character = owned.character
         to = self.link(zone_id)
         # The row first: if Postgres is down, nothing has changed yet. The old zone's save
         # of the leave is then dropped (it is guarded by zone_id): it is left behind anyway.
         await self._move_row(character, zone_id, *SPAWN)
         old.leave(str(character.id), member)
         try:
-            admission = await to.join(_entrant(character, *SPAWN, placed=True), member)
+            admission = await to.join(owned.entrant(*SPAWN, placed=True), member)
         except DomainError:
             # Back where it was: the old zone remembers where it left, and says so.
             await self._move_row(character, old.zone_id, was.x, was.y)
-            await old.join(_entrant(character, was.x, was.y), member)
+            await old.join(owned.entrant(was.x, was.y), member)
             raise
-        return Entered(character, admission, to)
+        return Entered(owned, admission, to)
 
     async def _move_row(self, character: Character, zone_id: str, x: float, y: float) -> None:
         await self._pg.transact(move_to_zone, character.id, zone_id, x, y)
@@ -269,11 +307,17 @@ class World:
                 await self._bus.connected_once.wait()
                 async with self._bus.subscription(subjects.api_events(self.instance_id)) as heard:
                     async for message in heard:
-                        news = self.refusals.decode(contract.REPLACED, message.data, "news")
-                        for zone_id, character_id, session_id in news.sessions if news else ():
+                        news = self.refusals.decode(contract.NEWS, message.data, "news")
+                        if news is None:
+                            continue
+                        for zone_id, character_id, session_id in news.replaced:
                             remote = self._remote.get(zone_id)
                             if remote is not None:
                                 remote.replaced(character_id, session_id)
+                        for zone_id, character_id, session_id, code, why in news.refused:
+                            remote = self._remote.get(zone_id)
+                            if remote is not None:
+                                remote.refused(character_id, session_id, code, why)
             except BusUnavailable:
                 await trio.sleep(1)
 

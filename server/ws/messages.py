@@ -4,10 +4,14 @@ A `Conversation` holds what judging a message needs to remember about one socket
 the rate limit, the character it plays and the last move seq it sent, and the
 deadline for its first join or its next sign of life. `receive` takes one whole
 message as the codec read it (opcode, payload) and says what it asks for, as a
-typed value: a `Join`, `Travel`, `Move` or `Ping`; a `Refusal` to answer with an
+typed value: a `Join`, `Travel`, one of the game's `Input`s or a `Ping`; a `Refusal` to
+answer with an
 `error` (the socket stays open); a `PingFrame` to answer with a pong; the peer's
-`CloseFrame`; or a `Violation` that closes the socket. Nothing here does IO or
-imports trio, so all of it is tested with plain values (tests/test_messages.py).
+`CloseFrame`; or a `Violation` that closes the socket. The game's inputs (rules/api.py,
+`InputSpec`) are checked here, against their specs, before a zone sees one (a move,
+the common case, on a path of its own), and become the `Input` the zone queues.
+Nothing here does IO or imports trio, so all of it is tested with plain values
+(tests/test_messages.py).
 
 A socket speaks one `Wire`, chosen at the handshake: v1, JSON objects in text
 frames; v2 (subprotocol `outpost.v2`), MessagePack maps in binary frames. Past
@@ -22,18 +26,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 
+from rules.api import MOVE, Input, InputSpec, checked
 from server.ws import codec
 from server.ws.codec import TokenBucket
 from zones.interest import V1, V2
 
 SUBPROTOCOL_V2 = "outpost.v2"
+WALKING = {"move": MOVE}  # the inputs of a game of walking (rules/walk.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +50,6 @@ class Join:
 @dataclass(frozen=True, slots=True)
 class Travel:
     zone: str
-
-
-@dataclass(frozen=True, slots=True)
-class Move:
-    dx: float
-    dy: float
-    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +93,7 @@ class Violation:
     reason: str
 
 
-Request = Join | Travel | Move | Ping | Resync
+Request = Join | Travel | Input | Ping | Resync
 Received = Request | Refusal | PingFrame | CloseFrame | Violation | None
 
 
@@ -158,12 +157,15 @@ def wire_for(offered: str | None) -> Wire:
 
 
 class Conversation:
-    __slots__ = ("_bucket", "_data", "_idle_timeout_s", "character_id", "deadline",
-                 "last_seq", "wire")
+    __slots__ = ("_bucket", "_data", "_idle_timeout_s", "_inputs", "_kinds", "character_id",
+                 "deadline", "last_seq", "wire")
 
     def __init__(self, *, max_messages_per_s: float, join_timeout_s: float,
-                 idle_timeout_s: float, now: float, wire: Wire = JSON) -> None:
+                 idle_timeout_s: float, now: float, wire: Wire = JSON,
+                 inputs: Mapping[str, InputSpec] = WALKING) -> None:
         self.wire = wire
+        self._inputs = inputs  # the game's, by message type
+        self._kinds = ", ".join(("join", "travel", "ping", "resync", *inputs))
         self._data = wire.opcode
         self._bucket = TokenBucket(max_messages_per_s, now)
         self._idle_timeout_s = idle_timeout_s
@@ -201,7 +203,7 @@ class Conversation:
         if type(body) is not dict:
             return body if isinstance(body, Refusal | Violation) else _NOT_AN_OBJECT
         kind = body.get("type")
-        if kind == "move":
+        if kind == "move" and "move" in self._inputs:
             return self._move(body)
         if kind == "join":
             return _join(body)
@@ -211,8 +213,10 @@ class Conversation:
             return _ping(body.get("t"))
         if kind == "resync":
             return _RESYNC
-        return Refusal("validation_failed",
-                       "type must be join, move, travel, ping or resync")
+        spec = self._inputs.get(kind) if isinstance(kind, str) else None
+        if spec is not None:
+            return self._act(spec, body)
+        return Refusal("validation_failed", f"type must be one of: {self._kinds}")
 
     def _control(self, opcode: int, payload: bytes, now: float) -> Received:
         if opcode == codec.CLOSE:
@@ -228,7 +232,7 @@ class Conversation:
             return _NOT_UTF8
         return self.wire.wrong_frame
 
-    def _move(self, body: dict[str, object]) -> Move | Refusal:
+    def _move(self, body: dict[str, object]) -> Input | Refusal:
         if self.character_id is None:
             return Refusal("not_joined", "join a character before moving")
         dx, dy, seq = body.get("dx"), body.get("dy"), body.get("seq")
@@ -241,7 +245,21 @@ class Conversation:
         if seq <= self.last_seq:
             return Refusal("validation_failed", f"seq must increase (last was {self.last_seq})")
         self.last_seq = seq
-        return Move(float(dx), float(dy), seq)
+        return Input("move", seq, (float(dx), float(dy)))
+
+    def _act(self, spec: InputSpec, body: dict[str, object]) -> Input | Refusal:
+        if self.character_id is None:
+            return Refusal("not_joined", f"join a character before sending {spec.kind}")
+        seq = body.get("seq")
+        if type(seq) is not int or seq < 0:
+            return Refusal("validation_failed", "seq must be a non-negative integer")
+        if seq <= self.last_seq:
+            return Refusal("validation_failed", f"seq must increase (last was {self.last_seq})")
+        values = checked(spec, body)
+        if isinstance(values, str):
+            return Refusal("validation_failed", values)
+        self.last_seq = seq
+        return Input(spec.kind, seq, values)
 
 
 def _sendable(code: int) -> bool:
@@ -329,9 +347,12 @@ def pong(wire: Wire, t: object) -> bytes:
 
 
 def welcome(wire: Wire, zone_id: str, tick: int, tick_rate_hz: float,
-            character: dict[str, object], eid: int) -> bytes:
+            character: dict[str, object], eid: int, fields: tuple[str, ...] = ()) -> bytes:
+    """The welcome; in v2 also the player's eid and the names of the game's replicated
+    fields, which follow [eid, x, y, seq] in every update entry, in that order."""
     body: dict[str, object] = {"type": "welcome", "zone": zone_id, "tick": tick,
                                "tick_rate": tick_rate_hz, "character": character}
     if wire is MSGPACK:
         body["eid"] = eid
+        body["fields"] = list(fields)
     return wire.encode(body)

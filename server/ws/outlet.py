@@ -27,6 +27,7 @@ from collections import deque
 import trio
 
 from server.ws import codec as ws
+from server.ws import messages
 from server.ws.stats import ABORTED, WireStats
 from zones.interest import V1, Base, Snapshot
 
@@ -69,6 +70,9 @@ class FrameCache:
         return entry
 
 
+EVENTS_KEPT = 32  # events messages waiting for a client behind on reading: newest kept
+
+
 class Outlet:
     def __init__(self, sock: socket.socket, frames: FrameCache, *, stats: WireStats,
                  slow_close_s: float, wire: str = V1, deflate: bool = False) -> None:
@@ -84,6 +88,8 @@ class Outlet:
         self._view: Snapshot | None = None  # the newest snapshot not started yet
         self._sent: Base | None = None  # the view and tick of the last snapshot started
         self._pong: bytes | None = None  # the pong frame for the newest ping not answered
+        self._events: deque[bytes] = deque(maxlen=EVENTS_KEPT)  # events frames not sent yet
+        self.events_dropped = 0
         self._behind_since: float | None = None
         self._wake = trio.Event()
         self._waiting: trio.CancelScope | None = None
@@ -114,6 +120,9 @@ class Outlet:
     def snapshot(self, view: Snapshot) -> None:
         if self.closing.is_set():
             return
+        events = view.events(self._wire)
+        if events is not None:  # before the snapshot: what happened, then how things stand
+            self._send_events(self._frames.frame(events, self._opcode))
         if self._idle:
             self._write_now(self._snapshot_frame(view))
             return
@@ -129,6 +138,11 @@ class Outlet:
     def replaced(self) -> None:
         self.close(4009, "replaced by a newer session")
 
+    def refused(self, code: str, message: str) -> None:
+        """The game would not take an input of the client's: an `error` message."""
+        wire = messages.JSON if self._wire == V1 else messages.MSGPACK
+        self.send(messages.error(wire, code, message), self._opcode)
+
     def resync(self) -> None:
         """The client asks for a complete snapshot: the next one it is sent is."""
         self._sent = None
@@ -138,6 +152,7 @@ class Outlet:
         if self.closing.is_set():
             return
         self._view, self._pong = None, None
+        self._events.clear()
         self.close_code, self.close_reason = code, reason
         self._stats.closes[code] += 1
         self._enqueue_control(ws.close_frame(code, reason))
@@ -165,7 +180,18 @@ class Outlet:
     @property
     def _idle(self) -> bool:
         return (self._pending is None and not self._controls and self._pong is None
-                and self._view is None)
+                and not self._events and self._view is None)
+
+    def _send_events(self, frame: bytes) -> None:
+        """Events go out in order, never skipped like snapshots; but a client that stays
+        behind keeps only the newest EVENTS_KEPT of them (the state they changed, hit
+        points and positions, is in every snapshot)."""
+        if self._idle:
+            self._write_now(frame)
+            return
+        if len(self._events) == EVENTS_KEPT:
+            self.events_dropped += 1
+        self._events.append(frame)
 
     def _snapshot_frame(self, view: Snapshot) -> bytes:
         self._stats.snapshots[view.zone][0] += 1
@@ -214,6 +240,8 @@ class Outlet:
             self._pending = memoryview(self._controls.popleft())
         elif self._pong is not None:
             self._pending, self._pong = memoryview(self._pong), None
+        elif self._events:
+            self._pending = memoryview(self._events.popleft())
         elif self._view is not None:
             self._pending = memoryview(self._snapshot_frame(self._view))
             self._view = None
@@ -228,6 +256,7 @@ class Outlet:
         self._pending = None
         self._controls.clear()
         self._view, self._pong = None, None
+        self._events.clear()
         self.aborted = True
         self.closing.set()
         self.ended.set()

@@ -39,6 +39,7 @@ import trio
 from auth.tokens import Tokens, bearer_token
 from characters.service import character_json
 from persistence.errors import DomainError, Unauthenticated
+from rules.api import Input
 from server.config import Settings
 from server.logs import SESSION
 from server.ws import codec, messages
@@ -47,7 +48,6 @@ from server.ws.messages import (
     CloseFrame,
     Conversation,
     Join,
-    Move,
     Ping,
     PingFrame,
     Received,
@@ -85,8 +85,8 @@ def authenticate(tokens: Tokens, authorization: str | None,
     raise Unauthenticated("missing token: send Authorization: Bearer <jwt> or ?token=<jwt>")
 
 
-def _not_joined(character_id: str, dx: float, dy: float, seq: int) -> None:
-    raise AssertionError("the conversation lets moves through only once joined")
+def _not_joined(character_id: str, input: Input) -> None:
+    raise AssertionError("the conversation lets inputs through only once joined")
 
 
 def half_close(sock: socket.socket) -> None:
@@ -121,10 +121,11 @@ class Session:
         self._conversation = Conversation(
             max_messages_per_s=settings.world_max_messages_per_s,
             join_timeout_s=settings.world_join_timeout_s,
-            idle_timeout_s=settings.world_idle_timeout_s, now=now, wire=wire)
+            idle_timeout_s=settings.world_idle_timeout_s, now=now, wire=wire,
+            inputs=world.inputs)
         self._entered: Entered | None = None
         self._character_id = ""  # of _entered, as zones name it
-        self._move = _not_joined  # _entered's zone's move (only called once joined)
+        self._act = _not_joined  # _entered's zone's act (only called once joined)
         self._joins_in, self._joins_out = trio.open_memory_channel[Join | Travel | _Rejoin](
             JOIN_QUEUE)
         self.session_id = uuid.uuid4().hex
@@ -227,8 +228,8 @@ class Session:
         return True
 
     def _handle(self, received: Received) -> None:
-        if type(received) is Move:  # the common case, thousands a second
-            self._move(self._character_id, received.dx, received.dy, received.seq)
+        if type(received) is Input:  # the common case (a move), thousands a second
+            self._act(self._character_id, received)
             return
         match received:
             case Join() | Travel():
@@ -330,19 +331,20 @@ class Session:
         self._entered = entered
         self._zone_lost = False
         self._character_id = str(entered.character.id)
-        self._move = entered.zone.move
+        self._act = entered.zone.act
         self._conversation.welcomed(self._character_id, trio.current_time())
         admission = entered.admission
         character = {**character_json(entered.character), "zone_id": admission.zone_id,
                      "x": admission.x, "y": admission.y}
         self._send(messages.welcome(self._wire, admission.zone_id, admission.tick,
-                                    admission.tick_rate_hz, character, admission.eid))
+                                    admission.tick_rate_hz, character, admission.eid,
+                                    self._world.fields))
 
     def _leave(self) -> None:
         if self._entered is not None:
             self._entered.zone.leave(self._character_id, self)
             self._entered = None
-            self._move = _not_joined
+            self._act = _not_joined
             self._conversation.left()
 
     def _error(self, code: str, message: str) -> None:

@@ -1,0 +1,32 @@
+"""Which game a zone runs: `WORLD_RULES`, `package.module:name` (docs/rules.md)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from rules.api import Rules, Setup
+
+DEFAULT = "rules.shooter:Shooter"
+
+Game = Callable[[Setup], Rules]
+
+
+def load(spec: str) -> Game:
+    """The game `spec` names, made once with the default setup to check that it is one;
+    ValueError saying why if it is not."""
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name or not name:
+        raise ValueError("must be package.module:name")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name}: {exc}") from None
+    game = getattr(module, name, None)
+    if not callable(game):
+        raise ValueError(f"{module_name} has no game {name}")
+    rules = game(Setup())
+    for needed in ("inputs", "fields", "history_ticks", "start", "join", "leave", "step"):
+        if not hasattr(rules, needed):
+            raise ValueError(f"{spec} is no game: its rules have no {needed}")
+    return game  # type: ignore[no-any-return]  # checked above, as far as Python can
