@@ -39,6 +39,37 @@ def user_registered(user: User) -> OutboxEvent:
     return OutboxEvent(USER_REGISTERED, str(user.id), orjson.dumps(payload))
 
 
+@dataclass(frozen=True)
+class CombatKilled:
+    """A death in a zone (`combat.killed`, rules/shooter/game.py): who killed whom."""
+
+    event_id: uuid.UUID
+    killer_user_id: uuid.UUID
+    victim_user_id: uuid.UUID
+
+
+def parse_combat_killed(data: bytes) -> CombatKilled:
+    """The payload of a `combat.killed`, as far as its consumers read it."""
+    if len(data) > EVENT_MAX_BYTES:
+        raise MalformedEvent(f"{len(data)} bytes, over {EVENT_MAX_BYTES}")
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedEvent(f"not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise MalformedEvent("not a JSON object")
+    ids = {}
+    for name in ("event_id", "killer_user_id", "victim_user_id"):
+        value = payload.get(name)
+        try:
+            ids[name] = uuid.UUID(value) if isinstance(value, str) else None
+        except ValueError:
+            ids[name] = None
+        if ids[name] is None:
+            raise MalformedEvent(f"{name} is not a UUID")
+    return CombatKilled(**ids)  # type: ignore[arg-type]  # each checked just above
+
+
 def parse_user_registered(data: bytes) -> UserRegistered:
     """The payload of a `user.registered`, checked field by field: a username or email
     that registration would refuse is refused here too."""

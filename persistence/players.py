@@ -14,6 +14,8 @@ class Player:
     user_id: uuid.UUID
     username: str
     created_at: datetime
+    kills: int = 0
+    deaths: int = 0
 
 
 async def provision_players(conn: asyncpg.Connection, players: list[Player]) -> None:
@@ -27,5 +29,24 @@ async def provision_players(conn: asyncpg.Connection, players: list[Player]) -> 
 
 async def get_player(conn: asyncpg.Connection, user_id: uuid.UUID) -> Player | None:
     row = await conn.fetchrow(
-        "SELECT user_id, username, created_at FROM players.players WHERE user_id = $1", user_id)
-    return Player(row["user_id"], row["username"], row["created_at"]) if row else None
+        "SELECT user_id, username, created_at, kills, deaths FROM players.players"
+        " WHERE user_id = $1", user_id)
+    return Player(row["user_id"], row["username"], row["created_at"], row["kills"],
+                  row["deaths"]) if row else None
+
+
+Kill = tuple[uuid.UUID, uuid.UUID, uuid.UUID]  # a `combat.killed`: event, killer, victim
+
+
+async def count_kills(conn: asyncpg.Connection, kills: list[Kill]) -> None:
+    """Count each kill once (a kill for its killer, a death for its victim), however often
+    its event is delivered: an event already counted changes nothing."""
+    counted = {row["event_id"] for row in await conn.fetch(
+        "INSERT INTO players.kills_counted (event_id) SELECT unnest($1::uuid[])"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id", [k[0] for k in kills])}
+    for event_id, killer, victim in kills:
+        if event_id in counted:
+            await conn.execute("UPDATE players.players SET kills = kills + 1"
+                               " WHERE user_id = $1", killer)
+            await conn.execute("UPDATE players.players SET deaths = deaths + 1"
+                               " WHERE user_id = $1", victim)

@@ -39,3 +39,22 @@ async def get_progression(conn: asyncpg.Connection, user_id: uuid.UUID) -> Progr
     if row is None:
         return None
     return Progression(row["level"], row["xp"], tuple(row["weapons"]), tuple(row["skills"]))
+
+
+XP_PER_KILL = 100
+XP_PER_LEVEL = 1000  # level 1 + xp // this
+
+
+async def award_kills(conn: asyncpg.Connection,
+                      kills: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
+    """Award each killer (event id, killer's user id) XP_PER_KILL once per kill, however
+    often its event is delivered, and the level its experience makes."""
+    awarded = {row["event_id"] for row in await conn.fetch(
+        "INSERT INTO progression.kills_awarded (event_id) SELECT unnest($1::uuid[])"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id", [k[0] for k in kills])}
+    for event_id, killer in kills:
+        if event_id in awarded:
+            await conn.execute(
+                "UPDATE progression.progressions SET xp = xp + $2,"
+                " level = 1 + (xp + $2) / $3 WHERE user_id = $1",
+                killer, XP_PER_KILL, XP_PER_LEVEL)

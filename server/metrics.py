@@ -39,7 +39,7 @@ from quart import Quart, Response
 from quart_trio import QuartTrio
 
 from bus.consumer import ConsumerWorker
-from bus.events import UserRegistered
+from bus.events import CombatKilled, UserRegistered
 from bus.relay import OutboxRelay
 from persistence.cache import Cache
 from server.http.errors import json_response
@@ -55,7 +55,8 @@ class Metrics:
     def __init__(self, *, role: str, world: World, cache: Cache, relay: OutboxRelay) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.wire = WireStats()
-        self.consumers: list[ConsumerWorker[UserRegistered]] = []  # the provisioner's
+        # The provisioner's: provisioning (user.registered) and kills (combat.killed).
+        self.consumers: list[ConsumerWorker[UserRegistered] | ConsumerWorker[CombatKilled]] = []
         self.http_requests = Counter(
             "outpost_http_requests", "HTTP requests answered, by route and status.",
             ["route", "status"], registry=self.registry)

@@ -21,6 +21,7 @@ import trio
 import trio_asyncio
 from hypercorn.config import Config
 
+from bus.combat import KillConsumers
 from bus.provisioning import Provisioner
 from server.config import Settings
 from server.http.app import create_app
@@ -95,7 +96,8 @@ async def run_process(
             if roles.provisioner:
                 provisioner = await workers.start(Provisioner(
                     services.pg, services.bus, services.characters).run)
-                metrics.consumers = provisioner.workers
+                kills = await workers.start(KillConsumers(services.pg, services.bus).run)
+                metrics.consumers = [*provisioner.workers, *kills.workers]
             async with trio.open_nursery() as edge:
                 if roles.http:
                     url = await edge.start(partial(

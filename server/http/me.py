@@ -29,7 +29,8 @@ async def read_me(conn: asyncpg.Connection, user_id: uuid.UUID) -> dict[str, obj
     return {
         "user_id": str(user.id), "username": user.username, "email": user.email,
         "player": player and {"user_id": str(player.user_id), "username": player.username,
-                              "created_at": iso(player.created_at)},
+                              "created_at": iso(player.created_at), "kills": player.kills,
+                              "deaths": player.deaths},
         "progression": progression and {
             "level": progression.level, "xp": progression.xp,
             "weapons": list(progression.weapons), "skills": list(progression.skills)},

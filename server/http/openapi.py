@@ -184,10 +184,12 @@ def _schemas(settings: Settings) -> Json:
                 "email": {"type": "string"},
                 "player": {"oneOf": [{"type": "null"}, {
                     "type": "object",
-                    "required": ["user_id", "username", "created_at"],
+                    "required": ["user_id", "username", "created_at", "kills", "deaths"],
                     "additionalProperties": False,
                     "properties": {"user_id": _uuid(), "username": {"type": "string"},
-                                   "created_at": _time()},
+                                   "created_at": _time(),
+                                   "kills": {"type": "integer", "minimum": 0},
+                                   "deaths": {"type": "integer", "minimum": 0}},
                 }]},
                 "progression": {"oneOf": [{"type": "null"}, {
                     "type": "object",
