@@ -125,6 +125,14 @@ class _Collector(Collector):
         for (message, reason), times in sorted(self._world.refusals.counts.items()):
             refused.add_metric([message, reason], times)
         yield refused
+        facts = self._world.facts
+        yield GaugeMetricFamily("outpost_facts_pending", "Facts of this process's zones (a "
+                                "kill: combat.killed) not yet acknowledged by JetStream: what "
+                                "a crash of the process would lose.", value=facts.pending)
+        yield CounterMetricFamily("outpost_facts_published", "Facts JetStream acknowledged.",
+                                  value=facts.published)
+        yield CounterMetricFamily("outpost_facts_dropped", "Facts dropped unpublished: more "
+                                  "than 100,000 waited for JetStream.", value=facts.dropped)
         for zone_id, actor in sorted(self._world.zones.items()):
             counts = actor.counts
             ticks.add_metric([zone_id], counts.ticks.cumulative(), counts.ticks.total_s)

@@ -26,14 +26,15 @@ import pytest
 import trio
 import trio_asyncio
 from nats.aio.client import Client as NatsClient
+from nats.js.api import DiscardPolicy
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from bench import v2
 from bus.combat import SERVICES as KILL_SERVICES
-from bus.subjects import COMBAT_KILLED
+from bus.subjects import COMBAT_KILLED, STREAMS
 from server.config import Settings
 from server.process import Roles, Running
-from tests.helpers import bearer, eventually, running_process, use_api_loop
+from tests.helpers import bearer, eventually, metric, running_process, use_api_loop
 from tests.world import connect, new_player, ws_url
 
 REWIND_TICKS = 20  # WORLD_MAX_REWIND_MS of 1 s at 20 Hz
@@ -177,6 +178,24 @@ async def fire(shooter: Fighter, at_tick: int, aim: tuple[float, float] = (1.0, 
                                       "ay": aim[1], "tick": at_tick})
 
 
+async def kill(shooter: Fighter, target: Fighter) -> list[dict[str, Any]]:
+    """The target brought in front of the shooter and shot dead (4 x 25 with the
+    pistol, a shot every 10 ticks); the deaths its client saw so far."""
+    me = target.client.at(target.id)
+    assert me is not None
+    if abs(me["x"]) + abs(me["y"]) > 100:  # a move is at most WORLD_MAX_STEP long
+        await target.client.moved_to(target.id, me["x"] / 2, me["y"] / 2)
+    await target.client.moved_to(target.id, 3.0, 0.0)
+    deaths = len(target.client.events)
+    for _ in range(4):
+        ready = shooter.client.tick + 11
+        await fire(shooter, shooter.client.tick)
+        await shooter.client.past(ready)
+    return await target.client.until(
+        lambda: [e for e in target.client.events[deaths:] if e["kind"] == "death"],
+        "the death")
+
+
 def hits(client: Client, victim: str) -> list[dict[str, Any]]:
     return [e for e in client.events if e["kind"] == "hit" and e["victim"] == victim]
 
@@ -249,13 +268,7 @@ async def test_the_dead_cannot_move_or_fire_and_respawn_at_a_spawn_point(
     arena: Running
 ) -> None:
     async with fighters(arena, "v1", "v1") as (shooter, target):
-        await target.client.moved_to(target.id, 3.0, 0.0)
-        for _ in range(4):  # 4 x 25: dead
-            ready = shooter.client.tick + 11  # the pistol's rate: a shot every 10 ticks
-            await fire(shooter, shooter.client.tick)
-            await shooter.client.past(ready)
-        death = await target.client.until(
-            lambda: [e for e in target.client.events if e["kind"] == "death"], "the death")
+        death = await kill(shooter, target)
         assert death[0]["killer"] == shooter.id and death[0]["victim"] == target.id
         await target.client.send({"type": "move", "dx": 1.0, "dy": 0.0})
         await fire(target, target.client.tick, (-1.0, 0.0))
@@ -299,13 +312,7 @@ async def test_bad_fire_messages_get_the_errors_bad_moves_get(arena: Running) ->
 
 async def test_a_kill_counts_once_in_me_though_delivered_twice(arena: Running) -> None:
     async with fighters(arena, "v1", "v1") as (shooter, target):
-        await target.client.moved_to(target.id, 3.0, 0.0)
-        for _ in range(4):
-            ready = shooter.client.tick + 11
-            await fire(shooter, shooter.client.tick)
-            await shooter.client.past(ready)
-        await target.client.until(lambda: any(e["kind"] == "death"
-                                              for e in target.client.events), "the death")
+        await kill(shooter, target)
     killed = await _stream_message(arena)  # the zone's announcement, as JetStream has it
     await _publish(arena, killed, msg_id=str(uuid.uuid4()))  # the same event, again
     async with httpx.AsyncClient(base_url=arena.url) as http:
@@ -336,6 +343,18 @@ async def _publish(arena: Running, payload: bytes, msg_id: str) -> None:
     await trio_asyncio.aio_as_trio(send)(arena.services.bus._nc)
 
 
+async def _fill_stream(arena: Running) -> None:
+    """The COMBAT stream made full: it refuses what is published to it (a stream at its
+    limits with the discard policy "new"), until ensure_streams sets it back."""
+    async def fill(nc: NatsClient) -> None:
+        js = nc.jetstream()
+        info = await js.stream_info("COMBAT")
+        await js.update_stream(dataclasses.replace(
+            info.config, max_msgs=info.state.messages, discard=DiscardPolicy.NEW))
+
+    await trio_asyncio.aio_as_trio(fill)(arena.services.bus._nc)
+
+
 async def _settled(arena: Running) -> bool:
     async def infos(nc: NatsClient) -> list[Any]:
         js = nc.jetstream()
@@ -343,3 +362,36 @@ async def _settled(arena: Running) -> bool:
 
     found = await trio_asyncio.aio_as_trio(infos)(arena.services.bus._nc)
     return not any(info.num_pending or info.num_ack_pending for info in found)
+
+
+
+
+async def test_a_kill_jetstream_cannot_take_waits_in_its_process(arena: Running) -> None:
+    """docs/rules.md, "Facts": a kill JetStream does not acknowledge waits in the zone's
+    process (outpost_facts_pending: what a crash would lose) and is published, once,
+    when JetStream takes it again."""
+    async def counted(name: str) -> float:
+        return await metric(f"{arena.url}/metrics", name)
+
+    async with fighters(arena, "v1", "v1") as (shooter, target):
+        await kill(shooter, target)  # the first: published, its stream there
+        assert await eventually(lambda: counted("outpost_facts_published_total"),
+                                "the first kill published") == 1
+        await _fill_stream(arena)
+        try:
+            await target.client.until(lambda: (e := target.client.at(target.id)) and
+                                      e["hp"] == 100, "the target back at a spawn point")
+            death = await kill(shooter, target)
+            assert await eventually(lambda: counted("outpost_facts_pending"),
+                                    "the kill held in the zone's process") == 1
+            assert await counted("outpost_facts_published_total") == 1
+        finally:
+            await arena.services.bus.ensure_streams(STREAMS)  # JetStream takes it again
+    async def both_published() -> bool:
+        return await counted("outpost_facts_published_total") == 2
+
+    await eventually(both_published, "the kill published")
+    assert await counted("outpost_facts_pending") == 0
+    killed = orjson.loads(await _stream_message(arena))
+    assert (killed["killer_character_id"], killed["victim_character_id"]) == (
+        death[0]["killer"], death[0]["victim"])

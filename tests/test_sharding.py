@@ -27,7 +27,7 @@ import trio
 
 from bench import v2
 from server.config import Settings
-from tests.helpers import eventually
+from tests.helpers import bearer, eventually
 from tests.processes import Outpost, logged, process_env, started
 from tests.world import (
     connect,
@@ -329,3 +329,35 @@ async def test_joining_the_same_character_again_through_a_zone_process_is_no_tak
         assert (first["character"]["x"], again["character"]["x"]) == (0.0, 1.0)
         await send(conn, {"type": "move", "dx": 1.0, "dy": 0.0, "seq": 2})
         await snapshot_with(conn, a_id, lambda e: (e["x"], e["seq"]) == (2.0, 2))
+
+
+async def test_fire_works_the_same_for_a_zone_in_another_process(
+    cluster: dict[str, Outpost]
+) -> None:
+    """The game's inputs cross to the zone batched (zone.<id>.input), its events and hit
+    points come back in the feed, and its refusals in the api's news."""
+    api = cluster["api"]
+    shooter, target = await players(api, 2)
+    s_id, t_id = shooter["character"]["id"], target["character"]["id"]
+    async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+        for user in (shooter, target):
+            async def armed(user: dict[str, Any] = user) -> bool:  # progression provisioned
+                me = (await http.get("/v1/me", headers=bearer(user["token"]))).json()
+                return bool(me["progression"])
+
+            await eventually(armed, "the pistol unlocked")
+    async with (connect(ws_url(api.url, shooter["token"])) as a,
+                connect(ws_url(api.url, target["token"])) as b):
+        await joined(a, s_id)
+        await joined(b, t_id)
+        await send(b, {"type": "move", "dx": 3.0, "dy": 0.0, "seq": 1})
+        seen = await snapshot_with(a, t_id, lambda e: e["x"] == 3.0)
+        await send(a, {"type": "fire", "weapon": "pistol", "ax": 1.0, "ay": 0.0,
+                       "tick": seen["tick"], "seq": 1})
+        hit = await next_of(b, "events")
+        await snapshot_with(a, t_id, lambda e: e["hp"] == 75)
+        refused = await _error_for(a, {"type": "fire", "weapon": "rifle", "ax": 1.0,
+                                       "ay": 0.0, "tick": seen["tick"], "seq": 2})
+    assert hit["events"] == [{"kind": "hit", "shooter": s_id, "victim": t_id,
+                              "weapon": "pistol", "damage": 25, "hp": 75}]
+    assert refused["code"] == "forbidden"

@@ -17,6 +17,7 @@ import orjson
 import trio
 
 from bus.connection import Bus, BusUnavailable
+from bus.subjects import STREAMS
 from persistence.outbox import OutboxEvent
 from rules.api import Fact
 
@@ -51,6 +52,13 @@ class FactRelay:
         return len(self._waiting)
 
     async def run(self) -> None:
+        while True:  # a zone process may be the first to publish a fact: its streams
+            try:
+                await self._bus.ensure_streams(STREAMS)
+                break
+            except BusUnavailable as exc:
+                log.warning("facts wait for JetStream: %s", exc)
+                await trio.sleep(RETRY_S)
         while True:
             await self._wake.wait()
             self._wake = trio.Event()

@@ -126,7 +126,7 @@ class World:
         rules = config.game(config.setup)  # what every zone's game says of itself
         self.inputs: dict[str, InputSpec] = {spec.kind: spec for spec in rules.inputs}
         self.fields = tuple(f.name for f in rules.fields)
-        self._facts = FactRelay(bus)
+        self.facts = FactRelay(bus)  # the games' facts, on their way to JetStream
         # Automatic re-joins read Postgres a few at a time (see `rejoin`).
         self._rejoins = trio.CapacityLimiter(max(1, pg.max_size // 2))
         self._nursery: trio.Nursery | None = None
@@ -139,14 +139,14 @@ class World:
             nursery.start_soon(self._hear_zones)
             nursery.start_soon(self._watch_directory)
             nursery.start_soon(self._rejoin_stopped)
-            nursery.start_soon(self._facts.run)
+            nursery.start_soon(self.facts.run)
             task_status.started(self)
 
     def new_zone(self, zone_id: str, *,
                  publish_tick: Callable[[Interest], None] | None = None) -> ZoneActor:
         """A zone actor for `zone_id`, with hooks into this process's services."""
         c = self._config
-        hooks = ZoneHooks(self._save_positions, self._publish_moves, self._facts.add,
+        hooks = ZoneHooks(self._save_positions, self._publish_moves, self.facts.add,
                           publish_tick)
         zone = Zone(zone_id, c.bounds, c.tick_rate_hz, seed=random.randrange(2**32))
         return ZoneActor(zone, c.game(c.setup), hooks, checkpoint_s=c.checkpoint_s,
