@@ -4,8 +4,14 @@ zones/simulation.py): lag compensation judged tick by tick, where the WebSocket 
 
 from __future__ import annotations
 
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from rules.api import Input, Player, Profile, Setup, Zone
 from rules.shooter import Shooter
+from rules.shooter.game import Targets
 from zones.simulation import Simulation
 
 REWIND_TICKS = 4  # WORLD_MAX_REWIND_MS 200 at 20 Hz
@@ -66,3 +72,30 @@ def test_a_claim_older_than_the_window_is_judged_at_its_oldest_tick() -> None:
     act(sim, "shooter", "fire", "pistol", 10.0, 50.0, sim.tick)  # where it is: a hit
     sim.step()
     assert hp(sim) == 75
+
+
+coordinate = st.floats(-500.0, 500.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(players=st.lists(st.tuples(coordinate, coordinate), max_size=60), x=coordinate,
+       y=coordinate, dx=st.floats(-400.0, 400.0), dy=st.floats(-400.0, 400.0),
+       reach=st.floats(0.0, 40.0))
+def test_the_targets_near_a_shot_include_everyone_within_reach_of_it(
+        players: list[tuple[float, float]], x: float, y: float, dx: float, dy: float,
+        reach: float) -> None:
+    """The cells a shot looks in hold everyone it could meet: every player within
+    `reach` of the segment (else a rewound target would be missed)."""
+    everyone = [Player(f"p{i}", "u", "p", px, py) for i, (px, py) in enumerate(players)]
+    targets = Targets((-500.0, -500.0, 500.0, 500.0), everyone)
+    near = {p.character_id for p in targets.near(x, y, dx, dy, reach)}
+    for player in everyone:
+        if distance_to_segment(player.x, player.y, x, y, dx, dy) <= reach:
+            assert player.character_id in near
+
+
+def distance_to_segment(px: float, py: float, x: float, y: float, dx: float,
+                        dy: float) -> float:
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 == 0 else min(max(((px - x) * dx + (py - y) * dy) / length2, 0.0), 1.0)
+    return math.hypot(px - (x + t * dx), py - (y + t * dy))

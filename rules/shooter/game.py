@@ -57,10 +57,13 @@ class Shooter:
         self._rewind = 0  # ticks a shot may be judged back
         self._respawn = 0  # ticks the dead stay dead
         self._motion: Motion | None = None
+        self._bounds = (0.0, 0.0, 0.0, 0.0)
         self._zone = ""
+        self._dead: dict[str, Player] = {}  # by character id, the first to respawn first
 
     def start(self, zone: Zone) -> None:
         self._zone = zone.zone_id
+        self._bounds = zone.bounds
         self._rewind = math.ceil(self._setup.max_rewind_s * zone.tick_rate_hz)
         self.history_ticks = self._rewind + 1
         self._respawn = max(1, round(self._setup.respawn_s * zone.tick_rate_hz))
@@ -76,13 +79,13 @@ class Shooter:
         player.data["respawn_at"] = None  # the tick a dead player respawns
 
     def leave(self, player: Player) -> None:
-        pass
+        self._dead.pop(player.character_id, None)
 
     def step(self, step: Step) -> None:
         motion = self._motion
         assert motion is not None
         self._respawn_due(step)
-        targets: dict[tuple[int, int], list[Player]] | None = None
+        targets: Targets | None = None
         for input in step.inputs:
             player = input.player
             assert player is not None
@@ -96,23 +99,26 @@ class Shooter:
                 motion.move(step, player, dx, dy)
             else:
                 if targets is None:  # found once a tick, only when someone fires
-                    targets = _cells(step.players.values())
+                    targets = Targets(self._bounds, step.players.values())
                 self._fire(step, player, input, targets)
 
     def _respawn_due(self, step: Step) -> None:
         motion = self._motion
         assert motion is not None
-        for player in step.players.values():
-            if player.data["respawn_at"] is not None and player.data["respawn_at"] <= step.tick:
-                player.data["respawn_at"] = None
-                motion.place(player, *step.rng.choice(self.map.spawns))
-                player.set("hp", HEALTH)
-                step.changed(player)
-                step.emit(Event("respawn", (player,), {"player": player.character_id,
-                                                       "x": player.x, "y": player.y}))
+        while self._dead:  # all wait as long: the first to die is the first due
+            player = next(iter(self._dead.values()))
+            if player.data["respawn_at"] > step.tick:
+                break
+            del self._dead[player.character_id]
+            player.data["respawn_at"] = None
+            motion.place(player, *step.rng.choice(self.map.spawns))
+            player.set("hp", HEALTH)
+            step.changed(player)
+            step.emit(Event("respawn", (player,), {"player": player.character_id,
+                                                   "x": player.x, "y": player.y}))
 
     def _fire(self, step: Step, shooter: Player, input: Input,
-              targets: dict[tuple[int, int], list[Player]]) -> None:
+              targets: Targets) -> None:
         name, ax, ay, claimed = input.values
         assert isinstance(name, str) and isinstance(ax, float) and isinstance(ay, float)
         assert isinstance(claimed, int)
@@ -136,7 +142,15 @@ class Shooter:
         wall = first_wall(self._motion.walls, shooter.x, shooter.y, dx, dy)  # 0..1, or inf
         victim, nearest = None, min(wall, 1.0)
         reach = RADIUS + self._motion.max_step * (step.tick - at + 1)  # moved since `at`
-        for target in _near(targets, shooter.x, shooter.y, dx, dy, reach):
+        length = weapon.range
+        x0, y0 = shooter.x, shooter.y
+        for target in targets.near(x0, y0, dx, dy, reach):
+            # Where a target is now tells cheaply whether it could have been in the way
+            # at `at` (within `reach` of the segment); only those are rewound.
+            fx, fy = target.x - x0, target.y - y0
+            if abs(fx * dy - fy * dx) > reach * length or \
+                    not -reach * length <= fx * dx + fy * dy <= (length + reach) * length:
+                continue
             if target is shooter or target.data["respawn_at"] is not None:
                 continue
             x, y = step.past.position(target, at)
@@ -159,6 +173,7 @@ class Shooter:
         if hp:
             return
         victim.data["respawn_at"] = step.tick + self._respawn
+        self._dead[victim.character_id] = victim
         step.emit(Event("death", (shooter, victim), {
             "killer": shooter.character_id, "victim": victim.character_id, "weapon": name,
             "respawn_tick": victim.data["respawn_at"]}))
@@ -169,28 +184,49 @@ class Shooter:
             "victim_user_id": victim.user_id, "victim_character_id": victim.character_id}))
 
 
-def _cells(players: Iterable[Player]) -> dict[tuple[int, int], list[Player]]:
-    """The players by the CELL-sided square they are in now."""
-    found: dict[tuple[int, int], list[Player]] = {}
-    for player in players:
-        key = (math.floor(player.x / CELL), math.floor(player.y / CELL))
-        found.setdefault(key, []).append(player)
-    return found
+class Targets:
+    """The players by the CELL-sided square of the zone they are in now, found once a
+    tick when someone fires; a cell's key is a number (column * rows + row), cheaper to
+    hash than a pair."""
 
+    def __init__(self, bounds: tuple[float, float, float, float],
+                 players: Iterable[Player]) -> None:
+        self.min_x, self.min_y, max_x, max_y = bounds
+        self.columns = int((max_x - self.min_x) // CELL) + 1
+        self.rows = int((max_y - self.min_y) // CELL) + 1
+        self.cells: dict[int, list[Player]] = {}
+        rows, min_x, min_y = self.rows, self.min_x, self.min_y
+        for player in players:  # all inside the bounds: motion keeps them there
+            key = int((player.x - min_x) // CELL) * rows + int((player.y - min_y) // CELL)
+            found = self.cells.get(key)
+            if found is None:
+                self.cells[key] = [player]
+            else:
+                found.append(player)
 
-def _near(cells: dict[tuple[int, int], list[Player]], x: float, y: float, dx: float,
-          dy: float, reach: float) -> list[Player]:
-    """The players in the cells around the segment (x, y) + [0, 1] (dx, dy), widened by
-    `reach` (how far a target may have been from where it is now, plus its size)."""
-    low_x, high_x = math.floor((min(x, x + dx) - reach) / CELL), \
-        math.floor((max(x, x + dx) + reach) / CELL)
-    low_y, high_y = math.floor((min(y, y + dy) - reach) / CELL), \
-        math.floor((max(y, y + dy) + reach) / CELL)
-    near: list[Player] = []
-    for column in range(low_x, high_x + 1):
-        for row in range(low_y, high_y + 1):
-            near.extend(cells.get((column, row), ()))
-    return near
+    def near(self, x: float, y: float, dx: float, dy: float, reach: float) -> list[Player]:
+        """The players in the cells within `reach` of the segment (x, y) + [0, 1]
+        (dx, dy): column by column, the rows the segment crosses there, widened by
+        `reach` (how far a target may have been from where it is now, plus its size)."""
+        near: list[Player] = []
+        x, y = x - self.min_x, y - self.min_y
+        first = max(0, int((min(x, x + dx) - reach) // CELL))
+        last = min(self.columns - 1, int((max(x, x + dx) + reach) // CELL))
+        for column in range(first, last + 1):
+            low, high = y, y + dy  # where the segment is over this column, widened
+            if dx != 0.0:
+                t0 = min(max((column * CELL - reach - x) / dx, 0.0), 1.0)
+                t1 = min(max(((column + 1) * CELL + reach - x) / dx, 0.0), 1.0)
+                low, high = y + t0 * dy, y + t1 * dy
+            if low > high:
+                low, high = high, low
+            base = column * self.rows
+            for row in range(max(0, int((low - reach) // CELL)),
+                             min(self.rows - 1, int((high + reach) // CELL)) + 1):
+                found = self.cells.get(base + row)
+                if found is not None:
+                    near.extend(found)
+        return near
 
 
 def _ray_meets(x: float, y: float, dx: float, dy: float, cx: float, cy: float) -> float:
