@@ -24,6 +24,17 @@ registration limits above N (REGISTER_RATE_PER_ADDRESS, REGISTER_RATE_TOTAL: the
 swarm registers from one address), or let --users-file keep the users of an earlier
 run (their tokens are reused while valid).
 
+--fire-share S makes a share of the players shooters (the shooter's rules, the
+default game): each fires the pistol at --fire-hz at someone it sees (a player of its
+last snapshot, aimed at where that snapshot shows it, claiming that snapshot's tick, as
+a lag-compensated client does); the report counts shots, the events every player
+received (hit, death, respawn) and the refusals (the dead, fire too fast).
+
+    WORLD_MAP=bench/arena.json outpost dev   # spawn points over the whole zone
+    python -m bench.world_swarm -n 1000 --client raw --protocol v2 --spread --fire-share 0.1
+
+The dead (from their `death` event to their `respawn`) neither move nor fire.
+
 SIGINT or SIGTERM while measuring ends the run early, with its report; SIGUSR1 stops
 the moves (the players stay). --ledger FILE
 writes what the server acknowledged to each player: its own entries (seq and
@@ -171,6 +182,12 @@ class Player:
         self.send: Callable[[dict[str, Any]], Awaitable[None]] | None = None
         self.seq = 0
         self.target_zone: str | None = None  # --zones: where it travels after joining
+        self.aims = False  # --fire-share: it fires at whom its snapshots show
+        self.sight: v2.PlayerView | list[dict[str, Any]] = []  # whom it saw last
+        self.shown_tick = 0  # the tick of the last snapshot it read
+        self.dead = False  # between its death and its respawn: it neither moves nor fires
+        self.shots = 0
+        self.events: dict[str, int] = {}  # the events it received while measuring, by kind
         self.reads_compressed = True  # inflates compressed snapshots (--read-every)
         # --ledger: what the server acknowledged, with time.monotonic() (the same clock in
         # every process of this machine): [t, seq, x, y] whenever its own entry changed,
@@ -210,9 +227,13 @@ class Player:
                 self._welcomed.set()
             elif body.get("type") == "error":
                 self.errors.append(body.get("code", "error"))
+            elif body.get("type") == "events":
+                self._happened(body["events"], measuring)
             return
         if self.checked:
             self._check(buf[start:end])
+        if self.aims:
+            self._look(buf[start:end])
         self.visible = wire.visible(buf, start, end, self.visible)
         if measuring:
             self.snapshots += 1
@@ -232,6 +253,51 @@ class Player:
             if measuring:
                 self.latencies_s.append(now - sent)
 
+
+    def _happened(self, events: list[dict[str, Any]], measuring: bool) -> None:
+        for event in events:
+            kind = event["kind"]
+            if measuring:
+                self.events[kind] = self.events.get(kind, 0) + 1
+            if kind == "death" and event["victim"] == self.character_id:
+                self.dead = True
+            elif kind == "respawn" and event["player"] == self.character_id:
+                self.dead = False
+
+    def _look(self, payload: Buffer) -> None:
+        """Keep whom the snapshot shows, to aim at (a v2 view is followed delta by delta;
+        one it cannot apply is answered with a resync)."""
+        body = self.wire.decode(payload)
+        if isinstance(self.sight, list):
+            self.sight = body["players"]
+        else:
+            try:
+                self.sight.apply(body)
+            except (v2.OutOfStep, KeyError):
+                self.sight = v2.PlayerView()
+                if self.resync is not None:
+                    self.resync()
+                return
+        self.shown_tick = body["tick"]
+
+    def aim(self, rng: random.Random) -> dict[str, Any] | None:
+        """A `fire` at someone of the last snapshot, where it shows them; None if it
+        shows no one else."""
+        if isinstance(self.sight, list):
+            seen = [(p["id"], p["x"], p["y"]) for p in self.sight]
+        else:
+            seen = [(p.character_id, p.x, p.y) for p in self.sight.players.values()]
+        me = next((s for s in seen if s[0] == self.character_id), None)
+        others = [s for s in seen if s[0] != self.character_id]
+        if me is None or not others:
+            return None
+        _, x, y = rng.choice(others)
+        ax, ay = round(x - me[1], 3), round(y - me[2], 3)
+        if ax == 0.0 and ay == 0.0:
+            return None
+        self.seq += 1
+        return {"type": "fire", "seq": self.seq, "weapon": "pistol", "ax": ax, "ay": ay,
+                "tick": self.shown_tick}
 
     def _check(self, payload: Buffer) -> None:
         """Decode the whole snapshot (and follow it, in v2); a failure is counted and
@@ -361,13 +427,41 @@ class Swarm:
             await trio.sleep(0.1)
 
     async def mover(self) -> None:
-        """Move every player that is in place at --move-hz, spread over the period in 10
-        slots: one task and one timer for the whole swarm, not one per player. A mover
-        that falls a period behind (a swarm short of CPU) skips the slots it missed, as a
-        client's input loop would: catching up would send each player a burst (after a
-        server's 3 s stall, 224 moves in one read: 4008, too many messages)."""
+        """Move every player that is in place at --move-hz."""
+        def move(player: Player) -> dict[str, Any] | None:
+            if player.dead:
+                return None
+            player.seq += 1
+            angle = player.seq * 0.7
+            player.sent_at[player.seq] = time.perf_counter()
+            return {"type": "move", "dx": round(math.cos(angle), 3),
+                    "dy": round(math.sin(angle), 3), "seq": player.seq}
+
+        await self._every(self.args.move_hz, self.players, move)
+
+    async def shooter(self) -> None:
+        """Fire at --fire-hz with every aiming player in place (--fire-share)."""
+        rng = random.Random(1)
+
+        def fire(player: Player) -> dict[str, Any] | None:
+            if not player.aims or player.dead:
+                return None
+            body = player.aim(rng)
+            if body is not None and self.measuring:
+                player.shots += 1
+            return body
+
+        await self._every(self.args.fire_hz, self.players, fire)
+
+    async def _every(self, hz: float, players: list[Player],
+                     message: Callable[[Player], dict[str, Any] | None]) -> None:
+        """Send each of `players` in place its `message` at `hz`, spread over the period
+        in 10 slots: one task and one timer for the whole swarm, not one per player. A
+        loop that falls a period behind (a swarm short of CPU) skips the slots it missed,
+        as a client's input loop would: catching up would send each player a burst
+        (after a server's 3 s stall, 224 moves in one read: 4008, too many messages)."""
         slots = 10
-        step = 1 / self.args.move_hz / slots
+        step = 1 / hz / slots
         start, tick = trio.current_time(), 0
         while True:
             tick += 1
@@ -375,15 +469,14 @@ class Swarm:
             if behind > slots * step:
                 tick += int(behind / step)
             await trio.sleep_until(start + tick * step)
-            for player in self.players[tick % slots::slots]:
+            for player in players[tick % slots::slots]:
                 if player.send is None or not self.moving:
                     continue
-                player.seq += 1
-                angle = player.seq * 0.7
-                player.sent_at[player.seq] = time.perf_counter()
+                body = message(player)
+                if body is None:
+                    continue
                 try:
-                    await player.send({"type": "move", "dx": round(math.cos(angle), 3),
-                                       "dy": round(math.sin(angle), 3), "seq": player.seq})
+                    await player.send(body)
                 except (OSError, ConnectionClosed):
                     player.send = None  # closed under it: run_player counts why
 
@@ -466,11 +559,14 @@ async def run(args: argparse.Namespace) -> None:
         ws_base = args.url.replace("http", "ws", 1) + "/v1/world/ws?token="
         async with trio.open_nursery() as nursery:
             nursery.start_soon(swarm.mover)
+            nursery.start_soon(swarm.shooter)
             nursery.start_soon(swarm.hub.run)
             for i, user in enumerate(users):
                 player = Player(user, V2() if args.protocol == "v2" else V1(),
                                 ledger=bool(args.ledger), checked=i % args.check_every == 0)
                 player.reads_compressed = i % args.read_every == 0
+                player.aims = i < round(args.fire_share * len(users))
+                player.sight = v2.PlayerView() if args.protocol == "v2" else []
                 if args.zones:
                     player.target_zone = args.zones[i % len(args.zones)]
                 swarm.players.append(player)
@@ -576,6 +672,15 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
         "frames_checked": sum(p.frames_checked for p in swarm.players),
         "frames_failed": {"count": len(failed), "first": failed[:5]},
     }
+    if args.fire_share:
+        events: dict[str, int] = {}
+        for p in players:
+            for kind, count in p.events.items():
+                events[kind] = events.get(kind, 0) + count
+        result["firing"] = sum(p.aims for p in players)
+        result["shots_per_s"] = round(sum(p.shots for p in players) / elapsed, 1)
+        result["events_received_per_s"] = {kind: round(count / elapsed, 1)
+                                           for kind, count in sorted(events.items())}
     if server_cpu is not None:
         result["server_cpu_percent_of_a_core"] = round(100 * server_cpu / elapsed, 1)
     for zone in zones:
@@ -629,6 +734,12 @@ def main() -> None:
                         help="decode every frame of every k-th client whole, and follow its "
                              "view (1: every client; a v1 client of a big zone costs the "
                              "swarm a JSON parse of each snapshot)")
+    parser.add_argument("--fire-share", type=float, default=0.0,
+                        help="the share of players that fire the pistol at someone they see "
+                             "(the shooter's rules)")
+    parser.add_argument("--fire-hz", type=float, default=1.8,
+                        help="shots a second of each firing player (the pistol allows 2: a "
+                             "little under it, as a client's cooldown under jitter keeps)")
     parser.add_argument("--server-pid", type=int, help="report this process's CPU")
     parser.add_argument("--ready-file", help="touch this file when the players are in and "
                                              "measuring begins")
