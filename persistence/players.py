@@ -46,6 +46,7 @@ async def count_kills(conn: asyncpg.Connection, kills: list[Kill]) -> None:
         " ON CONFLICT (event_id) DO NOTHING RETURNING event_id", [k[0] for k in kills])}
     for event_id, killer, victim in kills:
         if event_id in counted:
+            counted.discard(event_id)  # a batch may hold one event twice
             await conn.execute("UPDATE players.players SET kills = kills + 1"
                                " WHERE user_id = $1", killer)
             await conn.execute("UPDATE players.players SET deaths = deaths + 1"

@@ -54,6 +54,7 @@ async def award_kills(conn: asyncpg.Connection,
         " ON CONFLICT (event_id) DO NOTHING RETURNING event_id", [k[0] for k in kills])}
     for event_id, killer in kills:
         if event_id in awarded:
+            awarded.discard(event_id)  # a batch may hold one event twice
             await conn.execute(
                 "UPDATE progression.progressions SET xp = xp + $2,"
                 " level = 1 + (xp + $2) / $3 WHERE user_id = $1",

@@ -70,6 +70,12 @@ class InputSpec:
     queued: int = 16
 
 
+# The zone's own messages, which no game's input may be named as, and the keys of a
+# player's entry in snapshots, which no replicated field may be named as
+# (docs/protocol.md, "Outpost, the game's inputs").
+ZONE_MESSAGES = ("join", "travel", "ping", "resync")
+ENTRY_KEYS = ("eid", "id", "name", "x", "y", "seq")
+
 # Moving: the one input every game shown here has; a move by (dx, dy).
 MOVE = InputSpec("move", (("dx", Number()), ("dy", Number())))
 
@@ -217,7 +223,7 @@ class Past(Protocol):
 
     def position(self, player: Player, tick: int) -> tuple[float, float]:
         """Where `player` was at the end of `tick` (where it is now if it has not moved
-        since, or if `tick` is older than the zone keeps)."""
+        since; for a tick older than the zone keeps, the oldest position it keeps)."""
 
 
 @dataclass
@@ -253,8 +259,8 @@ class Step:
 
 class Rules(Protocol):
     """A game, as a zone runs it (docs/rules.md): made with the operator's `Setup`, one
-    for each zone. `inputs`, `fields` and `history_ticks` are read once, when the zone
-    starts."""
+    for each zone. `inputs` and `fields` are fixed once the rules are made (an api process
+    reads them from rules it never starts); `history_ticks` is read after `start`."""
 
     inputs: tuple[InputSpec, ...]
     fields: tuple[Field, ...]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from rules.api import Rules, Setup
+from rules.api import ENTRY_KEYS, ZONE_MESSAGES, Rules, Setup
 
 DEFAULT = "rules.shooter:Shooter"
 
@@ -25,8 +25,17 @@ def load(spec: str) -> Game:
     game = getattr(module, name, None)
     if not callable(game):
         raise ValueError(f"{module_name} has no game {name}")
-    rules = game(Setup())
+    try:
+        rules = game(Setup())
+    except Exception as exc:  # whatever it is, the process says why and stops
+        raise ValueError(f"{spec} is no game: made with the default setup, {exc!r}") from None
     for needed in ("inputs", "fields", "history_ticks", "start", "join", "leave", "step"):
         if not hasattr(rules, needed):
             raise ValueError(f"{spec} is no game: its rules have no {needed}")
+    taken = sorted({i.kind for i in rules.inputs} & set(ZONE_MESSAGES))
+    if taken:
+        raise ValueError(f"{spec} names an input {', '.join(taken)}: the zone's own message")
+    taken = sorted({f.name for f in rules.fields} & set(ENTRY_KEYS))
+    if taken:
+        raise ValueError(f"{spec} names a field {', '.join(taken)}: a key of every entry")
     return game  # type: ignore[no-any-return]  # checked above, as far as Python can

@@ -99,3 +99,62 @@ def distance_to_segment(px: float, py: float, x: float, y: float, dx: float,
     length2 = dx * dx + dy * dy
     t = 0.0 if length2 == 0 else min(max(((px - x) * dx + (py - y) * dy) / length2, 0.0), 1.0)
     return math.hypot(px - (x + t * dx), py - (y + t * dy))
+
+
+def walk(sim: Simulation, who: str, dx: float, ticks: int) -> None:
+    for _ in range(ticks):
+        act(sim, who, "move", dx, 0.0)
+        sim.step()
+
+
+def test_a_player_placed_on_joining_is_judged_where_it_was_placed() -> None:
+    """A saved position outside the zone is clamped into it as the player joins: a shot
+    rewound to before its first move finds it there, not where it was saved."""
+    sim = arena()
+    walk(sim, "shooter", 100.0, 3)  # to (300, 0): the pistol reaches the east edge
+    sim.add(Player("late", "u-late", "late", 5000.0, 0.0, fields=sim.rules.fields))
+    assert (sim.players["late"].x, sim.players["late"].y) == (500.0, 0.0)
+    sim.step()
+    act(sim, "shooter", "fire", "pistol", 1.0, 0.0, sim.tick)
+    sim.step()
+    assert sim.players["late"].get("hp") == 75
+
+
+def test_a_shot_judged_before_a_respawn_does_not_hit_the_respawned() -> None:
+    """The target dies, and respawns at the spawn point (the origin): a shot claiming a
+    tick at which it was still dead misses it, though it stands in the line of fire."""
+    sim = arena()
+    while hp(sim) != 0:
+        act(sim, "shooter", "fire", "pistol", 1.0, 0.0, sim.tick)
+        walk(sim, "shooter", 0.0, 10)  # the pistol fires twice a second
+    walk(sim, "shooter", -10.0, 1)  # to (-10, 0): the origin is in its line of fire
+    while sim.players["target"].data["respawn_at"] is not None:
+        claimed = sim.tick  # still dead here
+        sim.step()
+    assert (sim.players["target"].x, sim.players["target"].y) == (0.0, 0.0)
+    act(sim, "shooter", "fire", "pistol", 1.0, 0.0, claimed)
+    sim.step()
+    assert hp(sim) == 100
+    walk(sim, "shooter", 0.0, 10)
+    act(sim, "shooter", "fire", "pistol", 1.0, 0.0, sim.tick)  # alive, now: it hits
+    walk(sim, "shooter", 0.0, 10)
+    assert hp(sim) == 75
+
+
+def test_leaving_dead_and_coming_back_does_not_revive() -> None:
+    sim = arena()
+    while hp(sim) != 0:
+        act(sim, "shooter", "fire", "pistol", 1.0, 0.0, sim.tick)
+        walk(sim, "shooter", 0.0, 10)
+    respawn_at = sim.players["target"].data["respawn_at"]
+    sim.remove("target")
+    sim.step()
+    back = sim.add(Player("target", "u-target", "target", 10.0, 0.0,
+                          profile=Profile(weapons=("pistol",)), fields=sim.rules.fields))
+    assert (back.get("hp"), back.data["respawn_at"]) == (0, respawn_at)
+    act(sim, "target", "move", 1.0, 0.0)
+    stepped = sim.step()
+    assert [r.code for r in stepped.refusals] == ["dead"]
+    while sim.tick < respawn_at:
+        sim.step()
+    assert (back.get("hp"), back.data["respawn_at"]) == (100, None)

@@ -119,6 +119,7 @@ class Simulation:
         player.taken = [0] * len(self._per_tick)
         self.players[player.character_id] = player
         self.rules.join(player, self.tick)
+        player.px, player.py = player.x, player.y  # where the rules placed it: its past too
         return player
 
     def remove(self, character_id: str) -> Player | None:

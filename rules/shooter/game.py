@@ -77,9 +77,15 @@ class Shooter:
             motion.place(player, *self.map.spawns[0])
         player.data["ready"] = {}  # weapon -> the tick it may fire again
         player.data["respawn_at"] = None  # the tick a dead player respawns
+        player.data["alive_since"] = tick + 1  # no shot judged at an earlier tick hits it
+        dead = self._dead.get(player.character_id)
+        if dead is not None:  # it left dead, and is back before its respawn: still dead
+            player.data["respawn_at"] = dead.data["respawn_at"]
+            player.set("hp", 0)
+            self._dead[player.character_id] = player
 
     def leave(self, player: Player) -> None:
-        self._dead.pop(player.character_id, None)
+        pass  # one that leaves dead stays in `_dead`: coming back does not revive it
 
     def step(self, step: Step) -> None:
         motion = self._motion
@@ -110,7 +116,10 @@ class Shooter:
             if player.data["respawn_at"] > step.tick:
                 break
             del self._dead[player.character_id]
+            if not player.present:
+                continue  # it left; it joins again alive
             player.data["respawn_at"] = None
+            player.data["alive_since"] = step.tick
             motion.place(player, *step.rng.choice(self.map.spawns))
             player.set("hp", HEALTH)
             step.changed(player)
@@ -151,7 +160,8 @@ class Shooter:
             if abs(fx * dy - fy * dx) > reach * length or \
                     not -reach * length <= fx * dx + fy * dy <= (length + reach) * length:
                 continue
-            if target is shooter or target.data["respawn_at"] is not None:
+            if target is shooter or target.data["respawn_at"] is not None or \
+                    target.data["alive_since"] > at:  # dead, or not yet here, at `at`
                 continue
             x, y = step.past.position(target, at)
             t = _ray_meets(shooter.x, shooter.y, dx, dy, x, y)

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
-from rules.api import MOVE, Input, InputSpec, checked
+from rules.api import MOVE, ZONE_MESSAGES, Input, InputSpec, checked
 from server.ws import codec
 from server.ws.codec import TokenBucket
 from zones.interest import V1, V2
@@ -165,7 +165,7 @@ class Conversation:
                  inputs: Mapping[str, InputSpec] = WALKING) -> None:
         self.wire = wire
         self._inputs = inputs  # the game's, by message type
-        self._kinds = ", ".join(("join", "travel", "ping", "resync", *inputs))
+        self._kinds = ", ".join((*ZONE_MESSAGES, *inputs))
         self._data = wire.opcode
         self._bucket = TokenBucket(max_messages_per_s, now)
         self._idle_timeout_s = idle_timeout_s

@@ -1,0 +1,62 @@
+"""WORLD_RULES: which game a zone runs (rules/loading.py). A name that is no game, or a
+game whose names clash with the zone's own, stops the process at start with why, never
+a zone that misreads its players later. Pure logic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from rules.api import MOVE, Field, InputSpec, Number, Setup
+from rules.loading import load
+from rules.walk import Walk
+
+
+class Clashing:
+    """Walking under names of its own (given as the class is made)."""
+
+    history_ticks = 0
+
+    def __init__(self, setup: Setup, inputs: tuple[InputSpec, ...] = (MOVE,),
+                 fields: tuple[Field, ...] = ()) -> None:
+        self.inputs, self.fields = inputs, fields
+        self._walk = Walk(setup)
+        self.start, self.join, self.leave = self._walk.start, self._walk.join, self._walk.leave
+        self.step = self._walk.step
+
+
+def pinging(setup: Setup) -> Clashing:
+    return Clashing(setup, inputs=(MOVE, InputSpec("ping", (("t", Number()),))))
+
+
+def placed_by_x(setup: Setup) -> Clashing:
+    return Clashing(setup, fields=(Field("x", 0.0), Field("score", 0)))
+
+
+def nothing(setup: Setup) -> Any:
+    return object()
+
+
+def broken(setup: Setup) -> Any:
+    raise RuntimeError("no map")
+
+
+def test_the_default_and_the_example_are_games() -> None:
+    assert load("rules.shooter:Shooter").__name__ == "Shooter"
+    assert load("examples.tag:Tag").__name__ == "Tag"
+    assert load(f"{__name__}:Clashing").__name__ == "Clashing"
+
+
+@pytest.mark.parametrize(("spec", "why"), [
+    ("rules.shooter", "must be package.module:name"),
+    ("no.such.module:Game", "cannot import no.such.module"),
+    ("rules.shooter:Nothing", "rules.shooter has no game Nothing"),
+    (f"{__name__}:nothing", "is no game: its rules have no inputs"),
+    (f"{__name__}:broken", r"is no game: made with the default setup, RuntimeError\('no map'\)"),
+    (f"{__name__}:pinging", "names an input ping: the zone's own message"),
+    (f"{__name__}:placed_by_x", "names a field x: a key of every entry"),
+])
+def test_what_is_no_game_is_refused_with_why(spec: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        load(spec)
