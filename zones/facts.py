@@ -33,6 +33,7 @@ class FactRelay:
         self._bus = bus
         self._waiting: deque[OutboxEvent] = deque()
         self._wake = trio.Event()
+        self._sending = 0  # facts of the batch JetStream has not answered yet
         self.published = 0  # acknowledged by JetStream
         self.dropped = 0  # never published: too many waited
 
@@ -49,7 +50,8 @@ class FactRelay:
 
     @property
     def pending(self) -> int:
-        return len(self._waiting)
+        """Facts not yet acknowledged: what a crash of the process would lose."""
+        return len(self._waiting) + self._sending
 
     async def run(self) -> None:
         while True:  # a zone process may be the first to publish a fact: its streams
@@ -64,11 +66,14 @@ class FactRelay:
             self._wake = trio.Event()
             while self._waiting:
                 batch = [self._waiting.popleft() for _ in range(min(BATCH, len(self._waiting)))]
+                self._sending = len(batch)
                 try:
                     acked = await self._bus.publish_persistent(batch)
                 except BusUnavailable as exc:
                     log.warning("facts not published (%d waiting): %s", len(batch), exc)
                     acked = [False] * len(batch)
+                finally:
+                    self._sending = 0
                 unacked = [event for event, ok in zip(batch, acked, strict=True) if not ok]
                 self.published += len(batch) - len(unacked)
                 if unacked:
