@@ -33,6 +33,7 @@ from tests.helpers import eventually, metric, running_process, use_api_loop
 from tests.world import connect, error_for, joined, new_player, still_open, ws_url
 from zones import contract
 from zones.grid import Grid
+from zones.host import in_order
 from zones.interest import Interest
 from zones.mirror import Mirror
 
@@ -213,3 +214,27 @@ async def test_a_zone_that_answers_garbage_is_unavailable(
             await still_open(conn)
         nursery.cancel_scope.cancel()
     assert await refused(world, "join reply") == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=40))
+def test_a_drain_is_taken_in_each_characters_order(sent: list[tuple[str, bool]]) -> None:
+    """Moves and the game's other inputs travel in two lists of one zone.inputs
+    message; the zone takes each character's as its client sent them (by seq), and
+    every input once."""
+    seqs: dict[str, int] = {}
+    moves: list[tuple[str, float, float, int]] = []
+    actions: list[tuple[str, str, int, list[contract.Value]]] = []
+    for character_id, is_move in sent:
+        seqs[character_id] = seq = seqs.get(character_id, 0) + 1
+        if is_move:
+            moves.append((character_id, 1.0, 0.0, seq))
+        else:
+            actions.append((character_id, "fire", seq, ["pistol", 1.0, 0.0, 0]))
+    body = contract.Inputs(api="a", moves=moves, actions=actions, leaves=[])
+    taken = [(moves[i][0], moves[i][3]) if is_move else (actions[i][0], actions[i][2])
+             for is_move, i in in_order(body)]
+    assert sorted(taken) == sorted((c, s) for c, s in
+                                   [(m[0], m[3]) for m in moves] + [(a[0], a[2]) for a in actions])
+    for character_id in seqs:
+        theirs = [seq for c, seq in taken if c == character_id]
+        assert theirs == sorted(theirs)

@@ -20,6 +20,7 @@ refused and counted (a join that cannot be read is answered `validation_failed`)
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 import trio
 
@@ -226,10 +227,16 @@ class ZoneHost:
                 if body is None:
                     continue
                 self._heard[body.api] = trio.current_time()
-                for character_id, dx, dy, seq in body.moves:
-                    actor.move(character_id, dx, dy, seq)
-                for character_id, kind, seq, values in body.actions:
-                    self._act(actor, character_id, kind, seq, values)
+                if not body.actions:  # moves alone: the common drain
+                    for character_id, dx, dy, seq in body.moves:
+                        actor.move(character_id, dx, dy, seq)
+                else:
+                    for is_move, i in in_order(body):
+                        if is_move:
+                            character_id, dx, dy, seq = body.moves[i]
+                            actor.move(character_id, dx, dy, seq)
+                        else:
+                            self._act(actor, *body.actions[i])
                 for character_id, session in body.leaves:
                     self._leave(actor, character_id, session)
 
@@ -319,3 +326,21 @@ class ZoneHost:
                 except BusUnavailable:
                     log.warning("zone %s: could not tell %s what became of its sessions",
                                 self.zone_id, api)
+
+
+def in_order(body: contract.Inputs) -> list[tuple[bool, int]]:
+    """The inputs of a drain with moves and actions, as (is a move, its index), each
+    character's in the order its client sent them (by seq: a session takes only
+    increasing ones): a shot before a move is judged from where the shooter stood, as
+    in the zone's own process. Characters keep the order of their moves."""
+    waiting: dict[str, deque[int]] = {}
+    for i, (character_id, _, _, _) in enumerate(body.actions):
+        waiting.setdefault(character_id, deque()).append(i)
+    order: list[tuple[bool, int]] = []
+    for i, (character_id, _, _, seq) in enumerate(body.moves):
+        before = waiting.get(character_id)
+        while before and body.actions[before[0]][2] < seq:
+            order.append((False, before.popleft()))
+        order.append((True, i))
+    order += sorted((False, i) for queue in waiting.values() for i in queue)
+    return order

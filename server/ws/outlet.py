@@ -121,11 +121,15 @@ class Outlet:
         if self.closing.is_set():
             return
         events = view.events(self._wire)
-        if events is not None:  # before the snapshot: what happened, then how things stand
-            self._send_events(self._frames.frame(events, self._opcode))
         if self._idle:
-            self._write_now(self._snapshot_frame(view))
+            frame = self._snapshot_frame(view)
+            if events is not None:  # first what happened, then how things stand; one
+                # write for both, as a send is most of what a member costs
+                frame = self._frames.frame(events, self._opcode) + frame
+            self._write_now(frame)
             return
+        if events is not None:
+            self._queue_events(self._frames.frame(events, self._opcode))
         if self._view is not None:
             self.skipped_snapshots += 1
             self._stats.snapshots[self._view.zone][1] += 1
@@ -182,13 +186,10 @@ class Outlet:
         return (self._pending is None and not self._controls and self._pong is None
                 and not self._events and self._view is None)
 
-    def _send_events(self, frame: bytes) -> None:
+    def _queue_events(self, frame: bytes) -> None:
         """Events go out in order, never skipped like snapshots; but a client that stays
         behind keeps only the newest EVENTS_KEPT of them (the state they changed, hit
         points and positions, is in every snapshot)."""
-        if self._idle:
-            self._write_now(frame)
-            return
         if len(self._events) == EVENTS_KEPT:
             self.events_dropped += 1
         self._events.append(frame)
