@@ -48,8 +48,8 @@ class CombatKilled:
     victim_user_id: uuid.UUID
 
 
-def parse_combat_killed(data: bytes) -> CombatKilled:
-    """The payload of a `combat.killed`, as far as its consumers read it."""
+def _json_object(data: bytes) -> dict[str, object]:
+    """An event's payload: a JSON object of EVENT_MAX_BYTES at most."""
     if len(data) > EVENT_MAX_BYTES:
         raise MalformedEvent(f"{len(data)} bytes, over {EVENT_MAX_BYTES}")
     try:
@@ -58,6 +58,12 @@ def parse_combat_killed(data: bytes) -> CombatKilled:
         raise MalformedEvent(f"not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise MalformedEvent("not a JSON object")
+    return payload
+
+
+def parse_combat_killed(data: bytes) -> CombatKilled:
+    """The payload of a `combat.killed`, as far as its consumers read it."""
+    payload = _json_object(data)
     ids = {}
     for name in ("event_id", "killer_user_id", "victim_user_id"):
         value = payload.get(name)
@@ -73,14 +79,7 @@ def parse_combat_killed(data: bytes) -> CombatKilled:
 def parse_user_registered(data: bytes) -> UserRegistered:
     """The payload of a `user.registered`, checked field by field: a username or email
     that registration would refuse is refused here too."""
-    if len(data) > EVENT_MAX_BYTES:
-        raise MalformedEvent(f"{len(data)} bytes, over {EVENT_MAX_BYTES}")
-    try:
-        payload = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from None
-    if not isinstance(payload, dict):
-        raise MalformedEvent("not a JSON object")
+    payload = _json_object(data)
     names = ("userId", "username", "email", "registrationTimestamp")
     fields = {name: value for name in names
               if isinstance(value := payload.get(name), str) and value}

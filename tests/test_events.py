@@ -27,7 +27,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from bus import subjects
-from bus.events import MalformedEvent, parse_user_registered
+from bus.events import MalformedEvent, parse_combat_killed, parse_user_registered
 from persistence.outbox import OutboxEvent, add_event
 from server.devstack import DevStack
 from server.process import Running
@@ -250,3 +250,29 @@ def test_a_malformed_user_registered_is_refused_without_repeating_its_values(
         assert MARK not in str(exc), str(exc)
     else:
         assert MARK not in event.username + event.email
+
+
+_KILL = {"event_id": str(uuid.uuid4()), "zone_id": "z1", "tick": 7, "weapon": "pistol",
+         "killer_user_id": str(uuid.uuid4()), "killer_character_id": str(uuid.uuid4()),
+         "victim_user_id": str(uuid.uuid4()), "victim_character_id": str(uuid.uuid4())}
+_KILLS = st.one_of(
+    st.tuples(st.sampled_from(sorted(_KILL)), _WRONG).map(
+        lambda wrong: orjson.dumps({**_KILL, wrong[0]: wrong[1]})),
+    st.dictionaries(st.sampled_from(sorted(_KILL)), st.one_of(_WRONG, st.uuids().map(str)))
+    .map(orjson.dumps),
+    st.binary(max_size=200),
+)
+
+
+@given(_KILLS)
+def test_a_combat_killed_is_read_only_with_its_ids_or_refused(data: bytes) -> None:
+    """What the kill counters read of a `combat.killed` is three UUIDs: anything else is
+    MalformedEvent (a dead letter), never another error in the consumer."""
+    try:
+        event = parse_combat_killed(data)
+    except MalformedEvent as exc:
+        assert MARK not in str(exc), str(exc)
+    else:
+        payload = orjson.loads(data)
+        assert (str(event.event_id), str(event.killer_user_id), str(event.victim_user_id)) \
+            == (payload["event_id"], payload["killer_user_id"], payload["victim_user_id"])
