@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from rules.api import ENTRY_KEYS, ZONE_MESSAGES, Rules, Setup
+from rules.api import ENTRY_KEYS, MOVE, ZONE_MESSAGES, Rules, Setup
 
 DEFAULT = "rules.shooter:Shooter"
 
@@ -35,6 +35,13 @@ def load(spec: str) -> Game:
     taken = sorted({i.kind for i in rules.inputs} & set(ZONE_MESSAGES))
     if taken:
         raise ValueError(f"{spec} names an input {', '.join(taken)}: the zone's own message")
+    if any(i.kind == MOVE.kind and i != MOVE for i in rules.inputs):
+        # The edge and the relay between processes carry moves on a path of their own.
+        raise ValueError(f"{spec} has a move of its own: a game's move is rules.api.MOVE")
+    taken = sorted({name for i in rules.inputs for name, _ in i.fields} & {"type", "seq"})
+    if taken:
+        raise ValueError(f"{spec} names an input's field {', '.join(taken)}: every "
+                         "message's own")
     taken = sorted({f.name for f in rules.fields} & set(ENTRY_KEYS))
     if taken:
         raise ValueError(f"{spec} names a field {', '.join(taken)}: a key of every entry")

@@ -34,6 +34,15 @@ def placed_by_x(setup: Setup) -> Clashing:
     return Clashing(setup, fields=(Field("x", 0.0), Field("score", 0)))
 
 
+def running(setup: Setup) -> Clashing:
+    return Clashing(setup, inputs=(InputSpec("move", (("dx", Number()), ("dy", Number())),
+                                             per_tick=8),))
+
+
+def typed(setup: Setup) -> Clashing:
+    return Clashing(setup, inputs=(MOVE, InputSpec("say", (("type", Number()),))))
+
+
 def nothing(setup: Setup) -> Any:
     return object()
 
@@ -56,6 +65,8 @@ def test_the_default_and_the_example_are_games() -> None:
     (f"{__name__}:broken", r"is no game: made with the default setup, RuntimeError\('no map'\)"),
     (f"{__name__}:pinging", "names an input ping: the zone's own message"),
     (f"{__name__}:placed_by_x", "names a field x: a key of every entry"),
+    (f"{__name__}:typed", "names an input's field type: every message's own"),
+    (f"{__name__}:running", "has a move of its own: a game's move is rules.api.MOVE"),
 ])
 def test_what_is_no_game_is_refused_with_why(spec: str, why: str) -> None:
     with pytest.raises(ValueError, match=why):

@@ -16,7 +16,7 @@ WORLD_ZONE_ID and WORLD_ZONES are listed even while nobody runs them.
 from __future__ import annotations
 
 import logging
-import random
+import secrets
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -148,7 +148,10 @@ class World:
         c = self._config
         hooks = ZoneHooks(self._save_positions, self._publish_moves, self.facts.add,
                           publish_tick)
-        zone = Zone(zone_id, c.bounds, c.tick_rate_hz, seed=random.randrange(2**32))
+        # The game's ids (a kill's event id) come from its generator: 128 bits of seed, so
+        # that no two runs of a zone draw the same ones (the services drop an id seen).
+        zone = Zone(zone_id, c.bounds, c.tick_rate_hz, seed=secrets.randbits(128))
+        log.info("zone %s: the game's seed is %d", zone_id, zone.seed)
         return ZoneActor(zone, c.game(c.setup), hooks, checkpoint_s=c.checkpoint_s,
                          view_radius=c.view_radius)
 
