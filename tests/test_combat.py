@@ -238,16 +238,17 @@ async def test_fire_faster_than_the_weapon_allows_is_refused(arena: Running) -> 
     async with fighters(arena, "v1") as (shooter,):
         now = shooter.client.tick
         await fire(shooter, now, (0.0, 1.0))
-        await fire(shooter, now, (0.0, 1.0))  # the pistol fires twice a second
+        second = await fire(shooter, now, (0.0, 1.0))  # the pistol fires twice a second
         refused = await shooter.client.until(lambda: shooter.client.errors, "a refusal")
-    assert [e["code"] for e in refused] == ["rate_limited"]
+    assert [(e["code"], e["seq"]) for e in refused] == [("rate_limited", second)]
 
 
 async def test_a_weapon_not_unlocked_is_forbidden(arena: Running) -> None:
     async with fighters(arena, "v2") as (shooter,):
-        await fire(shooter, shooter.client.tick, weapon="rifle")  # the pistol only, at first
+        seq = await fire(shooter, shooter.client.tick, weapon="rifle")  # the pistol only
         refused = await shooter.client.until(lambda: shooter.client.errors, "a refusal")
     assert refused[0]["code"] == "forbidden" and "rifle" in refused[0]["message"]
+    assert refused[0]["seq"] == seq
 
 
 async def test_a_wall_stops_a_shot_and_a_move(arena: Running) -> None:
@@ -272,11 +273,11 @@ async def test_the_dead_cannot_move_or_fire_and_respawn_at_a_spawn_point(
     async with fighters(arena, "v1", "v1") as (shooter, target):
         death = await kill(shooter, target)
         assert death[0]["killer"] == shooter.id and death[0]["victim"] == target.id
-        await target.client.send({"type": "move", "dx": 1.0, "dy": 0.0})
-        await fire(target, target.client.tick, (-1.0, 0.0))
+        move = await target.client.send({"type": "move", "dx": 1.0, "dy": 0.0})
+        shot = await fire(target, target.client.tick, (-1.0, 0.0))
         refused = await target.client.until(lambda: len(target.client.errors) >= 2 and
                                             target.client.errors, "two refusals")
-        assert [e["code"] for e in refused] == ["dead", "dead"]
+        assert [(e["code"], e["seq"]) for e in refused] == [("dead", move), ("dead", shot)]
         respawn = await target.client.until(
             lambda: [e for e in target.client.events if e["kind"] == "respawn"],
             "the respawn")

@@ -135,7 +135,7 @@ class _Waiting:
     def replaced(self) -> None:
         raise AssertionError("nobody else plays its character")
 
-    def refused(self, code: str, message: str) -> None:
+    def refused(self, code: str, message: str, seq: int) -> None:
         pass
 
     def zone_lost(self) -> None:

@@ -56,7 +56,7 @@ peers = st.one_of(
               st.lists(st.tuples(texts, texts, counts, st.lists(values, max_size=4))),
               st.lists(st.tuples(texts, texts))),
     st.builds(contract.News, st.lists(st.tuples(texts, texts, texts)),
-              st.lists(st.tuples(texts, texts, texts, texts, texts))),
+              st.lists(st.tuples(texts, texts, texts, texts, texts, counts))),
     st.builds(contract.Held, texts, counts, counts, finite, st.builds(
         contract.TickTimes, st.none() | finite, st.none() | finite, st.none() | finite)))
 

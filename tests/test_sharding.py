@@ -360,4 +360,4 @@ async def test_fire_works_the_same_for_a_zone_in_another_process(
                                        "ay": 0.0, "tick": seen["tick"], "seq": 2})
     assert hit["events"] == [{"kind": "hit", "shooter": s_id, "victim": t_id,
                               "weapon": "pistol", "damage": 25, "hp": 75}]
-    assert refused["code"] == "forbidden"
+    assert (refused["code"], refused["seq"]) == ("forbidden", 2)

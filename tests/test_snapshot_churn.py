@@ -114,7 +114,7 @@ class Member:
                         for p in listed}
         self.written += 1
 
-    def refused(self, code: str, message: str) -> None:
+    def refused(self, code: str, message: str, seq: int) -> None:
         raise AssertionError(f"walking refuses nothing: {code} {message}")
 
 

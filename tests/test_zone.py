@@ -188,7 +188,7 @@ class FakeOutlet(Watched):
     def replaced(self) -> None:
         self.replacements += 1
 
-    def refused(self, code: str, message: str) -> None:
+    def refused(self, code: str, message: str, seq: int) -> None:
         raise AssertionError(f"walking refuses nothing: {code} {message}")
 
     def last(self) -> dict[str, Any]:

@@ -232,7 +232,7 @@ class Silent:
     def replaced(self) -> None:
         pass
 
-    def refused(self, code: str, message: str) -> None:
+    def refused(self, code: str, message: str, seq: int) -> None:
         pass
 
 

@@ -56,8 +56,8 @@ class Outlet(Protocol):
     def replaced(self) -> None:
         """A newer session joined this character; this one must end."""
 
-    def refused(self, code: str, message: str) -> None:
-        """The game would not take one of its inputs: tell the client (an `error`)."""
+    def refused(self, code: str, message: str, seq: int) -> None:
+        """The game would not take its input `seq`: tell the client (an `error`)."""
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class ZoneActor:
         for refusal in stepped.refusals:
             outlet = self._outlets.get(refusal.player.character_id)
             if outlet is not None:
-                outlet.refused(refusal.code, refusal.message)
+                outlet.refused(refusal.code, refusal.message, refusal.seq)
         if stepped.facts and self._hooks.publish_facts is not None:
             self._hooks.publish_facts(stepped.facts)
         if self._hooks.publish_tick is not None:

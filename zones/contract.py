@@ -86,12 +86,13 @@ class Inputs(_Message, frozen=True, tag="zone.inputs/2"):
     leaves: list[tuple[Text, Text]]  # character, session
 
 
-class News(_Message, frozen=True, tag="api.news/1"):
+class News(_Message, frozen=True, tag="api.news/2"):
     """zone -> api (api.<id>.events): sessions of yours that were taken over (4009), and
     inputs of theirs the game refused (an `error` for the client)."""
 
     replaced: list[tuple[Text, Text, Text]]  # zone, character, session
-    refused: list[tuple[Text, Text, Text, Text, Text]]  # zone, character, session, code, why
+    # zone, character, session, code, why, the refused input's seq
+    refused: list[tuple[Text, Text, Text, Text, Text, Count]]
 
 
 class TickTimes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

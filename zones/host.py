@@ -61,8 +61,8 @@ class RemoteMember:
     def replaced(self) -> None:
         self._host.replaced(self.api, self.session)
 
-    def refused(self, code: str, message: str) -> None:
-        self._host.refused(self, code, message)
+    def refused(self, code: str, message: str, seq: int) -> None:
+        self._host.refused(self, code, message, seq)
 
 
 class ZoneHost:
@@ -302,10 +302,10 @@ class ZoneHost:
                 self._news_for(api).replaced.append((self.zone_id, character_id, session))
         self._news_ready.set()
 
-    def refused(self, member: RemoteMember, code: str, message: str) -> None:
+    def refused(self, member: RemoteMember, code: str, message: str, seq: int) -> None:
         """Tell `member`'s api process (soon) that the game refused an input of its."""
         self._news_for(member.api).refused.append(
-            (self.zone_id, member.character_id, member.session, code, message))
+            (self.zone_id, member.character_id, member.session, code, message, seq))
         self._news_ready.set()
 
     def _news_for(self, api: str) -> contract.News:

@@ -118,11 +118,12 @@ class RemoteZone:
             self._leaves.append((character_id, member.session_id))
             self._wake.set()
 
-    def refused(self, character_id: str, session_id: str, code: str, message: str) -> None:
-        """The game refused an input of this session's: tell its client."""
+    def refused(self, character_id: str, session_id: str, code: str, message: str,
+                seq: int) -> None:
+        """The game refused input `seq` of this session's: tell its client."""
         member = self._members.get(character_id)
         if member is not None and member.session_id == session_id:
-            member.outlet.refused(code, message)
+            member.outlet.refused(code, message, seq)
 
     def replaced(self, character_id: str, session_id: str) -> None:
         """The zone says a newer session (maybe in another process) took this one over."""

@@ -317,10 +317,10 @@ class World:
                             remote = self._remote.get(zone_id)
                             if remote is not None:
                                 remote.replaced(character_id, session_id)
-                        for zone_id, character_id, session_id, code, why in news.refused:
+                        for zone_id, character_id, session_id, code, why, seq in news.refused:
                             remote = self._remote.get(zone_id)
                             if remote is not None:
-                                remote.refused(character_id, session_id, code, why)
+                                remote.refused(character_id, session_id, code, why, seq)
             except BusUnavailable:
                 await trio.sleep(1)
 

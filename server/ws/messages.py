@@ -338,8 +338,12 @@ _NOT_FINITE = Refusal("validation_failed", "numbers must be finite")
 
 # What the server sends, in the socket's wire.
 
-def error(wire: Wire, code: str, message: str) -> bytes:
-    return wire.encode({"type": "error", "code": code, "message": message})
+def error(wire: Wire, code: str, message: str, seq: int | None = None) -> bytes:
+    """An `error`; with the `seq` of the input it refuses, when the game refused one."""
+    body: dict[str, object] = {"type": "error", "code": code, "message": message}
+    if seq is not None:
+        body["seq"] = seq
+    return wire.encode(body)
 
 
 def pong(wire: Wire, t: object) -> bytes:

@@ -142,10 +142,11 @@ class Outlet:
     def replaced(self) -> None:
         self.close(4009, "replaced by a newer session")
 
-    def refused(self, code: str, message: str) -> None:
-        """The game would not take an input of the client's: an `error` message."""
+    def refused(self, code: str, message: str, seq: int) -> None:
+        """The game would not take the client's input `seq`: an `error` message naming it
+        (docs/protocol.md, "Outpost, the game's inputs")."""
         wire = messages.JSON if self._wire == V1 else messages.MSGPACK
-        self.send(messages.error(wire, code, message), self._opcode)
+        self.send(messages.error(wire, code, message, seq), self._opcode)
 
     def resync(self) -> None:
         """The client asks for a complete snapshot: the next one it is sent is."""
