@@ -56,3 +56,9 @@ class Unavailable(DomainError):
     """A backing service is down; the request changed nothing."""
 
     code = "unavailable"
+
+
+class NotProvisioned(Exception):
+    """A row an event is about is not there yet (its user's provisioning is behind): the
+    consumer's unit of work fails whole, and the event is delivered again later
+    (bus/consumer.py), a dead letter after its last delivery. Met only by consumers."""

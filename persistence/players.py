@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from persistence.errors import NotProvisioned
+
 
 @dataclass(frozen=True)
 class Player:
@@ -47,7 +49,8 @@ async def count_kills(conn: asyncpg.Connection, kills: list[Kill]) -> None:
     for event_id, killer, victim in kills:
         if event_id in counted:
             counted.discard(event_id)  # a batch may hold one event twice
-            await conn.execute("UPDATE players.players SET kills = kills + 1"
-                               " WHERE user_id = $1", killer)
-            await conn.execute("UPDATE players.players SET deaths = deaths + 1"
-                               " WHERE user_id = $1", victim)
+            for column, user_id in (("kills", killer), ("deaths", victim)):
+                updated = await conn.execute(f"UPDATE players.players SET {column} ="
+                                             f" {column} + 1 WHERE user_id = $1", user_id)
+                if updated == "UPDATE 0":
+                    raise NotProvisioned(f"no player {user_id} yet")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from persistence.errors import NotProvisioned
+
 
 @dataclass(frozen=True)
 class Progression:
@@ -55,7 +57,9 @@ async def award_kills(conn: asyncpg.Connection,
     for event_id, killer in kills:
         if event_id in awarded:
             awarded.discard(event_id)  # a batch may hold one event twice
-            await conn.execute(
+            updated = await conn.execute(
                 "UPDATE progression.progressions SET xp = xp + $2,"
                 " level = 1 + (xp + $2) / $3 WHERE user_id = $1",
                 killer, XP_PER_KILL, XP_PER_LEVEL)
+            if updated == "UPDATE 0":
+                raise NotProvisioned(f"no progression of {killer} yet")

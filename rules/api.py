@@ -17,7 +17,6 @@ a test can replay one.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
 from collections.abc import Mapping
@@ -29,12 +28,19 @@ Scalar = bool | int | float | str | None  # what inputs, fields, events and fact
 
 # --- what players may send -------------------------------------------------------------------
 
+# The largest magnitude of a number in a message: arithmetic on a larger one overflows
+# (the length of an aim of 1.5e308, 1.5e308 is inf), and the messages between processes
+# carry no larger (zones/contract.py, `Finite`).
+LARGEST = 1e300
+
+
 @dataclass(frozen=True)
 class Number:
-    """A finite number (an integer is taken as one) within [low, high]."""
+    """A finite number (an integer is taken as one) within [low, high], and never beyond
+    ±LARGEST."""
 
-    low: float = -math.inf
-    high: float = math.inf
+    low: float = -LARGEST
+    high: float = LARGEST
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class InputSpec:
 # (docs/protocol.md, "Outpost, the game's inputs").
 ZONE_MESSAGES = ("join", "travel", "ping", "resync")
 ENTRY_KEYS = ("eid", "id", "name", "x", "y", "seq")
+MOST_FIELDS = 11  # replicated fields: a v2 entry [eid, x, y, seq, ...] is a fixarray
+LONGEST_TEXT = 200  # an input's text: what messages between processes carry
 
 # Moving: the one input every game shown here has; a move by (dx, dy).
 MOVE = InputSpec("move", (("dx", Number()), ("dy", Number())))
@@ -290,7 +298,7 @@ def checked(spec: InputSpec, body: Mapping[str, object]) -> tuple[Scalar, ...] |
             if type(value) is not float and type(value) is not int:
                 return f"{name} must be a number"
             number = float(value)
-            if number - number != 0 or not kind.low <= number <= kind.high:
+            if not max(kind.low, -LARGEST) <= number <= min(kind.high, LARGEST):  # NaN too
                 return f"{name} must be a finite number from {kind.low:g} to {kind.high:g}"
             values.append(number)
         elif isinstance(kind, Whole):

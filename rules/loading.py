@@ -5,7 +5,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from rules.api import ENTRY_KEYS, MOVE, ZONE_MESSAGES, Rules, Setup
+from rules.api import (
+    ENTRY_KEYS,
+    LONGEST_TEXT,
+    MOST_FIELDS,
+    MOVE,
+    ZONE_MESSAGES,
+    Rules,
+    Setup,
+    Text,
+)
 
 DEFAULT = "rules.shooter:Shooter"
 
@@ -42,6 +51,11 @@ def load(spec: str) -> Game:
     if taken:
         raise ValueError(f"{spec} names an input's field {', '.join(taken)}: every "
                          "message's own")
+    if len(rules.fields) > MOST_FIELDS:
+        raise ValueError(f"{spec} has {len(rules.fields)} fields: {MOST_FIELDS} at most")
+    if any(isinstance(kind, Text) and kind.max_length > LONGEST_TEXT
+           for i in rules.inputs for _, kind in i.fields):
+        raise ValueError(f"{spec} has an input text longer than {LONGEST_TEXT}")
     taken = sorted({f.name for f in rules.fields} & set(ENTRY_KEYS))
     if taken:
         raise ValueError(f"{spec} names a field {', '.join(taken)}: a key of every entry")

@@ -105,9 +105,12 @@ class _Collector(Collector):
                                       "because it fell behind.", labels=["zone"])
         players = GaugeMetricFamily("outpost_zone_players", "Players in a zone.",
                                     labels=["zone"])
-        inputs = CounterMetricFamily("outpost_zone_inputs", "Moves a zone applied, or "
-                                     "dropped (too many queued, or not in the zone).",
+        inputs = CounterMetricFamily("outpost_zone_inputs", "Inputs a zone handed its game, "
+                                     "or dropped (too many queued, or not in the zone).",
                                      labels=["zone", "result"])
+        faults = CounterMetricFamily("outpost_zone_rules_faults", "Ticks whose game raised (a "
+                                     "bug of the game's; logged with its traceback): the zone "
+                                     "went on.", labels=["zone"])
         batches = CounterMetricFamily("outpost_zone_move_batches_dropped", "Ticks whose "
                                       "player.moved batch was dropped (NATS behind).",
                                       labels=["zone"])
@@ -141,7 +144,8 @@ class _Collector(Collector):
             inputs.add_metric([zone_id, "applied"], actor.inputs_applied)
             inputs.add_metric([zone_id, "dropped"], counts.inputs_dropped)
             batches.add_metric([zone_id], counts.move_batches_dropped)
-        yield from (ticks, skipped, players, inputs, batches, stops)
+            faults.add_metric([zone_id], counts.rules_faults)
+        yield from (ticks, skipped, players, inputs, batches, faults, stops)
 
     def _wire(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         wire = self._metrics.wire

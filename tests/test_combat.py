@@ -32,6 +32,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from bench import v2
 from bus.combat import SERVICES as KILL_SERVICES
 from bus.subjects import COMBAT_KILLED, STREAMS
+from persistence.errors import NotProvisioned
 from persistence.players import count_kills
 from persistence.progression import award_kills
 from server.config import Settings
@@ -305,12 +306,20 @@ async def test_bad_fire_messages_get_the_errors_bad_moves_get(arena: Running) ->
                     {"weapon": "bazooka", "ax": 1, "ay": 0, "tick": 1},
                     {"weapon": "pistol", "ax": 1, "ay": 0},
                     {"weapon": "pistol", "ax": 1, "ay": 0, "tick": -1},
-                    {"weapon": "pistol", "ax": 1, "ay": [0], "tick": 1}):
+                    {"weapon": "pistol", "ax": 1, "ay": [0], "tick": 1},
+                    # Finite, but its length is not: a zone's process once died of it.
+                    {"weapon": "pistol", "ax": 1.5e308, "ay": 1.5e308, "tick": 1}):
             await shooter.client.conn.send_message(orjson.dumps(
                 {"type": "fire", "seq": 99, **bad}).decode())
-        errors = await shooter.client.until(lambda: len(shooter.client.errors) >= 5 and
-                                            shooter.client.errors, "five errors")
-    assert [e["code"] for e in errors] == ["validation_failed"] * 5
+        await shooter.client.conn.send_message(orjson.dumps(
+            {"type": "move", "seq": 99, "dx": 1e301, "dy": 0}).decode())
+        errors = await shooter.client.until(lambda: len(shooter.client.errors) >= 7 and
+                                            shooter.client.errors, "seven errors")
+        assert await fire(shooter, shooter.client.tick) > 0  # and it plays on
+        await shooter.client.past(shooter.client.tick + 2)
+    assert [e["code"] for e in errors] == ["validation_failed"] * 7
+    assert "from -1e+300 to 1e+300" in errors[5]["message"], errors[5]
+    assert "from -1e+300 to 1e+300" in errors[6]["message"], errors[6]
 
 
 async def test_a_kill_counts_once_in_me_though_delivered_twice(arena: Running) -> None:
@@ -336,6 +345,17 @@ async def test_a_kill_counts_once_in_me_though_delivered_twice(arena: Running) -
         await arena.services.pg.transact(count_kills, [(again, killer_id, victim_id)] * 2)
         await arena.services.pg.transact(award_kills, [(again, killer_id)] * 2)
         assert await counted() == (2, 2, 200)
+        # A kill of a user whose provisioning is behind (no row yet) fails whole, to be
+        # delivered again: it was once marked counted, and lost.
+        later, stranger = uuid.uuid4(), uuid.uuid4()
+        with pytest.raises(NotProvisioned):
+            await arena.services.pg.transact(count_kills, [(later, killer_id, stranger)])
+        with pytest.raises(NotProvisioned):
+            await arena.services.pg.transact(award_kills, [(later, stranger)])
+        assert await counted() == (2, 2, 200)
+        await arena.services.pg.transact(count_kills, [(later, killer_id, victim_id)])
+        await arena.services.pg.transact(award_kills, [(later, killer_id)])
+        assert await counted() == (3, 3, 300)
 
 
 async def _stream_message(arena: Running) -> bytes:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rules.api import MOVE, Field, InputSpec, Number, Setup
+from rules.api import MOVE, Field, InputSpec, Number, Setup, Text
 from rules.loading import load
 from rules.walk import Walk
 
@@ -43,6 +43,14 @@ def typed(setup: Setup) -> Clashing:
     return Clashing(setup, inputs=(MOVE, InputSpec("say", (("type", Number()),))))
 
 
+def crowded(setup: Setup) -> Clashing:
+    return Clashing(setup, fields=tuple(Field(f"f{i}", 0) for i in range(12)))
+
+
+def wordy(setup: Setup) -> Clashing:
+    return Clashing(setup, inputs=(MOVE, InputSpec("say", (("text", Text(201)),))))
+
+
 def nothing(setup: Setup) -> Any:
     return object()
 
@@ -66,6 +74,8 @@ def test_the_default_and_the_example_are_games() -> None:
     (f"{__name__}:pinging", "names an input ping: the zone's own message"),
     (f"{__name__}:placed_by_x", "names a field x: a key of every entry"),
     (f"{__name__}:typed", "names an input's field type: every message's own"),
+    (f"{__name__}:crowded", "has 12 fields: 11 at most"),
+    (f"{__name__}:wordy", "has an input text longer than 200"),
     (f"{__name__}:running", "has a move of its own: a game's move is rules.api.MOVE"),
 ])
 def test_what_is_no_game_is_refused_with_why(spec: str, why: str) -> None:

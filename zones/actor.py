@@ -232,6 +232,12 @@ class ZoneActor:
 
     async def _step(self) -> None:
         stepped = self._sim.step()
+        if stepped.fault is not None:
+            # A bug of the game's, met by some input of this tick: logged and counted, and
+            # the zone goes on with what the step did before it (never a dead process).
+            self.counts.rules_faults += 1
+            log.error("zone %s: the game failed tick %d", self.zone_id, stepped.tick,
+                      exc_info=stepped.fault)
         interest = self._interest
         interest.seal(stepped.tick, stepped.changed,
                       [(e.kind, [p.eid for p in e.about], e.data) for e in stepped.events])

@@ -21,12 +21,14 @@ from typing import Annotated, Literal, TypeVar
 
 import msgspec
 
+from rules.api import LARGEST, LONGEST_TEXT
+
 log = logging.getLogger(__name__)
 
 FEED_VERSION = 2
 
-Text = Annotated[str, msgspec.Meta(max_length=200)]  # ids, names, codes, messages
-Finite = Annotated[float, msgspec.Meta(ge=-1e300, le=1e300)]  # NaN and inf are refused
+Text = Annotated[str, msgspec.Meta(max_length=LONGEST_TEXT)]  # ids, names, codes, messages
+Finite = Annotated[float, msgspec.Meta(ge=-LARGEST, le=LARGEST)]  # as the edge; NaN and inf not
 # A position: within any zone's bounds (server/config.py keeps WORLD_BOUNDS within ±1e9),
 # so that a snapshot can always write it as a float32.
 Coordinate = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]

@@ -48,6 +48,8 @@ SHUTDOWN_SEND_S = 1.0
 # Moves in one input message: ~60 bytes each, so a message stays far under NATS's
 # max_payload (1 MB by default); a bigger one makes the server close the connection.
 MOVES_PER_MESSAGE = 4096
+# The game's other inputs: at most ~1 KB each (a few values, texts of 200 at most).
+ACTIONS_PER_MESSAGE = 512
 
 
 class RemoteZone:
@@ -190,11 +192,12 @@ class RemoteZone:
         in as many as NATS's payload limit needs; False if NATS did not take them."""
         moves, actions, leaves = self._moves, self._actions, self._leaves
         self._moves, self._actions, self._leaves = [], [], []
-        batches = [contract.encode(contract.Inputs(self._instance_id,
-                                                   moves[at:at + MOVES_PER_MESSAGE],
-                                                   actions if at == 0 else [],
-                                                   leaves if at == 0 else []))
-                   for at in range(0, max(len(moves), 1), MOVES_PER_MESSAGE)]
+        count = max(1, -(-len(moves) // MOVES_PER_MESSAGE),
+                    -(-len(actions) // ACTIONS_PER_MESSAGE))
+        batches = [contract.encode(contract.Inputs(
+            self._instance_id, moves[i * MOVES_PER_MESSAGE:(i + 1) * MOVES_PER_MESSAGE],
+            actions[i * ACTIONS_PER_MESSAGE:(i + 1) * ACTIONS_PER_MESSAGE],
+            leaves if i == 0 else [])) for i in range(count)]
         try:
             await self._bus.publish_many(subjects.zone_input(self.zone_id), batches)
         except BusUnavailable as exc:

@@ -90,6 +90,7 @@ class Stepped:
     events: list[RulesEvent] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
+    fault: Exception | None = None  # what the rules raised, if they did: a bug of the game's
 
 
 class Simulation:
@@ -184,7 +185,12 @@ class Simulation:
         self._past.tick = tick
         step = Step(tick, self.dt, inputs, self.players, self.rng, self._past,
                     changed_players=changed)
-        self.rules.step(step)
+        fault = None
+        try:
+            self.rules.step(step)
+        except Exception as exc:  # the zone goes on: what the step did before it is kept
+            fault = exc
         self._past.end(step.changed_players)
         self._eids.wake()
-        return Stepped(tick, step.changed_players, step.events, step.facts, step.refusals)
+        return Stepped(tick, step.changed_players, step.events, step.facts, step.refusals,
+                       fault)

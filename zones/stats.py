@@ -52,3 +52,4 @@ class ZoneCounts:
     skipped_ticks: int = 0
     inputs_dropped: int = 0  # unknown character, or too many queued
     move_batches_dropped: int = 0  # player.moved batches the publisher could not take
+    rules_faults: int = 0  # ticks whose rules raised (zones/simulation.py, Stepped.fault)

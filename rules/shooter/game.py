@@ -141,7 +141,7 @@ class Shooter:
                         f"the {name} fires {weapon.shots_per_second:g} times a second")
             return
         aim = math.hypot(ax, ay)
-        if aim == 0:
+        if not 0 < aim < math.inf:  # the edge bounds ax, ay: this is the game's own guard
             step.refuse(shooter, input, "validation_failed", "aim must be a direction")
             return
         ready[name] = step.tick + max(1, round(1 / (weapon.shots_per_second * step.dt)))

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import msgspec
 import orjson
 
-from rules.api import MOVE, ZONE_MESSAGES, Input, InputSpec, checked
+from rules.api import LARGEST, MOVE, ZONE_MESSAGES, Input, InputSpec, checked
 from server.ws import codec
 from server.ws.codec import TokenBucket
 from zones.interest import V1, V2
@@ -236,10 +236,11 @@ class Conversation:
         if self.character_id is None:
             return Refusal("not_joined", "join a character before moving")
         dx, dy, seq = body.get("dx"), body.get("dy"), body.get("seq")
-        # Finite numbers, by exact type (a bool is no number): x - x is 0 only when finite.
-        if not ((type(dx) is float or type(dx) is int) and dx - dx == 0
-                and (type(dy) is float or type(dy) is int) and dy - dy == 0):
-            return Refusal("validation_failed", "dx and dy must be finite numbers")
+        # Numbers by exact type (a bool is no number), within ±LARGEST (NaN is not).
+        if not ((type(dx) is float or type(dx) is int) and -LARGEST <= dx <= LARGEST
+                and (type(dy) is float or type(dy) is int) and -LARGEST <= dy <= LARGEST):
+            return Refusal("validation_failed", f"dx and dy must be finite numbers from "
+                                                f"{-LARGEST:g} to {LARGEST:g}")
         if type(seq) is not int or seq < 0:
             return Refusal("validation_failed", "seq must be a non-negative integer")
         if seq <= self.last_seq:
