@@ -77,6 +77,17 @@ def assert_error(
 
 
 @asynccontextmanager
+async def running_game(settings: Settings, nursery: trio.Nursery, rules: str,
+                       **changes: Any) -> AsyncIterator[Running]:
+    """An in-process api with its zone z1 running the game `rules` (WORLD_RULES), other
+    settings changed as `changes` say; its loop is the test's."""
+    game = dataclasses.replace(settings, world_rules=rules, **changes)
+    async with running_process(game, nursery, Roles(zones=("z1",))) as running:
+        use_api_loop(running)
+        yield running
+
+
+@asynccontextmanager
 async def running_process(settings: Settings, nursery: trio.Nursery,
                           roles: Roles) -> AsyncIterator[Running]:
     """An Outpost process with `roles`, in-process in `nursery`; on exit, shut down as

@@ -8,39 +8,25 @@ session's services, played over real WebSockets.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import trio
 
-from rules.api import MOVE, Field, InputSpec, Number, Player, Setup, Step, Zone
-from rules.walk import Walk
+from rules.api import MOVE, InputSpec, Number, Setup, Step
 from server.config import Settings
-from server.process import Roles, Running
-from tests.helpers import eventually, metric, running_process, use_api_loop
+from server.process import Running
+from tests.games import Walking
+from tests.helpers import eventually, metric, running_game
 from tests.world import connect, joined, new_player, send, snapshot_with, ws_url
 
 
-class Faulty:
+class Faulty(Walking):
     """Walking, and a `boom` that the game cannot take: it divides by its `n`."""
 
-    inputs: tuple[InputSpec, ...] = (MOVE, InputSpec("boom", (("n", Number()),)))
-    fields: tuple[Field, ...] = ()
-    history_ticks = 0
-
     def __init__(self, setup: Setup) -> None:
-        self._walk = Walk(setup)
-
-    def start(self, zone: Zone) -> None:
-        self._walk.start(zone)
-
-    def join(self, player: Player, tick: int) -> None:
-        self._walk.join(player, tick)
-
-    def leave(self, player: Player) -> None:
-        self._walk.leave(player)
+        super().__init__(setup, inputs=(MOVE, InputSpec("boom", (("n", Number()),))))
 
     def step(self, step: Step) -> None:
         for input in step.inputs:
@@ -48,15 +34,13 @@ class Faulty:
                 n = input.values[0]
                 assert isinstance(n, float) and input.player is not None
                 input.player.data["share"] = 1 / n  # n = 0: ZeroDivisionError, the game's
-        self._walk.step(Step(step.tick, step.dt, [i for i in step.inputs if i.kind == "move"],
+        super().step(Step(step.tick, step.dt, [i for i in step.inputs if i.kind == "move"],
                              step.players, step.rng, step.past, step.changed_players))
 
 
 @pytest.fixture
 async def faulty(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
-    game = dataclasses.replace(settings, world_rules=f"{__name__}:Faulty")
-    async with running_process(game, nursery, Roles(zones=("z1",))) as running:
-        use_api_loop(running)
+    async with running_game(settings, nursery, f"{__name__}:Faulty") as running:
         yield running
 
 

@@ -10,45 +10,32 @@ import pytest
 
 from rules.api import MOVE, Field, InputSpec, Number, Setup, Text
 from rules.loading import load
-from rules.walk import Walk
+from tests.games import Walking
 
 
-class Clashing:
-    """Walking under names of its own (given as the class is made)."""
-
-    history_ticks = 0
-
-    def __init__(self, setup: Setup, inputs: tuple[InputSpec, ...] = (MOVE,),
-                 fields: tuple[Field, ...] = ()) -> None:
-        self.inputs, self.fields = inputs, fields
-        self._walk = Walk(setup)
-        self.start, self.join, self.leave = self._walk.start, self._walk.join, self._walk.leave
-        self.step = self._walk.step
+def pinging(setup: Setup) -> Walking:
+    return Walking(setup, inputs=(MOVE, InputSpec("ping", (("t", Number()),))))
 
 
-def pinging(setup: Setup) -> Clashing:
-    return Clashing(setup, inputs=(MOVE, InputSpec("ping", (("t", Number()),))))
+def placed_by_x(setup: Setup) -> Walking:
+    return Walking(setup, fields=(Field("x", 0.0), Field("score", 0)))
 
 
-def placed_by_x(setup: Setup) -> Clashing:
-    return Clashing(setup, fields=(Field("x", 0.0), Field("score", 0)))
-
-
-def running(setup: Setup) -> Clashing:
-    return Clashing(setup, inputs=(InputSpec("move", (("dx", Number()), ("dy", Number())),
+def running(setup: Setup) -> Walking:
+    return Walking(setup, inputs=(InputSpec("move", (("dx", Number()), ("dy", Number())),
                                              per_tick=8),))
 
 
-def typed(setup: Setup) -> Clashing:
-    return Clashing(setup, inputs=(MOVE, InputSpec("say", (("type", Number()),))))
+def typed(setup: Setup) -> Walking:
+    return Walking(setup, inputs=(MOVE, InputSpec("say", (("type", Number()),))))
 
 
-def crowded(setup: Setup) -> Clashing:
-    return Clashing(setup, fields=tuple(Field(f"f{i}", 0) for i in range(12)))
+def crowded(setup: Setup) -> Walking:
+    return Walking(setup, fields=tuple(Field(f"f{i}", 0) for i in range(12)))
 
 
-def wordy(setup: Setup) -> Clashing:
-    return Clashing(setup, inputs=(MOVE, InputSpec("say", (("text", Text(201)),))))
+def wordy(setup: Setup) -> Walking:
+    return Walking(setup, inputs=(MOVE, InputSpec("say", (("text", Text(201)),))))
 
 
 def nothing(setup: Setup) -> Any:
@@ -62,7 +49,7 @@ def broken(setup: Setup) -> Any:
 def test_the_default_and_the_example_are_games() -> None:
     assert load("rules.shooter:Shooter").__name__ == "Shooter"
     assert load("examples.tag:Tag").__name__ == "Tag"
-    assert load(f"{__name__}:Clashing").__name__ == "Clashing"
+    assert load(f"{__name__}:Walking").__name__ == "Walking"
 
 
 @pytest.mark.parametrize(("spec", "why"), [

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from bench.v2 import PlayerView, decode
-from rules.api import MOVE, Event, Field, InputSpec, Player, Setup, Step, Zone
-from rules.walk import Walk
+from rules.api import MOVE, Event, Field, InputSpec, Setup, Step, Zone
+from tests.games import Walking
 from zones.actor import Entrant, Position, ZoneActor, ZoneHooks
 from zones.contract import FEEDS
 from zones.grid import Grid
@@ -34,28 +34,16 @@ ZONE = "z1"
 BOUNDS = (-400.0, -400.0, 400.0, 400.0)
 
 
-class Counting:
+class Counting(Walking):
     """Walking, with a replicated field (the moves a player made) and an event every third
     move: what the snapshots carry besides positions, under the same churn."""
 
-    inputs: tuple[InputSpec, ...] = (InputSpec("move", MOVE.fields, per_tick=2, queued=4),)
-    fields: tuple[Field, ...] = (Field("moves", 0),)
-    history_ticks = 0
-
     def __init__(self, setup: Setup) -> None:
-        self._walk = Walk(setup)
-
-    def start(self, zone: Zone) -> None:
-        self._walk.start(zone)
-
-    def join(self, player: Player, tick: int) -> None:
-        self._walk.join(player, tick)
-
-    def leave(self, player: Player) -> None:
-        pass
+        super().__init__(setup, inputs=(InputSpec("move", MOVE.fields, per_tick=2, queued=4),),
+                         fields=(Field("moves", 0),))
 
     def step(self, step: Step) -> None:
-        self._walk.step(step)
+        super().step(step)
         for input in step.inputs:
             player = input.player
             assert player is not None

@@ -9,7 +9,6 @@ session's services; the replays drive the engine (zones/simulation.py) step by s
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,17 +20,16 @@ import trio
 from rules.api import Input, Player, Profile, Setup, Zone
 from rules.loading import load
 from server.config import Settings
-from server.process import Roles, Running
-from tests.helpers import running_process, use_api_loop
+from server.process import Running
+from tests.helpers import running_game
 from tests.world import connect, joined, new_player, next_of, send, snapshot_with, ws_url
 from zones.simulation import Simulation
 
 
 @pytest.fixture
 async def tag(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:
-    game = dataclasses.replace(settings, world_rules="examples.tag:Tag", world_max_step=50.0)
-    async with running_process(game, nursery, Roles(zones=("z1",))) as running:
-        use_api_loop(running)
+    async with running_game(settings, nursery, "examples.tag:Tag",
+                            world_max_step=50.0) as running:
         yield running
 
 
