@@ -18,7 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.api import Input
+from rules.api import LARGEST, Input, Setup
+from rules.shooter import Shooter
 from server.ws import codec
 from server.ws.codec import TokenBucket
 from server.ws.messages import (
@@ -36,6 +37,7 @@ from server.ws.messages import (
     Travel,
     Violation,
     Wire,
+    error,
 )
 
 CHARACTER = str(uuid.uuid4())
@@ -233,22 +235,36 @@ scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.tex
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=20)
+SHOOTER = {spec.kind: spec for spec in Shooter(Setup()).inputs}  # move and fire
+huge = st.sampled_from([1e300, -1e300, 1.0000001e300, 1.5e308, -1.7e308, 5e-324, 0.0])
+numbers = st.one_of(st.floats(), st.integers(), huge, st.booleans(), st.text(max_size=4))
 messages = st.one_of(
     st.dictionaries(st.sampled_from(["type", "dx", "dy", "seq", "t", "zone", "character_id",
-                                     "x"]), values, max_size=6),
+                                     "x", "weapon", "ax", "ay", "tick"]), values, max_size=6),
     st.fixed_dictionaries({"type": st.sampled_from(["move", "join", "ping", "travel",
-                                                    "resync"])},
+                                                    "resync", "fire"])},
                           optional={"dx": values, "dy": values, "seq": values, "t": values,
-                                    "zone": values, "character_id": values}),
+                                    "zone": values, "character_id": values, "weapon": values,
+                                    "ax": values, "ay": values, "tick": values}),
+    # Fire and moves near their limits: known weapons, numbers of every size, ticks.
+    st.fixed_dictionaries({"type": st.sampled_from(["fire", "move"]),
+                           "seq": st.integers(-1, 2**64), "weapon": st.sampled_from(
+                               ["pistol", "rifle", "bazooka", "", "p" * 33]),
+                           "ax": numbers, "ay": numbers, "dx": numbers, "dy": numbers,
+                           "tick": st.one_of(st.integers(), st.floats())}),
     values)
 
 
 def _judged(wire: Wire, opcode: int, payload: bytes) -> Received:
     talk = Conversation(max_messages_per_s=1e9, join_timeout_s=10.0, idle_timeout_s=60.0,
-                        now=0.0, wire=wire)
+                        now=0.0, wire=wire, inputs=SHOOTER)
     talk.welcomed(CHARACTER, 0)
     received = talk.receive(opcode, payload, 0)
     assert isinstance(received, OUTCOMES), received
+    if isinstance(received, Input):  # what the game is handed is within the spec's bounds
+        assert received.kind in SHOOTER
+        for value in received.values:
+            assert not isinstance(value, float) or -LARGEST <= value <= LARGEST, received.values
     if isinstance(received, Ping):  # its answer must encode, on either wire
         assert wire.encode({"type": "pong", "t": received.t})
     return received
@@ -288,3 +304,13 @@ def test_any_depth_of_nesting_is_refused_at_its_first_level(depth: int, opener: 
         b"\x82\xa4type\xa4ping\xa1t" + nested
     received = _judged(wire, opcode, body)
     assert isinstance(received, Refusal) and received.code == "validation_failed", received
+
+
+@given(st.text(max_size=40), st.text(max_size=200), st.none() | st.integers(0, 2**63 - 1))
+def test_an_error_reads_back_on_either_wire(code: str, message: str, seq: int | None) -> None:
+    """The `error` of a refusal names the input's seq (docs/protocol.md); others have none."""
+    for wire in (JSON, MSGPACK):
+        body = msgspec.json.decode(error(wire, code, message, seq)) if wire is JSON else \
+            msgspec.msgpack.decode(error(wire, code, message, seq))
+        assert body == {"type": "error", "code": code, "message": message,
+                        **({} if seq is None else {"seq": seq})}

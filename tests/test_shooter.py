@@ -5,13 +5,16 @@ zones/simulation.py): lag compensation judged tick by tick, where the WebSocket 
 from __future__ import annotations
 
 import math
+import tempfile
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.api import Input, Player, Profile, Setup, Zone
 from rules.shooter import Shooter
 from rules.shooter.game import Targets
+from rules.shooter.map import read_map
 from zones.simulation import Simulation
 
 REWIND_TICKS = 4  # WORLD_MAX_REWIND_MS 200 at 20 Hz
@@ -158,3 +161,31 @@ def test_leaving_dead_and_coming_back_does_not_revive() -> None:
     while sim.tick < respawn_at:
         sim.step()
     assert (back.get("hp"), back.data["respawn_at"]) == (100, None)
+
+
+box = st.lists(st.one_of(st.floats(-50, 50), st.integers(-50, 50), st.text(max_size=2)),
+               max_size=5)
+maps = st.one_of(
+    st.binary(max_size=200),
+    st.fixed_dictionaries({}, optional={"walls": st.lists(box, max_size=4),
+                                        "spawns": st.lists(box, max_size=4),
+                                        "doors": st.integers(0, 9)}).map(orjson.dumps))
+
+
+@settings(max_examples=200, deadline=None)
+@given(maps)
+def test_any_map_file_is_a_map_or_says_why(data: bytes) -> None:
+    """WORLD_MAP is read at start: a map whose walls are boxes and whose spawn points are
+    outside them, or ValueError naming the file (the process stops saying why)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as file:
+        file.write(data)
+        file.flush()
+        try:
+            found = read_map(file.name)
+        except ValueError as exc:
+            assert file.name in str(exc)
+            return
+    assert found.spawns
+    for wall in found.walls:
+        assert wall.min_x < wall.max_x and wall.min_y < wall.max_y
+        assert not any(wall.contains(x, y) for x, y in found.spawns)
