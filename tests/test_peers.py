@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -33,7 +34,7 @@ from tests.helpers import eventually, metric, running_process, use_api_loop
 from tests.world import connect, error_for, joined, new_player, still_open, ws_url
 from zones import contract
 from zones.grid import Grid
-from zones.host import in_order
+from zones.host import RemoteMember, ZoneHost, in_order
 from zones.interest import Interest
 from zones.mirror import Mirror
 
@@ -238,3 +239,16 @@ def test_a_drain_is_taken_in_each_characters_order(sent: list[tuple[str, bool]])
     for character_id in seqs:
         theirs = [seq for c, seq in taken if c == character_id]
         assert theirs == sorted(theirs)
+
+
+def test_a_long_refusal_still_reaches_the_api_process() -> None:
+    """A game's refusal longer than the news carries is cut, not sent to be refused whole
+    (with the replaced sessions the same news tells of). Pure logic: no world runs."""
+    host = ZoneHost("z1", SimpleNamespace(directory=None), None)  # type: ignore[arg-type]
+    member = RemoteMember(host, "api-1", "session-1", "character-1")
+    member.refused("dead", "x" * 5000, 7)
+    host.replaced("api-1", "session-0")
+    news = contract.Refusals().decode(contract.NEWS, contract.encode(host._news["api-1"]),
+                                      "news")
+    assert news is not None
+    assert news.refused == [("z1", "character-1", "session-1", "dead", "x" * 200, 7)]

@@ -27,7 +27,7 @@ import trio
 from bus import subjects
 from bus.connection import Bus, BusUnavailable, Message
 from persistence.errors import DomainError
-from rules.api import Input, Profile, checked
+from rules.api import LONGEST_TEXT, Input, Profile, checked
 from zones import contract
 from zones.actor import Entrant, ZoneActor
 from zones.context import ZONE
@@ -304,8 +304,11 @@ class ZoneHost:
 
     def refused(self, member: RemoteMember, code: str, message: str, seq: int) -> None:
         """Tell `member`'s api process (soon) that the game refused an input of its."""
+        # Cut to what the news carries (a longer text would make the api process refuse
+        # the whole message, the sessions it tells of replaced with it).
         self._news_for(member.api).refused.append(
-            (self.zone_id, member.character_id, member.session, code, message, seq))
+            (self.zone_id, member.character_id, member.session, code[:LONGEST_TEXT],
+             message[:LONGEST_TEXT], seq))
         self._news_ready.set()
 
     def _news_for(self, api: str) -> contract.News:

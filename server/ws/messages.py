@@ -235,32 +235,38 @@ class Conversation:
     def _move(self, body: dict[str, object]) -> Input | Refusal:
         if self.character_id is None:
             return Refusal("not_joined", "join a character before moving")
-        dx, dy, seq = body.get("dx"), body.get("dy"), body.get("seq")
+        dx, dy = body.get("dx"), body.get("dy")
         # Numbers by exact type (a bool is no number), within ±LARGEST (NaN is not).
         if not ((type(dx) is float or type(dx) is int) and -LARGEST <= dx <= LARGEST
                 and (type(dy) is float or type(dy) is int) and -LARGEST <= dy <= LARGEST):
             return Refusal("validation_failed", f"dx and dy must be finite numbers from "
                                                 f"{-LARGEST:g} to {LARGEST:g}")
-        if type(seq) is not int or seq < 0:
-            return Refusal("validation_failed", "seq must be a non-negative integer")
-        if seq <= self.last_seq:
-            return Refusal("validation_failed", f"seq must increase (last was {self.last_seq})")
+        seq = self._next_seq(body.get("seq"))
+        if isinstance(seq, Refusal):
+            return seq
         self.last_seq = seq
         return Input("move", seq, (float(dx), float(dy)))
 
     def _act(self, spec: InputSpec, body: dict[str, object]) -> Input | Refusal:
         if self.character_id is None:
             return Refusal("not_joined", f"join a character before sending {spec.kind}")
-        seq = body.get("seq")
-        if type(seq) is not int or seq < 0:
-            return Refusal("validation_failed", "seq must be a non-negative integer")
-        if seq <= self.last_seq:
-            return Refusal("validation_failed", f"seq must increase (last was {self.last_seq})")
+        seq = self._next_seq(body.get("seq"))
+        if isinstance(seq, Refusal):
+            return seq
         values = checked(spec, body)
         if isinstance(values, str):
             return Refusal("validation_failed", values)
         self.last_seq = seq
         return Input(spec.kind, seq, values)
+
+    def _next_seq(self, seq: object) -> int | Refusal:
+        """`seq` if it may number this socket's next input, of whatever type: an integer
+        greater than the last (docs/protocol.md, "Outpost, the game's inputs")."""
+        if type(seq) is not int or seq < 0:
+            return Refusal("validation_failed", "seq must be a non-negative integer")
+        if seq <= self.last_seq:
+            return Refusal("validation_failed", f"seq must increase (last was {self.last_seq})")
+        return seq
 
 
 def _sendable(code: int) -> bool:
