@@ -13,7 +13,7 @@ from auth.passwords import Passwords
 from auth.ratelimit import SlidingWindowLimiter, admit
 from auth.tokens import Tokens
 from bus import events
-from persistence.errors import InvalidCredentials, RateLimited, ValidationFailed
+from persistence.errors import Forbidden, InvalidCredentials, RateLimited, ValidationFailed
 from persistence.postgres import Postgres
 from persistence.users import USERNAME, User, find_by_login, insert_user, plausible_email
 
@@ -147,4 +147,6 @@ class Accounts:
         if wrong:
             raise InvalidCredentials("unknown username or wrong password")
         assert user is not None
+        if user.disabled_at is not None:  # said only to who knows the password
+            raise Forbidden("this account has been disabled")
         return Session(user.id, self._tokens.issue(user.id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Container
 
 import jwt
 
@@ -13,9 +14,11 @@ _ALGORITHM = "HS256"
 
 
 class Tokens:
-    def __init__(self, secret: str, *, ttl_s: int) -> None:
+    def __init__(self, secret: str, *, ttl_s: int,
+                 disabled: Container[uuid.UUID] = frozenset()) -> None:
         self._secret = secret
         self._ttl_s = ttl_s
+        self._disabled = disabled  # accounts an operator disabled: their tokens stop working
 
     def issue(self, user_id: uuid.UUID, *, now: float | None = None) -> str:
         issued = int(time.time() if now is None else now)
@@ -27,11 +30,14 @@ class Tokens:
         try:
             claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM],
                                 options={"require": ["exp", "sub"]})
-            return uuid.UUID(claims["sub"]), float(claims["exp"])
+            user_id, expires = uuid.UUID(claims["sub"]), float(claims["exp"])
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("the token has expired") from None
         except (jwt.InvalidTokenError, ValueError, TypeError):
             raise Unauthenticated("the token is not valid") from None
+        if user_id in self._disabled:
+            raise Unauthenticated("this account has been disabled")
+        return user_id, expires
 
     def user_from_header(self, authorization: str | None) -> uuid.UUID:
         return self.verify(bearer_token(authorization))[0]

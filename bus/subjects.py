@@ -33,6 +33,15 @@ def api_events(instance_id: str) -> str:
     return f"api.{instance_id}.events"
 
 
+def zone_roster(zone_id: str) -> str:
+    """Request/reply: the operator console asks the zone who plays in it."""
+    return f"zone.{zone_id}.roster"
+
+
+# The operator console's word to every api process: kick a character, disable a user.
+ADMIN_SESSIONS = "admin.sessions"
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str

@@ -32,10 +32,13 @@ class User:
     email: str
     password_hash: str
     created_at: datetime
+    operator: bool = False  # may use the console's routes (/v1/admin/)
+    disabled_at: datetime | None = None  # disabled by an operator: no token, no login
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(row["id"], row["username"], row["email"], row["password_hash"], row["created_at"])
+    return User(row["id"], row["username"], row["email"], row["password_hash"], row["created_at"],
+                row["operator"], row["disabled_at"])
 
 
 async def insert_user(conn: asyncpg.Connection, user: User, announce: OutboxEvent) -> None:
@@ -67,3 +70,33 @@ async def find_by_login(conn: asyncpg.Connection, login: str) -> User | None:
 async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
     row = await conn.fetchrow("SELECT * FROM auth.users WHERE id = $1", user_id)
     return _user(row) if row else None
+
+
+async def find_user(conn: asyncpg.Connection, who: str) -> User | None:
+    """A user by id, username (any case) or email: how an operator names one."""
+    try:
+        return await get_user(conn, uuid.UUID(who))
+    except ValueError:
+        return await find_by_login(conn, who)
+
+
+async def set_operator(conn: asyncpg.Connection, username: str, operator: bool) -> User | None:
+    """Grant or take back the operator role; the user, or None if there is no such name."""
+    row = await conn.fetchrow("UPDATE auth.users SET operator = $2 WHERE username_key = $1"
+                              " RETURNING *", username.lower(), operator)
+    return _user(row) if row else None
+
+
+async def set_disabled(conn: asyncpg.Connection, user_id: uuid.UUID,
+                       disabled: bool) -> User | None:
+    """Disable the account (from now; an account disabled already keeps its time) or
+    enable it again; the user, or None if there is none."""
+    row = await conn.fetchrow(
+        "UPDATE auth.users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now())"
+        " END WHERE id = $1 RETURNING *", user_id, disabled)
+    return _user(row) if row else None
+
+
+async def disabled_users(conn: asyncpg.Connection) -> set[uuid.UUID]:
+    rows = await conn.fetch("SELECT id FROM auth.users WHERE disabled_at IS NOT NULL")
+    return {row["id"] for row in rows}

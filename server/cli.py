@@ -9,12 +9,14 @@ import secrets
 import sys
 from functools import partial
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import trio
 import trio_asyncio
 
 from persistence.migrate import apply_migrations
-from persistence.postgres import Postgres
+from persistence.postgres import Postgres, Work
+from persistence.users import set_operator
 from server import logs
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
@@ -23,6 +25,8 @@ from server.process import Roles, run_process, steady_gc, until_signalled
 log = logging.getLogger("outpost")
 
 URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "NATS_URL")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _kept_secret(data_dir: Path) -> str:
@@ -86,19 +90,38 @@ def cmd_provisioner(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_settings(os.environ, JWT_SECRET="not needed to migrate")
+def _on_postgres(settings: Settings, work: Work[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run `work(conn, *args)` in one transaction of DATABASE_URL's, then disconnect."""
 
-    async def migrate() -> list[str]:
+    async def transact() -> T:
         async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
             pg: Postgres = await nursery.start(Postgres(settings.database_url,
                                                         timeout_s=settings.db_timeout_s).run)
-            applied = await pg.transact(apply_migrations)
+            done = await pg.transact(work, *args, **kwargs)
             nursery.cancel_scope.cancel()
-            return applied
+            return done
 
-    applied: list[str] = trio.run(migrate)
+    return trio.run(transact)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings(os.environ, JWT_SECRET="not needed to migrate")
+    applied = _on_postgres(settings, apply_migrations)
     print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Grant or take back the operator role (the console's routes): on the command line
+    only, by whoever can reach the database, never over HTTP."""
+    settings = load_settings(os.environ, JWT_SECRET="not needed to grant a role")
+    granted = args.action == "grant"
+    _on_postgres(settings, apply_migrations)  # the role's column may be new
+    user = _on_postgres(settings, set_operator, args.username, granted)
+    if user is None:
+        print(f"outpost: no account is named {args.username!r}", file=sys.stderr)
+        return 1
+    print(f"{user.username} ({user.id}) is {'now' if granted else 'no longer'} an operator")
     return 0
 
 
@@ -121,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                         ).set_defaults(run=cmd_provisioner)
     migrate = commands.add_parser("migrate", help="apply SQL migrations, then exit")
     migrate.set_defaults(run=cmd_migrate)
+    operator = commands.add_parser("operator", help="grant or take back the operator role "
+                                   "(the console at /console)")
+    operator.add_argument("action", choices=("grant", "revoke"))
+    operator.add_argument("username")
+    operator.set_defaults(run=cmd_operator)
     args = parser.parse_args(argv)
     # Until a process knows its settings (then _serve configures its log lines).
     logs.configure(role=args.command, form="text", level=_log_level())

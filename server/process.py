@@ -102,7 +102,8 @@ async def run_process(
                 if roles.http:
                     url = await edge.start(partial(
                         Edge(create_app(services, metrics), _hypercorn_config(settings),
-                             settings, services.world, services.tokens, metrics.wire).serve,
+                             settings, services.world, services.tokens, services.access,
+                             metrics.wire).serve,
                         shutdown=shutdown))
                     running = Running(url, url + "/metrics", services, metrics)
                 else:

@@ -14,6 +14,8 @@ from auth.tokens import Tokens
 from bus.connection import Bus
 from bus.relay import OutboxRelay
 from characters.service import Characters
+from console.access import Access
+from console.service import Console
 from persistence.cache import Cache
 from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
@@ -36,6 +38,8 @@ class Services:
     accounts: Accounts
     characters: Characters
     world: World
+    access: Access  # the disabled accounts, and the console's word to sessions
+    console: Console
 
 
 async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str) -> Services:
@@ -51,7 +55,9 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
     bus = await nursery.start(Bus(settings.nats_url, name=name,
                                   replicas=settings.nats_replicas).run)
     relay = await nursery.start(OutboxRelay(pg, bus, poll_s=settings.outbox_poll_s).run)
-    tokens = Tokens(settings.jwt_secret, ttl_s=settings.jwt_ttl_s)
+    world = World(world_config(settings), pg, cache, bus)  # run_process starts it
+    access = Access(pg, bus, world.refusals)  # the edge starts it
+    tokens = Tokens(settings.jwt_secret, ttl_s=settings.jwt_ttl_s, disabled=access.disabled)
     passwords = Passwords(time_cost=settings.argon2_time_cost,
                           memory_kib=settings.argon2_memory_kib)
     accounts = Accounts(pg, passwords, tokens, on_committed=relay.wake, limits=limits(settings))
@@ -60,8 +66,8 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
         max_per_user=settings.max_characters_per_user,
         cache_ttl_s=settings.character_cache_ttl_s, on_committed=relay.wake,
     )
-    world = World(world_config(settings), pg, cache, bus)  # run_process starts it
-    return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world)
+    return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world,
+                    access, Console(pg, world, access))
 
 
 def limits(settings: Settings) -> Limits:

@@ -11,8 +11,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("server", "zones", "rules", "characters", "bus", "auth", "persistence", "bench",
-            "examples", "tests")
+PACKAGES = ("server", "console", "zones", "rules", "characters", "bus", "auth", "persistence",
+            "bench", "examples", "tests")
 # What each package may import of ours (besides itself). A game's rules import only the
 # rules API: examples/ are games as an author outside would write them.
 ARROWS = {
@@ -23,10 +23,11 @@ ARROWS = {
     "auth": {"bus", "persistence"},
     "characters": {"bus", "persistence"},
     "zones": {"bus", "persistence", "characters", "rules"},
-    "server": {"auth", "zones", "rules", "characters", "bus", "persistence"},
+    "console": {"auth", "zones", "characters", "bus", "persistence"},
+    "server": {"console", "auth", "zones", "rules", "characters", "bus", "persistence"},
     "bench": {"server", "zones", "rules"},  # load scripts, and the zone core measured bare
-    "tests": {"server", "zones", "rules", "characters", "bus", "auth", "persistence", "bench",
-              "examples"},
+    "tests": {"server", "console", "zones", "rules", "characters", "bus", "auth", "persistence",
+              "bench", "examples"},
 }
 SANS_IO = ("zones/simulation.py", "zones/known.py", "zones/interest.py", "zones/mirror.py",
            "server/ws/codec.py", "server/ws/messages.py", "rules/api.py", "rules/motion.py",

@@ -41,7 +41,8 @@ from zones.mirror import Mirror
 DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     "join": contract.JOIN_REQUESTS, "join reply": contract.JOIN_REPLIES,
     "inputs": contract.INPUTS, "news": contract.NEWS, "directory entry": contract.HELD,
-    "feed": contract.FEEDS}
+    "feed": contract.FEEDS, "roster request": contract.ROSTER_ASKED,
+    "roster": contract.ROSTERS, "admin": contract.ADMIN}
 
 texts = st.text(max_size=20)
 finite = st.floats(-1e300, 1e300)
@@ -59,7 +60,13 @@ peers = st.one_of(
     st.builds(contract.News, st.lists(st.tuples(texts, texts, texts)),
               st.lists(st.tuples(texts, texts, texts, texts, texts, counts))),
     st.builds(contract.Held, texts, counts, counts, finite, st.builds(
-        contract.TickTimes, st.none() | finite, st.none() | finite, st.none() | finite)))
+        contract.TickTimes, st.none() | finite, st.none() | finite, st.none() | finite)),
+    st.builds(contract.RosterAsked),
+    st.builds(contract.Roster, counts, st.lists(st.tuples(
+        texts, texts, texts, coordinates, coordinates, st.dictionaries(texts, values)),
+        max_size=3)),
+    st.builds(contract.Kick, texts, texts, texts),
+    st.builds(contract.AccountChanged, texts, st.booleans()))
 
 
 @given(peers)
@@ -69,7 +76,9 @@ def test_every_message_reads_back_as_it_was_written(message: contract.Peer) -> N
                contract.JoinRequest: contract.JOIN_REQUESTS,
                contract.Admitted: contract.JOIN_REPLIES,
                contract.JoinRefused: contract.JOIN_REPLIES, contract.Inputs: contract.INPUTS,
-               contract.News: contract.NEWS, contract.Held: contract.HELD}
+               contract.News: contract.NEWS, contract.Held: contract.HELD,
+               contract.RosterAsked: contract.ROSTER_ASKED, contract.Roster: contract.ROSTERS,
+               contract.Kick: contract.ADMIN, contract.AccountChanged: contract.ADMIN}
     data = contract.encode(message)
     assert refusals.decode(decoder[type(message)], data, "any") == message
 
@@ -174,7 +183,8 @@ async def test_garbage_on_every_subject_is_refused_and_counted(world: Running) -
             assert answer == contract.JoinRefused("validation_failed",
                                                   "a join this zone cannot read")
             for subject in (subjects.zone_input("z1"), subjects.zone_snapshot(far),
-                            subjects.api_events(world.services.world.instance_id)):
+                            subjects.api_events(world.services.world.instance_id),
+                            subjects.zone_roster("z1"), subjects.ADMIN_SESSIONS):
                 await bus.publish_many(subject, [data])
 
         async def put(js: JetStreamContext) -> None:
@@ -182,7 +192,8 @@ async def test_garbage_on_every_subject_is_refused_and_counted(world: Running) -
 
         await bus.on_jetstream(put)
         n = len(GARBAGE)
-        for what in ("join", "inputs", "feed", "news", "directory entry"):
+        for what in ("join", "inputs", "feed", "news", "directory entry", "roster request",
+                     "admin"):
             async def counted(what: str = what, n: int = n) -> bool:
                 return await refused(world, what) == (1 if what == "directory entry" else n)
 

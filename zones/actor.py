@@ -33,7 +33,7 @@ from typing import Protocol
 import orjson
 import trio
 
-from rules.api import DEFAULT_PROFILE, Fact, Input, Player, Profile, Rules, Zone
+from rules.api import DEFAULT_PROFILE, Fact, Input, Player, Profile, Rules, Scalar, Zone
 from zones.context import ZONE
 from zones.grid import Grid
 from zones.interest import Interest, View
@@ -185,6 +185,15 @@ class ZoneActor:
     @property
     def inputs_applied(self) -> int:
         return self._sim.inputs_applied
+
+    def roster(self, most: int) -> list[tuple[str, str, str, float, float, dict[str, Scalar]]]:
+        """Who plays here, `most` of them at most: (character, user, name, x, y, the
+        game's fields by name), for the operator console."""
+        names = [f.name for f in self._fields]
+        players = (p for p in self._sim.players.values() if p.character_id in self._outlets)
+        return [(p.character_id, p.user_id, p.name, p.x, p.y,
+                 dict(zip(names, p.fields, strict=True)))
+                for p, _ in zip(players, range(most), strict=False)]
 
     def stats(self) -> dict[str, object]:
         """What GET /v1/world/zones says of this zone: its players and recent tick times."""

@@ -1,5 +1,6 @@
-"""The messages between api and zone processes (docs/protocol.md, "Zones across
-processes"): one typed value each, with one encoder and one decoder. Sans-IO.
+"""The messages between processes (docs/protocol.md, "Zones across processes"): api
+and zone processes, and the operator console's word to every api process; one typed
+value each, with one encoder and one decoder. Sans-IO.
 
 Each message is a MessagePack map whose `kind` key names its kind and version
 (`zone.join/1`): a process refuses a message it does not understand, whether it
@@ -26,6 +27,7 @@ from rules.api import LARGEST, LONGEST_TEXT
 log = logging.getLogger(__name__)
 
 FEED_VERSION = 2
+ROSTER_MOST = 1000  # players a roster lists: ~300 bytes each at most
 
 Text = Annotated[str, msgspec.Meta(max_length=LONGEST_TEXT)]  # ids, names, codes, messages
 Finite = Annotated[float, msgspec.Meta(ge=-LARGEST, le=LARGEST)]  # as the edge; NaN and inf not
@@ -113,6 +115,39 @@ class Held(_Message, frozen=True, tag="zone.held/1"):
     tick_ms: TickTimes
 
 
+class RosterAsked(_Message, frozen=True, tag="zone.roster.ask/1"):
+    """operator's api -> zone (request, on zone.<id>.roster): who plays here now?"""
+
+
+class Roster(_Message, frozen=True, tag="zone.roster/1"):
+    """zone -> api (the reply): the zone's players, for the operator console: `total`
+    of them, the first ROSTER_MOST listed (a reply stays far under NATS's 1 MB)."""
+
+    total: Count
+    # character, user, name, x, y, the game's fields by name
+    players: list[tuple[Text, Text, Text, Coordinate, Coordinate, dict[Text, Value]]]
+
+
+class Kick(_Message, frozen=True, tag="admin.kick/1"):
+    """api -> every api process (admin.sessions): close the sessions playing
+    `character` (of `user`) with 4010, saying `reason`."""
+
+    user: Text
+    character: Text
+    reason: Text
+
+
+class AccountChanged(_Message, frozen=True, tag="admin.account/1"):
+    """api -> every api process (admin.sessions): `user` was disabled (its sessions
+    close with 4011, its tokens stop working) or enabled again."""
+
+    user: Text
+    disabled: bool
+
+
+Admin = Kick | AccountChanged
+
+
 class Feed(msgspec.Struct, frozen=True):
     """One tick of a zone's feed: v2's snapshot with exact positions, the zone run's
     epoch and the feed's version (docs/protocol.md, "Zones across processes")."""
@@ -132,7 +167,8 @@ class Feed(msgspec.Struct, frozen=True):
 
 _ENCODER = msgspec.msgpack.Encoder()
 
-Peer = JoinRequest | Admitted | JoinRefused | Inputs | News | Held
+Peer = (JoinRequest | Admitted | JoinRefused | Inputs | News | Held | RosterAsked | Roster
+        | Kick | AccountChanged)
 
 
 def encode(message: Peer) -> bytes:
@@ -146,6 +182,9 @@ INPUTS = msgspec.msgpack.Decoder(Inputs)
 NEWS = msgspec.msgpack.Decoder(News)
 HELD = msgspec.msgpack.Decoder(Held)
 FEEDS = msgspec.msgpack.Decoder(Feed)
+ROSTER_ASKED = msgspec.msgpack.Decoder(RosterAsked)
+ROSTERS = msgspec.msgpack.Decoder(Roster)
+ADMIN: msgspec.msgpack.Decoder[Admin] = msgspec.msgpack.Decoder(Admin)
 
 M = TypeVar("M")
 

@@ -132,6 +132,7 @@ class ZoneHost:
                 hosting.start_soon(self._renew, actor, held, asked_at, hosting.cancel_scope)
                 hosting.start_soon(self._serve_joins, actor)
                 hosting.start_soon(self._serve_inputs, actor)
+                hosting.start_soon(self._serve_roster, actor)
                 hosting.start_soon(self._send_feed)
                 hosting.start_soon(self._send_news)
                 hosting.start_soon(self._reap_silent, actor)
@@ -218,6 +219,20 @@ class ZoneHost:
         self._heard[member.api] = trio.current_time()
         return contract.Admitted(admission.tick, admission.tick_rate_hz, admission.x,
                                  admission.y, admission.eid)
+
+    async def _serve_roster(self, actor: ZoneActor) -> None:
+        """Who plays here, for the operator console of any api process."""
+        async with self._bus.subscription(subjects.zone_roster(self.zone_id)) as asks:
+            async for message in asks:
+                asked = self._world.refusals.decode(contract.ROSTER_ASKED, message.data,
+                                                    "roster request")
+                if asked is None or not message.reply:
+                    continue
+                try:
+                    await self._bus.publish_many(message.reply, [contract.encode(
+                        contract.Roster(actor.player_count, actor.roster(contract.ROSTER_MOST)))])
+                except BusUnavailable:
+                    log.warning("zone %s: a roster answer was lost", self.zone_id)
 
     async def _serve_inputs(self, actor: ZoneActor) -> None:
         subject = subjects.zone_input(self.zone_id)

@@ -17,14 +17,24 @@ class KnownZones:
         self.lease_s = lease_s
         self._held: dict[str, tuple[Held, float]] = {}  # value, when heard
         self._seen: set[str] = set()
+        self._rates: dict[str, float] = {}  # ticks a second, between its last two reports
 
     def heard(self, zone_id: str, value: Held | None, now: float) -> None:
         """The directory's news of `zone_id`: its holder's value, or None once released."""
         self._seen.add(zone_id)
+        last = self._held.pop(zone_id, None)
+        self._rates.pop(zone_id, None)
         if value is None:
-            self._held.pop(zone_id, None)
-        else:
-            self._held[zone_id] = (value, now)
+            return
+        self._held[zone_id] = (value, now)
+        if last is not None and last[0].owner == value.owner and now > last[1] \
+                and value.tick >= last[0].tick:
+            self._rates[zone_id] = (value.tick - last[0].tick) / (now - last[1])
+
+    def ticks_per_s(self, zone_id: str) -> float | None:
+        """The ticks `zone_id` ran a second between its holder's last two reports (each
+        tick sends every player a snapshot); None until two of one holder are heard."""
+        return self._rates.get(zone_id)
 
     def held(self, zone_id: str, now: float) -> Held | None:
         """What the holder of `zone_id` last wrote, if it holds the zone now."""

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 SPAWN = (0.0, 0.0)  # where a character arrives in a zone it travels to
 WATCH_RETRY_S = 1.0
+ROSTER_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,14 @@ class World:
             raise
         return Entered(owned, admission, to)
 
+    async def place(self, character: Character, zone_id: str) -> None:
+        """Put a character that is not playing at `zone_id`'s spawn point, where its next
+        join takes it (the operator console's rescue of a character stranded in a zone
+        that no longer runs). ZoneUnavailable if `zone_id` does not run."""
+        if not self.is_up(zone_id):
+            raise ZoneUnavailable(f"zone {zone_id} is not running")
+        await self._move_row(character, zone_id, *SPAWN)
+
     async def _move_row(self, character: Character, zone_id: str, x: float, y: float) -> None:
         await self._pg.transact(move_to_zone, character.id, zone_id, x, y)
         await self._cache.invalidate(cache_key(character.user_id))
@@ -276,6 +285,37 @@ class World:
                           else _listing(zone_id, held) if held
                           else {"zone": zone_id, "up": False, "players": 0})
         return listed
+
+    def zone_report(self) -> list[dict[str, object]]:
+        """`zone_list`, with what an operator wants besides: each running zone's owner
+        process and its ticks a second (the zone's snapshots a second per player)."""
+        report = self.zone_list()
+        for zone in report:
+            zone_id = str(zone["zone"])
+            if zone["up"]:
+                zone.setdefault("owner", self.instance_id)
+                rate = self._known.ticks_per_s(zone_id)
+                zone["snapshots_per_s"] = None if rate is None else round(rate, 2)
+        return report
+
+    async def roster(self, zone_id: str) -> contract.Roster:
+        """Who plays in `zone_id` now, wherever it runs; ZoneUnavailable if it does not
+        run or does not answer."""
+        local = self._local.get(zone_id)
+        if local is not None:
+            return contract.Roster(local.actor.player_count,
+                                   local.actor.roster(contract.ROSTER_MOST))
+        if not self.is_up(zone_id):
+            raise ZoneUnavailable(f"zone {zone_id} is not running")
+        try:
+            answer = await self._bus.request(subjects.zone_roster(zone_id), contract.encode(
+                contract.RosterAsked()), timeout_s=ROSTER_TIMEOUT_S)
+        except BusUnavailable:
+            raise ZoneUnavailable(f"zone {zone_id} did not answer") from None
+        roster = self.refusals.decode(contract.ROSTERS, answer, "roster")
+        if roster is None:
+            raise ZoneUnavailable(f"zone {zone_id} answered what this process cannot read")
+        return roster
 
     def is_up(self, zone_id: str) -> bool:
         return zone_id in self._local or self._known.held(zone_id, trio.current_time()) is not None

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
-import orjson
 import trio
 from quart import Quart, Response, g, request, send_from_directory
 from quart_trio import QuartTrio
@@ -16,12 +15,9 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from characters.service import character_json
 from persistence.errors import DomainError
-from server.config import Settings
+from server.http.admin import admin_routes
+from server.http.bodies import json_object
 from server.http.errors import (
-    BadJson,
-    BodyTooSlow,
-    TooLarge,
-    UnsupportedMediaType,
     domain_error_response,
     error_response,
     json_response,
@@ -44,26 +40,6 @@ STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file(
 
 # HTTP errors raised by the framework itself (unknown route, body over the limit...).
 _FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-
-
-async def json_object(settings: Settings) -> dict[str, object]:
-    """The request body as a JSON object, or the docs/protocol.md error for why not."""
-    max_bytes = settings.max_body_bytes
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise TooLarge(f"the body is over {max_bytes} bytes")
-    if request.mimetype != "application/json":
-        raise UnsupportedMediaType("send the body as application/json")
-    with trio.move_on_at(g.body_deadline) as reading:
-        raw = await request.get_data(as_text=False)  # over MAX_CONTENT_LENGTH: 413
-    if reading.cancelled_caught:
-        raise BodyTooSlow(f"the body did not arrive within {settings.http_body_timeout_s:g} s")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadJson(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadJson("the body must be a JSON object")
-    return body
 
 
 def create_app(services: Services, metrics: Metrics) -> Quart:
@@ -172,9 +148,17 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     async def world_zones() -> Response:
         return json_response({"zones": services.world.zone_list()})
 
+    app.register_blueprint(admin_routes(services))
+
     @app.get("/")
     async def index() -> Response:
         return await send_from_directory(STATIC, "index.html")
+
+    @app.get("/console")
+    async def console_page() -> Response:
+        """The operator console (docs/operations.md, "The console"): its data comes from
+        /v1/admin/, which only operators' tokens open."""
+        return await send_from_directory(STATIC, "console.html")
 
     @app.get("/static/<path:filename>")
     async def static_file(filename: str) -> Response:

@@ -89,7 +89,7 @@ def _schemas(settings: Settings) -> Json:
         "description": "letters of any script, digits, space, _ and - (combining marks "
                        "after a letter too); not blank; unique per user regardless of case",
     }
-    return {
+    schemas: Json = {
         "ErrorBody": error_body,
         "Error": {
             "type": "object",
@@ -236,6 +236,60 @@ def _schemas(settings: Settings) -> Json:
                 },
             },
         },
+        "ZoneReportList": {
+            "type": "object",
+            "required": ["zones"],
+            "additionalProperties": False,
+            "properties": {"zones": {"type": "array", "items": _ref("ZoneReport")}},
+        },
+        "Roster": {
+            "type": "object",
+            "required": ["zone", "total", "players"],
+            "additionalProperties": False,
+            "properties": {
+                "zone": {"type": "string"},
+                "total": {"type": "integer", "minimum": 0,
+                          "description": "players in the zone; the first 1000 are listed"},
+                "players": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["character_id", "user_id", "name", "x", "y", "fields"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "character_id": _uuid(), "user_id": _uuid(),
+                        "name": {"type": "string"}, "x": {"type": "number"},
+                        "y": {"type": "number"},
+                        "fields": {"type": "object",
+                                   "description": "the game's replicated fields (hp...)"}},
+                }},
+            },
+        },
+        "Kicked": {
+            "type": "object",
+            "required": ["kicked"],
+            "additionalProperties": False,
+            "properties": {"kicked": _uuid()},
+        },
+        "Destination": {
+            "type": "object",
+            "required": ["zone"],
+            "properties": {"zone": {"type": "string", "minLength": 1,
+                                    "description": "a zone that runs now"}},
+            "example": {"zone": "z1"},
+        },
+        "Account": {
+            "type": "object",
+            "required": ["user_id", "username", "email", "operator", "disabled",
+                         "characters"],
+            "additionalProperties": False,
+            "properties": {
+                "user_id": _uuid(),
+                "username": {"type": "string"},
+                "email": {"type": "string"},
+                "operator": {"type": "boolean"},
+                "disabled": {"type": "boolean"},
+                "characters": {"type": "array", "items": _ref("AccountCharacter")},
+            },
+        },
         "ZoneList": {
             "type": "object",
             "required": ["zones"],
@@ -271,6 +325,29 @@ def _schemas(settings: Settings) -> Json:
             },
         },
     }
+    # What the console shows beside what players see: the same objects, and more.
+    schemas["ZoneReport"] = _extended(schemas["Zone"], "a zone as the console sees it (a "
+                                      "running zone always has owner)", snapshots_per_s={
+        "type": ["number", "null"], "minimum": 0,
+        "description": "ticks the zone ran a second between its last two reports to the zone "
+                       "directory (each sends every player a snapshot); null until two are "
+                       "heard"})
+    schemas["AccountCharacter"] = _extended(schemas["Character"], "a character, and whether "
+                                            "its zone runs", required=True, zone_up={
+        "type": "boolean", "description": "false: stranded in a zone that does not run (move "
+                                          "it to one that does)"})
+    return schemas
+
+
+def _extended(schema: object, description: str, *, required: bool = False,
+              **properties: Json) -> Json:
+    """`schema` (an object that allows no other property) with `properties` besides."""
+    assert isinstance(schema, dict)
+    extended: Json = {**schema, "description": description,
+                      "properties": {**schema["properties"], **properties}}
+    if required:
+        extended["required"] = [*schema["required"], *properties]
+    return extended
 
 
 def _responses(settings: Settings) -> Json:
@@ -287,6 +364,8 @@ def _responses(settings: Settings) -> Json:
             "invalid_credentials: the same answer for an unknown user and a wrong password",
             "invalid_credentials"),
         "NotFound": _error("not_found", "not_found"),
+        "NotOperator": _error("forbidden: the token is valid, but not an operator's (`outpost "
+                              "operator grant <username>` makes one)", "forbidden"),
         "MethodNotAllowed": _error(
             "method_not_allowed: a known path with a method it does not serve",
             "method_not_allowed"),
@@ -363,14 +442,94 @@ def _login(operation_id: str, alias: bool) -> Json:
             "200": _ok("a fresh token", "Session"),
             **_BODY_ERRORS,
             "401": _response("InvalidCredentials"),
+            "403": _error("forbidden: the password is right, but an operator disabled the "
+                          "account", "forbidden"),
             "429": _response("LoginRateLimited"),
             "503": _response("Unavailable"),
         },
     }
 
 
+def _admin(operation_id: str, summary: str, ok: Json, *, description: str = "",
+           parameters: tuple[str, ...] = (), body: str | None = None,
+           errors: Json | None = None) -> Json:
+    """A console route: an operator's token, or 401/403 before anything else is read."""
+    operation: Json = {
+        "operationId": operation_id, "tags": ["console"], "summary": summary,
+        "security": _BEARER,
+        "parameters": [{"name": name, "in": "path", "required": True,
+                        "schema": {"type": "string"}, "description": _ADMIN_PARAMETERS[name]}
+                       for name in parameters],
+        "responses": {"200": ok, "401": _response("Unauthenticated"),
+                      "403": _response("NotOperator"), "503": _response("Unavailable")},
+    }
+    responses = operation["responses"]
+    assert isinstance(responses, dict)
+    responses.update(errors or {})
+    if description:
+        operation["description"] = description
+    if body:
+        operation["requestBody"] = _body(body)
+        responses.update(_BODY_ERRORS)
+    return operation
+
+
+_ADMIN_PARAMETERS = {
+    "zone_id": "a zone's id, e.g. z1",
+    "character_id": "a character's id (a uuid)",
+    "who": "a user's id, username (any case) or email",
+}
+_NO_CHARACTER: Json = {"404": _error("not_found: no such character", "not_found")}
+_NO_ACCOUNT: Json = {"404": _error("not_found: no such account", "not_found")}
+_ZONE_DOWN = _error("zone_unavailable: the zone stopped, or did not answer within 2 s",
+                    "zone_unavailable")
+
+
+def _admin_paths() -> Json:
+    return {
+        "/v1/admin/zones": {"get": _admin(
+            "adminZones", "Every zone, up or down, with its owner process and figures",
+            _ok("the zones", "ZoneReportList"))},
+        "/v1/admin/zones/{zone_id}/players": {"get": _admin(
+            "adminZonePlayers", "Who plays in a zone now, wherever it runs",
+            _ok("the zone's players", "Roster"), parameters=("zone_id",),
+            errors={"404": _error("not_found: the zone does not run", "not_found"),
+                    "503": _ZONE_DOWN})},
+        "/v1/admin/characters/{character_id}/kick": {"post": _admin(
+            "adminKick", "Close the sessions playing a character (4010)",
+            _ok("told to every api process", "Kicked"), parameters=("character_id",),
+            description="Every api process closes the world sessions playing it with 4010; "
+                        "its zone saves its position as it leaves. No body.",
+            errors=_NO_CHARACTER)},
+        "/v1/admin/characters/{character_id}/move": {"post": _admin(
+            "adminMove", "Move a character to a running zone's spawn point",
+            _ok("the character, where it is now", "Character"), parameters=("character_id",),
+            body="Destination",
+            description="The rescue of a character saved in a zone that no longer runs: its "
+                        "next join takes it to `zone`. A session playing it is closed (4010).",
+            errors={"404": _NO_CHARACTER["404"], "503": _ZONE_DOWN,
+                    "409": _error("conflict: the zone does not run (fields.zone = not "
+                                  "running)", "conflict")})},
+        "/v1/admin/users/{who}": {"get": _admin(
+            "adminAccount", "An account: its role, its state and its characters",
+            _ok("the account", "Account"), parameters=("who",), errors=_NO_ACCOUNT)},
+        "/v1/admin/users/{who}/disable": {"post": _admin(
+            "adminDisable", "Disable an account",
+            _ok("the account, disabled", "Account"), parameters=("who",),
+            description="Its world sessions close (4011) and its tokens stop working at once "
+                        "in every api process (within 5 s when NATS is away); its logins are "
+                        "refused (403). An operator cannot disable their own. No body.",
+            errors={"404": _NO_ACCOUNT["404"],
+                    "400": _error("validation_failed: your own account", "validation_failed")})},
+        "/v1/admin/users/{who}/enable": {"post": _admin(
+            "adminEnable", "Enable a disabled account again",
+            _ok("the account, enabled", "Account"), parameters=("who",), errors=_NO_ACCOUNT)},
+    }
+
+
 def _paths(settings: Settings) -> Json:
     return {
+        **_admin_paths(),
         "/v1/auth/register": {"post": _register("register", alias=False)},
         "/api/auth/register": {"post": _register("registerAlias", alias=True)},
         "/v1/auth/login": {"post": _login("login", alias=False)},
@@ -496,6 +655,16 @@ def _paths(settings: Settings) -> Json:
                                                         "required": ["openapi"]})}},
             },
         },
+        "/console": {
+            "get": {
+                "operationId": "console",
+                "tags": ["client"],
+                "summary": "The operator console (docs/operations.md); its data needs an "
+                           "operator's token",
+                "responses": {"200": {"description": "the page",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}}},
+            },
+        },
         "/": {
             "get": {
                 "operationId": "browserClient",
@@ -541,7 +710,7 @@ def document(settings: Settings) -> Json:
                 "The WebSocket world and the NATS events are described in the prose only."),
         },
         "tags": [{"name": name} for name in
-                 ("auth", "characters", "account", "world", "operations", "client")],
+                 ("auth", "characters", "account", "world", "console", "operations", "client")],
         "paths": _paths(settings),
         "components": {
             "schemas": _schemas(settings),

@@ -32,6 +32,7 @@ from hypercorn.utils import wrap_app
 from quart import Quart
 
 from auth.tokens import Tokens
+from console.access import Access
 from persistence.errors import Unauthenticated
 from server.config import Settings
 from server.ws import codec as ws
@@ -131,12 +132,13 @@ def _too_many(message: str) -> bytes:
 
 class Edge:
     def __init__(self, app: Quart, config: Config, settings: Settings, world: World,
-                 tokens: Tokens, stats: WireStats) -> None:
+                 tokens: Tokens, access: Access, stats: WireStats) -> None:
         self._asgi: AppWrapper = wrap_app(app, config.wsgi_max_body_size, None)
         self._config = config
         self._settings = settings
         self._world = world
         self._tokens = tokens
+        self._access = access
         self._context = WorkerContext(None)
         self._state: dict[str, object] = {}
         self._sessions: set[Session] = set()
@@ -161,6 +163,7 @@ class Edge:
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as reading:
                 reading.start_soon(self._hub.run)
+                await reading.start(self._access.run, self.close_sessions)
                 async with trio.open_nursery() as connections:
                     async with trio.open_nursery() as accepting:
                         accepting.start_soon(self._accept, listener, connections)
@@ -177,6 +180,16 @@ class Edge:
                 reading.cancel_scope.cancel()
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
+
+    def close_sessions(self, user_id: uuid.UUID, character_id: str | None, code: int,
+                       reason: str) -> int:
+        """Close `user_id`'s world sessions (only those playing `character_id`, if given)
+        with `code`: the operator console's kick and disable. How many it closed."""
+        closing = [s for s in self._sessions if s.user_id == user_id
+                   and (character_id is None or s.character_id == character_id)]
+        for session in closing:
+            session.close(code, reason)
+        return len(closing)
 
     async def _accept(self, listener: socket.socket, connections: trio.Nursery) -> None:
         while True:

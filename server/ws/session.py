@@ -103,7 +103,7 @@ class Session:
                  frames: FrameCache, stats: WireStats, wire: Wire, deflate: bool = False
                  ) -> None:
         self._sock = sock
-        self._user_id = user_id
+        self.user_id = user_id
         self._expires_at = expires_at
         self._world = world
         self._hub = hub
@@ -136,7 +136,7 @@ class Session:
 
     async def run(self) -> None:
         SESSION.set(self.session_id)  # this task's and its children's log lines name it
-        log.info("world session of user %s opened (%s%s)", self._user_id, self._wire.name,
+        log.info("world session of user %s opened (%s%s)", self.user_id, self._wire.name,
                  ", deflate" if self._deflate else "")
         began = trio.current_time()
         self._hub.register(self._sock.fileno(), self)
@@ -155,6 +155,11 @@ class Session:
                      f" ({outlet.close_reason})" if outlet.close_reason else "",
                      trio.current_time() - began,
                      f": dropped, {outlet.dropped_for}" if outlet.dropped_for else "")
+
+    @property
+    def character_id(self) -> str:
+        """The character it plays, as zones name it; "" while it plays none."""
+        return self._character_id if self._entered is not None else ""
 
     def close(self, code: int, reason: str) -> None:
         self.outlet.close(code, reason)
@@ -304,7 +309,7 @@ class Session:
     async def _join(self, character_id: uuid.UUID, *, quiet: bool) -> None:
         try:
             enter = self._world.rejoin if quiet else self._world.enter
-            entered = await enter(self._user_id, character_id, self)
+            entered = await enter(self.user_id, character_id, self)
         except DomainError as exc:
             if not quiet:  # an automatic re-join keeps trying without a word
                 self._error(exc.code, exc.message)  # the socket stays open for another join
