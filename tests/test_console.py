@@ -170,6 +170,7 @@ async def test_a_stranded_character_is_moved_to_a_running_zone(
                                      headers=bearer(boss["token"]))
             assert account.status_code == 200, account.text
             [stranded] = account.json()["characters"]
+            assert account.json()["progression"] is None  # no provisioner runs here
             assert (stranded["zone_id"], stranded["zone_up"]) == ("z9", False)
             url = f"/v1/admin/characters/{character_id}/move"
             assert_error(await http.post(url, json={"zone": "z9"}, headers=bearer(boss["token"])),

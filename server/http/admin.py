@@ -10,7 +10,10 @@ from quart import Blueprint, Response, request
 
 from server.http.bodies import json_object
 from server.http.errors import json_response
+from server.http.me import read_me
 from server.services import Services
+
+PROVISIONED = ("player", "progression", "buildings", "active_character_id")
 
 
 def admin_routes(services: Services) -> Blueprint:
@@ -20,6 +23,11 @@ def admin_routes(services: Services) -> Blueprint:
     async def operator() -> uuid.UUID:
         user = services.tokens.user_from_header(request.headers.get("Authorization"))
         return await console.operator(user)
+
+    async def with_parts(account: dict[str, object]) -> Response:
+        """The account, and what provisioning made of it (as its own GET /v1/me)."""
+        me = await services.pg.transact(read_me, uuid.UUID(str(account["user_id"])))
+        return json_response({**account, **{part: me[part] for part in PROVISIONED}})
 
     @admin.get("/zones")
     async def zones() -> Response:
@@ -44,14 +52,14 @@ def admin_routes(services: Services) -> Blueprint:
     @admin.get("/users/<who>")
     async def account(who: str) -> Response:
         await operator()
-        return json_response(await console.account(who))
+        return await with_parts(await console.account(who))
 
     @admin.post("/users/<who>/disable")
     async def disable(who: str) -> Response:
-        return json_response(await console.disable(await operator(), who, disabled=True))
+        return await with_parts(await console.disable(await operator(), who, disabled=True))
 
     @admin.post("/users/<who>/enable")
     async def enable(who: str) -> Response:
-        return json_response(await console.disable(await operator(), who, disabled=False))
+        return await with_parts(await console.disable(await operator(), who, disabled=False))
 
     return admin

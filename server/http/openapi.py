@@ -279,8 +279,11 @@ def _schemas(settings: Settings) -> Json:
         "Account": {
             "type": "object",
             "required": ["user_id", "username", "email", "operator", "disabled",
-                         "characters"],
+                         "characters", "player", "progression", "buildings",
+                         "active_character_id"],
             "additionalProperties": False,
+            "description": "the account (its provisioned parts as GET /v1/me has them), "
+                           "its role and state, and its characters",
             "properties": {
                 "user_id": _uuid(),
                 "username": {"type": "string"},
@@ -288,6 +291,8 @@ def _schemas(settings: Settings) -> Json:
                 "operator": {"type": "boolean"},
                 "disabled": {"type": "boolean"},
                 "characters": {"type": "array", "items": _ref("AccountCharacter")},
+                **{part: {"$ref": f"#/components/schemas/Me/properties/{part}"}
+                   for part in ("player", "progression", "buildings", "active_character_id")},
             },
         },
         "ZoneList": {
