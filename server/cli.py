@@ -18,6 +18,7 @@ from persistence.postgres import Postgres
 from server import logs
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
+from server.listening import CannotListen
 from server.process import Roles, run_process, steady_gc, until_signalled
 
 log = logging.getLogger("outpost")
@@ -132,6 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"outpost: {exc}", file=sys.stderr)
         return 1
+    except (CannotListen, BaseExceptionGroup) as exc:  # raised in a task: within a group
+        cannot = _cannot_listen(exc)
+        if cannot is None:
+            raise
+        print(f"outpost: {cannot}", file=sys.stderr)
+        return 2
+
+
+def _cannot_listen(exc: BaseException) -> CannotListen | None:
+    """The CannotListen that `exc` is or holds (in groups, however nested), if any."""
+    if isinstance(exc, CannotListen):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _cannot_listen(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,3 +114,22 @@ def test_bad_value_names_the_variable(tmp_path: Path) -> None:
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert not leftovers
+
+
+# Never reached: a process whose port is taken stops before it connects to anything.
+UNREACHED = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none",
+             "REDIS_URL": "redis://127.0.0.1:9/0", "NATS_URL": "nats://127.0.0.1:9",
+             "JWT_SECRET": "not used"}
+
+
+def test_a_taken_port_stops_the_process_in_one_line_naming_the_variable() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        for args, variable in ((("api",), "HTTP_PORT"), (("zone", "z1"), "METRICS_PORT"),
+                               (("provisioner",), "METRICS_PORT")):
+            finished = _outpost(*args, env=_env(**UNREACHED, HTTP_PORT=str(port),
+                                                METRICS_PORT=str(port)))
+            assert finished.returncode == 2, finished.stderr
+            assert finished.stderr.splitlines() == [
+                f"outpost: cannot listen on 127.0.0.1:{port} (address already in use): "
+                f"set {variable} to a free port"], finished.stderr

@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 WORLD_PATH = "/v1/world/ws"
 HEAD_MAX_BYTES = 16 * 1024
-BACKLOG = 1024
 RETRY_AFTER_S = 5  # a connection refused by a cap: one closes in about that time
 # Refusals past the address cap that may wait at once for their client's goodbye (so that
 # the 429 arrives whole); past these, one is closed at once: a flood of connections from
@@ -147,12 +146,12 @@ class Edge:
         self._frames = FrameCache()
         self._stats = stats
 
-    async def serve(self, *, shutdown: trio.Event,
+    async def serve(self, listener: socket.socket, *, shutdown: trio.Event,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen until `shutdown`; report the URL once listening."""
-        lifespan = Lifespan(self._asgi, self._config, self._state)
-        with _listen(self._settings.http_host, self._settings.http_port) as listener:
-            await self._serve(listener, lifespan, shutdown, task_status)
+        """Serve on `listener` (server/listening.py) until `shutdown`, when it is closed
+        first; report the URL once serving."""
+        await self._serve(listener, Lifespan(self._asgi, self._config, self._state), shutdown,
+                          task_status)
 
     async def _serve(self, listener: socket.socket, lifespan: Lifespan, shutdown: trio.Event,
                      task_status: trio.TaskStatus[str]) -> None:
@@ -339,13 +338,6 @@ async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
         data += chunk
         end = data.find(b"\r\n\r\n", searched)
     return bytes(data[:end]), bytes(data[end + 4:])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
-    listener.setblocking(False)
-    return listener
 
 
 def _url_host(host: str) -> str:
