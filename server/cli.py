@@ -19,7 +19,7 @@ from server import logs
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
 from server.listening import CannotListen
-from server.process import Roles, run_process, steady_gc, until_signalled
+from server.process import Roles, Running, run_process, steady_gc, until_signalled
 
 log = logging.getLogger("outpost")
 
@@ -45,11 +45,21 @@ async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
                                               shutdown=shutdown))
         steady_gc()
         where = (f"HTTP {running.http_url}" if running.http_url
-                 else f"running {roles.name}; metrics {running.metrics_url}")
+                 else f"{_doing(roles, running)}; metrics {running.metrics_url}")
         log.info("up: %s", where)
         print(f"outpost: {where}{banner}", flush=True)
         await shutdown.wait()
         # until_signalled has returned; run_process finishes its graceful shutdown itself.
+
+
+def _doing(roles: Roles, running: Running) -> str:
+    """What a process without the API does: its zones as they are (a standby says so and
+    who holds the zone: the start line must not claim a zone it does not run)."""
+    if not running.zones:
+        return f"running {roles.name}"
+    return "; ".join(f"running zone {host.zone_id}" if host.active
+                     else f"zone {host.zone_id}: standing by (held by process {host.held_by})"
+                     for host in running.zones)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:

@@ -61,6 +61,7 @@ class Running:
     metrics_url: str  # where /metrics is served: on the HTTP port, or on METRICS_PORT
     services: Services
     metrics: Metrics
+    zones: tuple[ZoneHost, ...] = ()  # each running its zone, or standing by, when started
 
     @property
     def url(self) -> str:
@@ -97,8 +98,9 @@ async def run_process(
                 # Among the workers, so that at shutdown the leaves of sessions that ended
                 # still reach zones in other processes before the bus closes.
                 await workers.start(services.world.run)
-                for zone_id in roles.zones:
-                    await workers.start(ZoneHost(zone_id, services.world, services.bus).run)
+                hosts = tuple([await workers.start(ZoneHost(zone_id, services.world,
+                                                            services.bus).run)
+                               for zone_id in roles.zones])
                 if roles.provisioner:
                     provisioner = await workers.start(Provisioner(
                         services.pg, services.bus, services.characters).run)
@@ -110,11 +112,11 @@ async def run_process(
                             Edge(create_app(services, metrics), _hypercorn_config(settings),
                                  settings, services.world, services.tokens, metrics.wire).serve,
                             listener, shutdown=shutdown))
-                        running = Running(url, url + "/metrics", services, metrics)
+                        running = Running(url, url + "/metrics", services, metrics, hosts)
                     else:
                         metrics_url = await edge.start(partial(
                             serve_metrics, metrics, listener, shutdown=shutdown))
-                        running = Running(None, metrics_url, services, metrics)
+                        running = Running(None, metrics_url, services, metrics, hosts)
                     task_status.started(running)
                     await shutdown.wait()
                 # The edge has returned: no request is in flight and every world session has
