@@ -79,21 +79,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
             trio.run(_serve, settings, roles, banner)
     except KeyboardInterrupt:
         pass  # Ctrl-C before the server was up; the stack is stopped by `with`
-    return 0
+    return _stopped()
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     trio.run(_serve, load_settings(os.environ), Roles(http=True))
-    return 0
+    return _stopped()
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
     trio.run(_serve, load_settings(os.environ), Roles(http=False, zones=(args.zone_id,)))
-    return 0
+    return _stopped()
 
 
 def cmd_provisioner(args: argparse.Namespace) -> int:
     trio.run(_serve, load_settings(os.environ), Roles(http=False, provisioner=True))
+    return _stopped()
+
+
+def _stopped() -> int:
+    """A server process's last line, once its shutdown is complete (requests answered,
+    zones saved and handed back, consumers settled, embedded servers stopped): until it,
+    Ctrl-C is still at work."""
+    log.info("stopped")
+    print("outpost: stopped", flush=True)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Shutdown order (hypercorn's own, in miniature): SIGINT/SIGTERM stops accepting,
 closes world sessions with 1001 and lets in-flight requests finish under a
-deadline; then the workers stop (zones save every position, the provisioning
+deadline (a request that comes after the signal, on a connection open before it, is
+answered 503); then the workers stop (zones save every position, the provisioning
 consumers settle what they hold); then the actors close (outbox relay, NATS,
 Redis, the Postgres pool), each under its own shield.
 """

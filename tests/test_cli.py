@@ -64,6 +64,8 @@ def dev_server(data_dir: Path) -> Iterator[tuple[str, list[psutil.Process]]]:
         yield url, children
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
+        # Its last line, once the embedded servers have stopped too.
+        assert log.read_text().splitlines()[-1] == "outpost: stopped", log.read_text()
     finally:
         if process.poll() is None:
             process.kill()

@@ -145,6 +145,7 @@ class Edge:
         self._hub = EpollHub()
         self._frames = FrameCache()
         self._stats = stats
+        self._stopping = False
 
     async def serve(self, listener: socket.socket, *, shutdown: trio.Event,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -166,6 +167,7 @@ class Edge:
                         host, port = listener.getsockname()[:2]
                         task_status.started(f"http://{_url_host(host)}:{port}")
                         await shutdown.wait()
+                        self._stopping = True
                         accepting.cancel_scope.cancel()
                     listener.close()
                     for session in list(self._sessions):
@@ -228,6 +230,14 @@ class Edge:
             head, rest = await _read_head(conn)
         if reading.cancelled_caught or (head is None and not rest):
             return  # too slow to say anything, or closed
+        if self._stopping:
+            # A connection accepted before the stop whose first request came after: in
+            # the graceful window only what was in flight is finished (hypercorn closes
+            # kept-alive connections once their request is answered), not new requests.
+            await _refuse_and_linger(conn, _refusal(
+                503, "Service Unavailable", "unavailable", "the server is stopping"),
+                self._stats)
+            return
         request = ws.parse_request_head(head) if head is not None else None
         if request is not None and request.path == WORLD_PATH:
             await self._world_session(conn, request, rest)
