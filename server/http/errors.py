@@ -46,7 +46,11 @@ def json_response(body: object, status: int = 200,
 
 def raw_json_response(body: bytes, status: int = 200,
                       headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status=status, headers=headers, content_type="application/json")
+    """`body`, one JSON document, ended with a newline as every JSON answer of ours is:
+    whitespace to a JSON parser, and a shell's prompt after `curl` starts on a line of
+    its own."""
+    return Response(body + b"\n", status=status, headers=headers,
+                    content_type="application/json")
 
 
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,

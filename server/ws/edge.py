@@ -119,12 +119,15 @@ async def _refuse_and_linger(conn: socket.socket, response: bytes, stats: WireSt
 
 
 def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    # Ended with a newline, as every JSON answer (server/http/errors.py, raw_json_response).
+    body = orjson.dumps({"error": {"code": code, "message": message}},
+                        option=orjson.OPT_APPEND_NEWLINE)
     return ws.http_response(status, reason, body)
 
 
 def _too_many(message: str) -> bytes:
-    body = orjson.dumps({"error": {"code": "rate_limited", "message": message}})
+    body = orjson.dumps({"error": {"code": "rate_limited", "message": message}},
+                        option=orjson.OPT_APPEND_NEWLINE)
     return ws.http_response(429, "Too Many Requests", body, retry_after_s=RETRY_AFTER_S)
 
 
