@@ -60,7 +60,7 @@ def _doing(roles: Roles, running: Running) -> str:
     if not running.zones:
         return f"running {roles.name}"
     return "; ".join(f"running zone {host.zone_id}" if host.active
-                     else f"zone {host.zone_id}: standing by (held by process {host.held_by})"
+                     else f"zone {host.zone_id}: standing by (held by {host.held_by})"
                      for host in running.zones)
 
 

@@ -72,7 +72,7 @@ class ZoneHost:
         self._bus = bus
         self._directory = world.directory
         self.active = False
-        self.held_by: str | None = None  # while standing by: who holds the zone
+        self.held_by: str | None = None  # while standing by: who holds the zone (_holder)
         self._members: dict[str, RemoteMember] = {}  # character id -> remote member
         self._heard: dict[str, float] = {}  # api instance -> when it last sent inputs
         self._feed_out, self._feed_in = trio.open_memory_channel[bytes](1)
@@ -102,8 +102,7 @@ class ZoneHost:
                 # Said once, and again only when the holder changes (not every claim).
                 self.held_by = await self._holder()
                 if self.held_by != told:
-                    log.info("zone %s: standing by (held by process %s)", self.zone_id,
-                             self.held_by)
+                    log.info("zone %s: standing by (held by %s)", self.zone_id, self.held_by)
                     told = self.held_by
                 task_status.started(self)
                 task_status = trio.TASK_STATUS_IGNORED
@@ -128,7 +127,8 @@ class ZoneHost:
             return None
 
     async def _holder(self) -> str:
-        """Who holds the zone, for the log: its process's instance id, or why not known."""
+        """Who holds the zone, for the log: `process <instance id>` (the owner that
+        GET /v1/world/zones shows), or why that is not known."""
         try:
             value = await self._directory.holder(self.zone_id)
         except BusUnavailable:
@@ -136,7 +136,7 @@ class ZoneHost:
         held = None if value is None else self._world.refusals.decode(
             contract.HELD, value, "directory entry")
         # None: released or expired since the claim; the next claim will likely take it.
-        return held.owner if held is not None else "nobody now"
+        return f"process {held.owner}" if held is not None else "nobody now"
 
     async def _host(self, revision: int, asked_at: float,
                     task_status: trio.TaskStatus[ZoneHost]) -> None:
