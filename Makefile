@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make dev` and `make test`.
-.PHONY: dev test lint clean browser netns
+.PHONY: dev zone test lint clean browser netns
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml setup.py $(wildcard zones/*.py server/ws/*.py rules/*.p
 
 dev: $(STAMP)  ## run Outpost with embedded Postgres, Redis and NATS unless URLs are given
 	$(BIN)/outpost dev
+
+# Another zone in the world of the `make dev` running in this folder (its services, its
+# data in .outpost), for trying travel: `make zone` (z2), or `make zone ZONE=z3`.
+ZONE ?= z2
+zone: $(STAMP)
+	$(BIN)/outpost zone --dev $(ZONE)
 
 # A system package a test needs: installed with apt-get when none of its commands is
 # there and we may; otherwise the test says loudly why it is skipped.

@@ -63,6 +63,10 @@ class ZoneDirectory:
         except nats.js.errors.KeyValueError:
             return None
 
+    async def holder(self, zone_id: str) -> bytes | None:
+        """The zone's key as its holder wrote it last; None if nobody holds it."""
+        return await self._bus.on_jetstream(_get, self._shape, zone_id)
+
     async def renew(self, zone_id: str, value: bytes, revision: int) -> int | None:
         """Extend the lease: the new revision, or None if the zone is no longer ours."""
         try:
@@ -137,6 +141,14 @@ async def _ttl(js: JetStreamContext, shape: _Shape) -> float:
 
 async def _create(js: JetStreamContext, shape: _Shape, key: str, value: bytes) -> int:
     return await (await _bucket(js, shape)).create(key, value)
+
+
+async def _get(js: JetStreamContext, shape: _Shape, key: str) -> bytes | None:
+    try:
+        entry = await (await _bucket(js, shape)).get(key)
+    except nats.js.errors.KeyNotFoundError:  # never held, expired, or released (deleted)
+        return None
+    return bytes(entry.value) if entry.value else None
 
 
 async def _update(js: JetStreamContext, shape: _Shape, key: str, value: bytes,

@@ -108,10 +108,15 @@ class Postgres:
                     conn = await pool.acquire()
                 try:
                     transaction = conn.transaction()
-                    async with asyncio.timeout_at(deadline):
-                        await transaction.start()
-                        begun = True
-                        result = await work(conn, *args, **kwargs)
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            await transaction.start()
+                            begun = True
+                            result = await work(conn, *args, **kwargs)
+                    except Exception as exc:
+                        if begun and not isinstance(exc, _OUTAGE):
+                            await self._roll_back(transaction)
+                        raise
                     try:
                         async with asyncio.timeout(COMMIT_TIMEOUT_S):
                             await transaction.commit()
@@ -132,6 +137,16 @@ class Postgres:
                     raise
                 log.info("postgres: a pooled connection was dead; trying a fresh one")
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _roll_back(self, transaction: asyncpg.transaction.Transaction) -> None:
+        """Roll back after the work raised (a unique violation: a 409, say). Released with
+        its transaction open, the connection is rolled back by asyncpg's reset, which
+        reports that to asyncio's exception handler as an error: a WARNING for every
+        ordinary refusal. After an outage or a deadline the connection may be busy or
+        gone: then release resets or closes it, and the outage is logged anyway."""
+        with suppress(*_OUTAGE):
+            async with asyncio.timeout(self._timeout_s):
+                await transaction.rollback()
 
     async def ping(self) -> bool:
         try:

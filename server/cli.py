@@ -20,13 +20,16 @@ from persistence.users import set_operator
 from server import logs
 from server.config import ConfigError, Settings, load_settings
 from server.devstack import DevStack, StackError
-from server.process import Roles, run_process, steady_gc, until_signalled
+from server.listening import CannotListen
+from server.process import Roles, Running, run_process, steady_gc, until_signalled
 
 log = logging.getLogger("outpost")
 
 URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "NATS_URL")
 P = ParamSpec("P")
 T = TypeVar("T")
+# In the data folder while `outpost dev` runs: its pid and services' URLs, KEY=value lines.
+DEV_URLS = "dev.env"
 
 
 def _kept_secret(data_dir: Path) -> str:
@@ -48,15 +51,29 @@ async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
                                               shutdown=shutdown))
         steady_gc()
         where = (f"HTTP {running.http_url}" if running.http_url
-                 else f"running {roles.name}; metrics {running.metrics_url}")
+                 else f"{_doing(roles, running)}; metrics {running.metrics_url}")
         log.info("up: %s", where)
         print(f"outpost: {where}{banner}", flush=True)
         await shutdown.wait()
         # until_signalled has returned; run_process finishes its graceful shutdown itself.
 
 
+def _doing(roles: Roles, running: Running) -> str:
+    """What a process without the API does: its zones as they are (a standby says so and
+    who holds the zone: the start line must not claim a zone it does not run)."""
+    if not running.zones:
+        return f"running {roles.name}"
+    return "; ".join(f"running zone {host.zone_id}" if host.active
+                     else f"zone {host.zone_id}: standing by (held by {host.held_by})"
+                     for host in running.zones)
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(os.environ.get("OUTPOST_DATA_DIR", args.data_dir)).resolve()
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
-    data_dir = Path(os.environ.get("OUTPOST_DATA_DIR", args.data_dir)).resolve()
+    data_dir = _data_dir(args)
     missing = [name for name in URL_VARIABLES if not os.environ.get(name)]
     stack = DevStack(data_dir, wanted=missing)
     try:
@@ -67,26 +84,64 @@ def cmd_dev(args: argparse.Namespace) -> int:
             where = "\n".join(
                 f"  {name}={url}{'  (embedded)' if name in missing else ''}"
                 for name, url in urls.items())
-            banner = f"\n{where}\n  data in {data_dir}; Ctrl-C stops everything"
+            banner = (f"\n{where}\n  data in {data_dir}; Ctrl-C stops everything; "
+                      "a second zone: make zone ZONE=z2")
             roles = Roles(http=True, provisioner=True, zones=(settings.world_zone_id,))
-            trio.run(_serve, settings, roles, banner)
+            running = data_dir / DEV_URLS
+            running.write_text(f"OUTPOST_DEV_PID={os.getpid()}\n"
+                               + "".join(f"{name}={url}\n" for name, url in urls.items()))
+            running.chmod(0o600)  # a URL given may hold a password
+            try:
+                trio.run(_serve, settings, roles, banner)
+            finally:
+                running.unlink(missing_ok=True)
     except KeyboardInterrupt:
         pass  # Ctrl-C before the server was up; the stack is stopped by `with`
-    return 0
+    return _stopped()
+
+
+def _dev_urls(data_dir: Path) -> dict[str, str]:
+    """The services of the `outpost dev` running with its data in `data_dir`, from the
+    file it keeps there while it runs (a zone started with --dev joins its world)."""
+    try:
+        lines = (data_dir / DEV_URLS).read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    found = dict(line.split("=", 1) for line in lines if "=" in line)
+    pid = found.pop("OUTPOST_DEV_PID", "")
+    if not pid.isdigit() or not Path(f"/proc/{pid}").exists():  # none, or left by a kill -9
+        raise ConfigError(f"--dev: no `outpost dev` is running with its data in {data_dir} "
+                          "(start it first: make dev)")
+    return found
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     trio.run(_serve, load_settings(os.environ), Roles(http=True))
-    return 0
+    return _stopped()
 
 
 def cmd_zone(args: argparse.Namespace) -> int:
-    trio.run(_serve, load_settings(os.environ), Roles(http=False, zones=(args.zone_id,)))
-    return 0
+    if args.dev:  # the services and secret of the running `outpost dev`, text logs
+        data_dir = _data_dir(args)
+        settings = load_settings(os.environ, **_dev_urls(data_dir),
+                                 JWT_SECRET=_kept_secret(data_dir), LOG_FORMAT="text")
+    else:
+        settings = load_settings(os.environ)
+    trio.run(_serve, settings, Roles(http=False, zones=(args.zone_id,)))
+    return _stopped()
 
 
 def cmd_provisioner(args: argparse.Namespace) -> int:
     trio.run(_serve, load_settings(os.environ), Roles(http=False, provisioner=True))
+    return _stopped()
+
+
+def _stopped() -> int:
+    """A server process's last line, once its shutdown is complete (requests answered,
+    zones saved and handed back, consumers settled, embedded servers stopped): until it,
+    Ctrl-C is still at work."""
+    log.info("stopped")
+    print("outpost: stopped", flush=True)
     return 0
 
 
@@ -139,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
                         ).set_defaults(run=cmd_api)
     zone = commands.add_parser("zone", help="run one zone (or stand by for it)")
     zone.add_argument("zone_id", help="the zone's id, e.g. z1")
+    zone.add_argument("--dev", action="store_true",
+                      help="join the world of the `outpost dev` running on --data-dir (its "
+                           "services; unset URLs are taken from it)")
+    zone.add_argument("--data-dir", default=".outpost", help="that `outpost dev`'s data")
     zone.set_defaults(run=cmd_zone)
     commands.add_parser("provisioner", help="the JetStream consumers that provision new users"
                         ).set_defaults(run=cmd_provisioner)
@@ -160,6 +219,24 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         print(f"outpost: {exc}", file=sys.stderr)
         return 1
+    except (CannotListen, BaseExceptionGroup) as exc:  # raised in a task: within a group
+        cannot = _cannot_listen(exc)
+        if cannot is None:
+            raise
+        print(f"outpost: {cannot}", file=sys.stderr)
+        return 2
+
+
+def _cannot_listen(exc: BaseException) -> CannotListen | None:
+    """The CannotListen that `exc` is or holds (in groups, however nested), if any."""
+    if isinstance(exc, CannotListen):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _cannot_listen(inner)
+            if found is not None:
+                return found
+    return None
 
 
 if __name__ == "__main__":

@@ -14,12 +14,14 @@ A process without an HTTP port (`outpost zone`, `outpost provisioner`) serves
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from functools import partial
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,12 +39,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from quart import Quart, Response
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
 
 from bus.consumer import ConsumerWorker
 from bus.events import CombatKilled, UserRegistered
 from bus.relay import OutboxRelay
 from persistence.cache import Cache
-from server.http.errors import json_response
+from server.http.errors import framework_error_response, json_response
 from server.ws.stats import WireStats
 from zones.world import World
 
@@ -216,18 +219,24 @@ def metrics_app(metrics: Metrics) -> Quart:
     async def healthz() -> Response:
         return json_response({"status": "ok"})
 
+    @app.errorhandler(HTTPException)
+    async def framework_error(exc: HTTPException) -> Response:
+        return framework_error_response(exc)  # JSON, as the API answers (not Quart's HTML)
+
     return app
 
 
-async def serve_metrics(metrics: Metrics, host: str, port: int, *, shutdown: trio.Event,
+async def serve_metrics(metrics: Metrics, listener: socket.socket, *, shutdown: trio.Event,
                         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve `metrics_app` until `shutdown`; report its /metrics URL once listening."""
+    """Serve `metrics_app` on `listener` (server/listening.py) until `shutdown`; report its
+    /metrics URL once serving."""
     config = Config()
-    config.bind = [f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handlers only
     config.graceful_timeout = 1.0
+    app = wrap_app(metrics_app(metrics), config.wsgi_max_body_size, None)
     async with trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(partial(
-            serve, metrics_app(metrics), config, shutdown_trigger=shutdown.wait))
+            worker_serve, app, config, sockets=Sockets([], [listener], []),
+            shutdown_trigger=shutdown.wait))
         task_status.started(binds[0] + "/metrics")

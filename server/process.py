@@ -2,7 +2,8 @@
 
 Shutdown order (hypercorn's own, in miniature): SIGINT/SIGTERM stops accepting,
 closes world sessions with 1001 and lets in-flight requests finish under a
-deadline; then the workers stop (zones save every position, the provisioning
+deadline (a request that comes after the signal, on a connection open before it, is
+answered 503); then the workers stop (zones save every position, the provisioning
 consumers settle what they hold); then the actors close (outbox relay, NATS,
 Redis, the Postgres pool), each under its own shield.
 """
@@ -25,6 +26,7 @@ from bus.combat import KillConsumers
 from bus.provisioning import Provisioner
 from server.config import Settings
 from server.http.app import create_app
+from server.listening import listen
 from server.metrics import Metrics, serve_metrics
 from server.services import Services, start_services
 from server.ws.edge import Edge
@@ -60,6 +62,7 @@ class Running:
     metrics_url: str  # where /metrics is served: on the HTTP port, or on METRICS_PORT
     services: Services
     metrics: Metrics
+    zones: tuple[ZoneHost, ...] = ()  # each running its zone, or standing by, when started
 
     @property
     def url(self) -> str:
@@ -82,42 +85,47 @@ async def run_process(
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `roles` until `shutdown` is set; report when ready (and where HTTP listens)."""
-    async with trio_asyncio.open_loop() as loop, trio.open_nursery() as backends:
-        loop.set_exception_handler(_log_leftover)
-        services = await start_services(backends, settings, name=roles.name)
-        metrics = Metrics(role=roles.role, world=services.world, cache=services.cache,
-                          relay=services.relay)
-        async with trio.open_nursery() as workers:
-            # Among the workers, so that at shutdown the leaves of sessions that ended
-            # still reach zones in other processes before the bus closes.
-            await workers.start(services.world.run)
-            for zone_id in roles.zones:
-                await workers.start(ZoneHost(zone_id, services.world, services.bus).run)
-            if roles.provisioner:
-                provisioner = await workers.start(Provisioner(
-                    services.pg, services.bus, services.characters).run)
-                kills = await workers.start(KillConsumers(services.pg, services.bus).run)
-                metrics.consumers = [*provisioner.workers, *kills.workers]
-            async with trio.open_nursery() as edge:
-                if roles.http:
-                    url = await edge.start(partial(
-                        Edge(create_app(services, metrics), _hypercorn_config(settings),
-                             settings, services.world, services.tokens, services.access,
-                             metrics.wire).serve,
-                        shutdown=shutdown))
-                    running = Running(url, url + "/metrics", services, metrics)
-                else:
-                    metrics_url = await edge.start(partial(
-                        serve_metrics, metrics, settings.http_host, settings.metrics_port,
-                        shutdown=shutdown))
-                    running = Running(None, metrics_url, services, metrics)
-                task_status.started(running)
-                await shutdown.wait()
-            # The edge has returned: no request is in flight and every world session has
-            # ended (its character left its zone). Workers finish what they hold (a zone
-            # saves every position, a consumer settles its batch), then the actors go.
-            workers.cancel_scope.cancel()
-        backends.cancel_scope.cancel()
+    # First of all, before services and zones start (and a lease is taken) only to stop.
+    listener = (listen(settings.http_host, settings.http_port, "HTTP_PORT") if roles.http
+                else listen(settings.http_host, settings.metrics_port, "METRICS_PORT"))
+    # (Closed at the end, however the process ends; the edge closes it as it stops.)
+    with listener:
+        async with trio_asyncio.open_loop() as loop, trio.open_nursery() as backends:
+            loop.set_exception_handler(_log_leftover)
+            services = await start_services(backends, settings, name=roles.name)
+            metrics = Metrics(role=roles.role, world=services.world, cache=services.cache,
+                              relay=services.relay)
+            async with trio.open_nursery() as workers:
+                # Among the workers, so that at shutdown the leaves of sessions that ended
+                # still reach zones in other processes before the bus closes.
+                await workers.start(services.world.run)
+                hosts = tuple([await workers.start(ZoneHost(zone_id, services.world,
+                                                            services.bus).run)
+                               for zone_id in roles.zones])
+                if roles.provisioner:
+                    provisioner = await workers.start(Provisioner(
+                        services.pg, services.bus, services.characters).run)
+                    kills = await workers.start(KillConsumers(services.pg, services.bus).run)
+                    metrics.consumers = [*provisioner.workers, *kills.workers]
+                async with trio.open_nursery() as edge:
+                    if roles.http:
+                        url = await edge.start(partial(
+                            Edge(create_app(services, metrics), _hypercorn_config(settings),
+                                 settings, services.world, services.tokens, services.access,
+                                 metrics.wire).serve,
+                            listener, shutdown=shutdown))
+                        running = Running(url, url + "/metrics", services, metrics, hosts)
+                    else:
+                        metrics_url = await edge.start(partial(
+                            serve_metrics, metrics, listener, shutdown=shutdown))
+                        running = Running(None, metrics_url, services, metrics, hosts)
+                    task_status.started(running)
+                    await shutdown.wait()
+                # The edge has returned: no request is in flight and every world session has
+                # ended (its character left its zone). Workers finish what they hold (a zone
+                # saves every position, a consumer settles its batch), then the actors go.
+                workers.cancel_scope.cancel()
+            backends.cancel_scope.cancel()
 
 
 def _hypercorn_config(settings: Settings) -> Config:

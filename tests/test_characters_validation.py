@@ -5,6 +5,7 @@ limit (also under concurrent creates), and authentication of the create call.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -285,3 +286,17 @@ async def test_create_body_errors(
         "content-type": content_type, **bearer(user["token"])})
     assert_error(response, status, code)
     assert await names(client, user["token"]) == []
+
+
+async def test_a_conflict_logs_nothing_above_info(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ordinary 409 is the client's business: no warning of the server's (it logged
+    asyncpg's 'Resetting connection with an active transaction' at every one)."""
+    user = await register(client)
+    assert (await create(client, user["token"], {"name": "Once"})).status_code == 201
+    with caplog.at_level(logging.INFO):
+        caplog.clear()  # what the server logged as it started is not this request's
+        assert_error(await create(client, user["token"], {"name": "once"}), 409, "conflict",
+                     {"name": "taken"})
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

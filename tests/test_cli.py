@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,8 +19,12 @@ from pathlib import Path
 
 import httpx
 import psutil
+import trio
 
 from server.devstack import free_port
+from tests.helpers import eventually
+from tests.processes import started
+from tests.world import connect, joined, new_player, next_of, send, ws_url
 
 URL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
 START_TIMEOUT_S = 60
@@ -63,6 +68,8 @@ def dev_server(data_dir: Path) -> Iterator[tuple[str, list[psutil.Process]]]:
         yield url, children
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
+        # Its last line, once the embedded servers have stopped too.
+        assert log.read_text().splitlines()[-1] == "outpost: stopped", log.read_text()
     finally:
         if process.poll() is None:
             process.kill()
@@ -113,3 +120,52 @@ def test_bad_value_names_the_variable(tmp_path: Path) -> None:
     leftovers = [p for p in psutil.process_iter(["cmdline"])
                  if str(tmp_path) in " ".join(p.info["cmdline"] or [])]
     assert not leftovers
+
+
+# Never reached: a process whose port is taken stops before it connects to anything.
+UNREACHED = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none",
+             "REDIS_URL": "redis://127.0.0.1:9/0", "NATS_URL": "nats://127.0.0.1:9",
+             "JWT_SECRET": "not used"}
+
+
+def test_a_taken_port_stops_the_process_in_one_line_naming_the_variable() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        port = held.getsockname()[1]
+        for args, variable in ((("api",), "HTTP_PORT"), (("zone", "z1"), "METRICS_PORT"),
+                               (("provisioner",), "METRICS_PORT")):
+            finished = _outpost(*args, env=_env(**UNREACHED, HTTP_PORT=str(port),
+                                                METRICS_PORT=str(port)))
+            assert finished.returncode == 2, finished.stderr
+            assert finished.stderr.splitlines() == [
+                f"outpost: cannot listen on 127.0.0.1:{port} (address already in use): "
+                f"set {variable} to a free port"], finished.stderr
+
+
+async def test_a_second_zone_joins_the_running_dev_and_a_character_travels_into_it(
+    tmp_path: Path,
+) -> None:
+    """`make zone ZONE=z2`: `outpost zone z2 --dev` finds the services of the `outpost dev`
+    running on the same data folder; the dev's api learns of z2 and travel reaches it."""
+    env = _env(OUTPOST_DATA_DIR=str(tmp_path / "data"))
+    with dev_server(tmp_path) as (url, _):
+        async with started(tmp_path, "zone", "z2", "--dev", env=env) as zone:
+            assert zone.banner.startswith("running zone z2; metrics http://"), zone.banner
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                player = await new_player(http)
+
+                async def listed() -> bool:
+                    zones = (await http.get("/v1/world/zones")).json()["zones"]
+                    return any(z["zone"] == "z2" and z["up"] for z in zones)
+
+                await eventually(listed, "the dev's api to list z2 up")
+            async with connect(ws_url(url, player["token"])) as conn:
+                assert (await joined(conn, player["character"]["id"]))["zone"] == "z1"
+                await send(conn, {"type": "travel", "zone": "z2"})
+                assert (await next_of(conn, "welcome"))["zone"] == "z2"
+            assert await zone.stop(signal.SIGINT) == 0
+            assert zone.log.read_text().splitlines()[-1] == "outpost: stopped"
+    # Once the dev has stopped, --dev says there is none to join.
+    finished = await trio.run_process([sys.executable, "-m", "server.cli", "zone", "z2", "--dev"],
+                                      env=env, check=False, capture_stderr=True)
+    assert finished.returncode == 2
+    assert b"no `outpost dev` is running" in finished.stderr, finished.stderr

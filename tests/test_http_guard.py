@@ -163,6 +163,7 @@ async def test_a_failure_is_a_500_in_the_error_shape_logged_once(
         500, {"error": {"code": "internal", "message": "an unexpected error occurred"}})
     assert headers[b"x-request-id"] == b"req-7"
     assert headers[b"content-type"] == b"application/json"
+    assert body.endswith(b"}\n")  # as every JSON answer
     errors = lines.errors()
     assert len(errors) == 1, errors
     assert errors[0]["request"] == "req-7" and "Traceback" in errors[0]["error"], errors[0]
@@ -264,3 +265,18 @@ async def test_a_route_that_fails_answers_500_and_the_next_request_is_served(
     # The same connection, the same route: served.
     again = await client.get("/v1/me", headers=bearer(user["token"]))
     assert again.status_code == 200, again.text
+
+
+async def test_every_json_answer_ends_with_a_newline(client: httpx.AsyncClient) -> None:
+    """So that `curl` leaves the shell's prompt on a line of its own (a JSON parser takes
+    the newline as whitespace): a route's answer, a cached list, the framework's 404, a
+    domain error, and a refusal of the edge's own (an upgrade's path without one)."""
+    user = await register(client)
+    auth = bearer(user["token"])
+    answers = [await client.get("/healthz"), await client.get("/v1/characters", headers=auth),
+               await client.get("/v1/characters", headers=auth), await client.get("/nothing"),
+               await client.get("/v1/me"), await client.get("/v1/world/ws")]
+    assert [a.status_code for a in answers] == [200, 200, 200, 404, 401, 400]
+    for answer in answers:
+        assert answer.content.endswith(b"}\n"), answer.content
+        orjson.loads(answer.content)

@@ -187,6 +187,14 @@ async def test_processes_without_an_api_serve_metrics_on_their_own_port(
             assert at(samples, "outpost_process_info", role=role) == 1
             assert at(samples, "process_open_fds") > 0
             assert (await http.get(url.removesuffix("/metrics") + "/healthz")).status_code == 200
+            # Any other path: the API's error shape (docs/protocol.md), not Quart's HTML.
+            missing = await http.get(url.removesuffix("/metrics") + "/nothing-here")
+            assert missing.status_code == 404
+            assert missing.headers["content-type"] == "application/json"
+            assert missing.json()["error"]["code"] == "not_found", missing.text
+            posted = await http.post(url)
+            assert (posted.status_code, posted.json()["error"]["code"]) == (
+                405, "method_not_allowed")
 
         zone_url = zone_process.metrics_url
 

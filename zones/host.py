@@ -72,6 +72,7 @@ class ZoneHost:
         self._bus = bus
         self._directory = world.directory
         self.active = False
+        self.held_by: str | None = None  # while standing by: who holds the zone (_holder)
         self._members: dict[str, RemoteMember] = {}  # character id -> remote member
         self._heard: dict[str, float] = {}  # api instance -> when it last sent inputs
         self._feed_out, self._feed_in = trio.open_memory_channel[bytes](1)
@@ -93,15 +94,21 @@ class ZoneHost:
                 log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
                 await trio.sleep(self._directory.lease_s / 3)
         lease = self._directory.lease_s
+        told: str | None = None  # the holder the last "standing by" named
         while True:
             asked_at = trio.current_time()
             revision = await self._claim()
             if revision is None:
+                # Said once, and again only when the holder changes (not every claim).
+                self.held_by = await self._holder()
+                if self.held_by != told:
+                    log.info("zone %s: standing by (held by %s)", self.zone_id, self.held_by)
+                    told = self.held_by
                 task_status.started(self)
                 task_status = trio.TASK_STATUS_IGNORED
-                log.info("zone %s is held elsewhere; standing by", self.zone_id)
                 await trio.sleep(lease / 3)
                 continue
+            told = self.held_by = None
             log.info("zone %s: running it", self.zone_id)
             try:
                 await self._host(revision, asked_at, task_status)
@@ -118,6 +125,18 @@ class ZoneHost:
         except BusUnavailable as exc:
             log.info("zone %s: directory unreachable: %s", self.zone_id, exc)
             return None
+
+    async def _holder(self) -> str:
+        """Who holds the zone, for the log: `process <instance id>` (the owner that
+        GET /v1/world/zones shows), or why that is not known."""
+        try:
+            value = await self._directory.holder(self.zone_id)
+        except BusUnavailable:
+            return "another process (the directory is unreachable)"
+        held = None if value is None else self._world.refusals.decode(
+            contract.HELD, value, "directory entry")
+        # None: released or expired since the claim; the next claim will likely take it.
+        return f"process {held.owner}" if held is not None else "nobody now"
 
     async def _host(self, revision: int, asked_at: float,
                     task_status: trio.TaskStatus[ZoneHost]) -> None:

@@ -20,6 +20,7 @@ from server.http.bodies import json_object
 from server.http.errors import (
     domain_error_response,
     error_response,
+    framework_error_response,
     json_response,
     raw_json_response,
 )
@@ -37,9 +38,6 @@ STATIC = Path(__file__).parent / "static"
 # The browser client's files, by name: a request names one of them or is 404 (the file
 # system is never asked about a name it could choke on: too long, say).
 STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file())
-
-# HTTP errors raised by the framework itself (unknown route, body over the limit...).
-_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 def create_app(services: Services, metrics: Metrics) -> Quart:
@@ -95,9 +93,7 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
 
     @app.errorhandler(HTTPException)
     async def framework_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        return error_response(status, _FRAMEWORK_CODES.get(status, "http_error"),
-                              exc.description or exc.name)
+        return framework_error_response(exc)
 
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 from quart import Response
+from werkzeug.exceptions import HTTPException
 
 from persistence.errors import DomainError, RateLimited
 
@@ -15,6 +16,8 @@ STATUS = {
     "unsupported_media_type": 415, "rate_limited": 429, "internal": 500,
     "unavailable": 503, "zone_unavailable": 503,
 }
+# HTTP errors raised by the framework itself (unknown route, body over the limit...).
+_FRAMEWORK_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 class BadJson(DomainError):
@@ -43,7 +46,11 @@ def json_response(body: object, status: int = 200,
 
 def raw_json_response(body: bytes, status: int = 200,
                       headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status=status, headers=headers, content_type="application/json")
+    """`body`, one JSON document, ended with a newline as every JSON answer of ours is:
+    whitespace to a JSON parser, and a shell's prompt after `curl` starts on a line of
+    its own."""
+    return Response(body + b"\n", status=status, headers=headers,
+                    content_type="application/json")
 
 
 def error_response(status: int, code: str, message: str, fields: dict[str, str] | None = None,
@@ -57,3 +64,11 @@ def error_response(status: int, code: str, message: str, fields: dict[str, str] 
 def domain_error_response(exc: DomainError) -> Response:
     headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
     return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.fields, headers)
+
+
+def framework_error_response(exc: HTTPException) -> Response:
+    """The framework's own errors (an unknown path, another method) in the error shape
+    of every answer, on the API port and on METRICS_PORT alike."""
+    status = exc.code or 500
+    return error_response(status, _FRAMEWORK_CODES.get(status, "http_error"),
+                          exc.description or exc.name)

@@ -45,7 +45,8 @@ LOGGED_PATH = 256  # characters of a request path a log line keeps
 # A client may name its request (X-Request-Id) for the log lines; anything else gets one.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _INTERNAL = orjson.dumps({"error": {"code": "internal",
-                                    "message": "an unexpected error occurred"}})
+                                    "message": "an unexpected error occurred"}},
+                         option=orjson.OPT_APPEND_NEWLINE)  # as every answer (errors.py)
 
 Asgi = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 WORLD_PATH = "/v1/world/ws"
 HEAD_MAX_BYTES = 16 * 1024
-BACKLOG = 1024
 RETRY_AFTER_S = 5  # a connection refused by a cap: one closes in about that time
 # Refusals past the address cap that may wait at once for their client's goodbye (so that
 # the 429 arrives whole); past these, one is closed at once: a flood of connections from
@@ -121,12 +120,15 @@ async def _refuse_and_linger(conn: socket.socket, response: bytes, stats: WireSt
 
 
 def _refusal(status: int, reason: str, code: str, message: str) -> bytes:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    # Ended with a newline, as every JSON answer (server/http/errors.py, raw_json_response).
+    body = orjson.dumps({"error": {"code": code, "message": message}},
+                        option=orjson.OPT_APPEND_NEWLINE)
     return ws.http_response(status, reason, body)
 
 
 def _too_many(message: str) -> bytes:
-    body = orjson.dumps({"error": {"code": "rate_limited", "message": message}})
+    body = orjson.dumps({"error": {"code": "rate_limited", "message": message}},
+                        option=orjson.OPT_APPEND_NEWLINE)
     return ws.http_response(429, "Too Many Requests", body, retry_after_s=RETRY_AFTER_S)
 
 
@@ -148,13 +150,14 @@ class Edge:
         self._hub = EpollHub()
         self._frames = FrameCache()
         self._stats = stats
+        self._stopping = False
 
-    async def serve(self, *, shutdown: trio.Event,
+    async def serve(self, listener: socket.socket, *, shutdown: trio.Event,
                     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen until `shutdown`; report the URL once listening."""
-        lifespan = Lifespan(self._asgi, self._config, self._state)
-        with _listen(self._settings.http_host, self._settings.http_port) as listener:
-            await self._serve(listener, lifespan, shutdown, task_status)
+        """Serve on `listener` (server/listening.py) until `shutdown`, when it is closed
+        first; report the URL once serving."""
+        await self._serve(listener, Lifespan(self._asgi, self._config, self._state), shutdown,
+                          task_status)
 
     async def _serve(self, listener: socket.socket, lifespan: Lifespan, shutdown: trio.Event,
                      task_status: trio.TaskStatus[str]) -> None:
@@ -170,6 +173,7 @@ class Edge:
                         host, port = listener.getsockname()[:2]
                         task_status.started(f"http://{_url_host(host)}:{port}")
                         await shutdown.wait()
+                        self._stopping = True
                         accepting.cancel_scope.cancel()
                     listener.close()
                     for session in list(self._sessions):
@@ -242,6 +246,14 @@ class Edge:
             head, rest = await _read_head(conn)
         if reading.cancelled_caught or (head is None and not rest):
             return  # too slow to say anything, or closed
+        if self._stopping:
+            # A connection accepted before the stop whose first request came after: in
+            # the graceful window only what was in flight is finished (hypercorn closes
+            # kept-alive connections once their request is answered), not new requests.
+            await _refuse_and_linger(conn, _refusal(
+                503, "Service Unavailable", "unavailable", "the server is stopping"),
+                self._stats)
+            return
         request = ws.parse_request_head(head) if head is not None else None
         if request is not None and request.path == WORLD_PATH:
             await self._world_session(conn, request, rest)
@@ -352,13 +364,6 @@ async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
         data += chunk
         end = data.find(b"\r\n\r\n", searched)
     return bytes(data[:end]), bytes(data[end + 4:])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    listener = socket.create_server((host, port), family=family, backlog=BACKLOG)
-    listener.setblocking(False)
-    return listener
 
 
 def _url_host(host: str) -> str:

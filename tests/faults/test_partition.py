@@ -44,7 +44,7 @@ PARTITION_S = 8.0  # longer than the lease (3 s), with time for the standby to t
 STOPPED = ("stopping before it can run out",  # it could not renew: fenced itself
            "lease lost to another process")  # it learnt, once healed, that it was not its
 RUNNING = f"zone {ZONE}: running it"
-STANDING_BY = f"zone {ZONE} is held elsewhere; standing by"
+STANDING_BY = f"zone {ZONE}: standing by"
 
 
 def _held(url: str, *, not_by: object = None, players: int | None = None
