@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -34,22 +35,66 @@ pytestmark = pytest.mark.skipif(
                              "(apt-get install -y chromium); it could not here")
 
 
-async def test_two_players_in_browsers_see_each_other_move(
-    settings: Settings, tmp_path: Path
-) -> None:
-    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"))
+ARENA = Path(__file__).parent / "arena.json"  # walls to draw and bump into, two spawn points
+
+
+async def scenario(settings: Settings, tmp_path: Path, name: str,
+                   timeout_s: float = 120) -> dict[str, Any]:
+    """tests/browser_play.py's scenario `name` against `outpost dev` on the arena map."""
+    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"), WORLD_MAP=str(ARENA))
     async with started(tmp_path, "dev", env=env) as dev:
-        with trio.fail_after(120):
+        with trio.fail_after(timeout_s):
             done = await trio.run_process(
-                [sys.executable, "-m", "tests.browser_play", dev.url, str(ARTIFACTS)],
+                [sys.executable, "-m", "tests.browser_play", name, dev.url, str(ARTIFACTS)],
                 capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
-    seen = orjson.loads(done.stdout)
-    assert seen["after"] > seen["before"] + 20, seen
-    assert seen["hud"]["zone"] == "z1" and seen["hud"]["protocol"] == "v2", seen
-    assert int(seen["hud"]["players"]) >= 2, seen
-    assert "already have a character with that name" in seen["problem"], seen
-    assert (ARTIFACTS / "browser-watcher.png").stat().st_size > 10_000
+    found: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    assert found["script_errors"] == [], found["script_errors"]
+    return found
+
+
+async def test_two_players_fight_until_one_dies_and_respawns(
+    settings: Settings, tmp_path: Path
+) -> None:
+    seen = await scenario(settings, tmp_path, "fight")
+    me, them = seen["me"], seen["them"]
+    # The victim walked away and the shooter's page drew it gliding: every frame within
+    # 3 units of the last (80 units/s is 1.3 a frame; snapshots come 4 units apart).
+    assert seen["watched"][-1]["x"] > seen["before"]["x"] + 60, seen["watched"][-1]
+    assert len(seen["watched"]) > 40, len(seen["watched"])
+    assert seen["watched_jump"] < 3.0, seen["watched_jump"]
+    assert seen["hud"]["zone"] == "z1" and seen["hud"]["protocol"] == "v2", seen["hud"]
+    assert seen["hud"]["players"] == "1" and seen["hud"]["range"] == "1", seen["hud"]
+    assert seen["hud"]["link"] == "open", seen["hud"]
+    # The pistol's 25 damage: four hits kill; a few shots may be refused as too soon.
+    assert seen["mid_fight"] and 4 <= seen["shots"] <= 16, seen["shots"]
+    assert "You died. Respawning in" in seen["overlay"], seen["overlay"]
+    [kill] = seen["kill_feed"]
+    assert (kill["killer"], kill["victim"], kill["weapon"]) == (me["id"], them["id"], "pistol")
+    line = f"{me['name']} killed {them['name']} (pistol)"
+    assert seen["feeds"] == {"shooter": line, "victim": line}, seen["feeds"]
+    spawns = [(0.0, 0.0), (-60.0, -60.0)]  # tests/arena.json
+    assert (seen["respawned"]["x"], seen["respawned"]["y"]) in spawns, seen["respawned"]
+    for name in ("fight-mid", "fight-killed"):
+        for who in ("shooter", "victim"):
+            assert (ARTIFACTS / f"{name}-{who}.png").stat().st_size > 10_000
+
+
+async def test_own_movement_is_drawn_without_jumps(settings: Settings, tmp_path: Path) -> None:
+    seen = await scenario(settings, tmp_path, "smooth")
+    assert seen["frames"] > 60, seen
+    assert seen["end"]["x"] > seen["start"]["x"] + 60, seen
+    # The bound (tests/browser_play.py, OWN_JUMP_BOUND: 2.5 world units between frames).
+    assert seen["max_jump"] <= seen["bound"], seen
+
+
+async def test_errors_stay_until_dismissed(settings: Settings, tmp_path: Path) -> None:
+    seen = await scenario(settings, tmp_path, "errors")
+    assert "weapon must be one of pistol, rifle, shotgun" in seen["text"], seen
+    assert len(seen["still"]) == 1 and "weapon must be one of" in seen["still"][0], seen
+    assert seen["after"] == 0, seen
+    assert "already have a character with that name" in seen["name_taken"], seen
+    assert seen["socket_closed"] is True and seen["token"] == [None, None], seen
 
 
 async def test_the_client_module_recovers_from_snapshots_it_cannot_apply(
