@@ -196,6 +196,7 @@ async function enter(character) {
   client.addEventListener("welcome", (e) => {
     play.welcomed(state, e.detail);
     state.connection = "open";
+    state.paused = false;
     $("hud-zone").textContent = e.detail.zone;
     resolve("zone");
     resolve("connection");
@@ -215,6 +216,7 @@ async function enter(character) {
   client.addEventListener("error", (e) => {
     const { code, message, seq } = e.detail;
     if (code === "zone_unavailable") {
+      state.paused = true;  // moves would be dropped: do not predict them
       problem(`${message} (${code})`, "zone");
       banner("Your zone is unavailable: waiting for it to come back…");
     } else if (seq !== null) {
@@ -229,6 +231,7 @@ async function enter(character) {
   client.addEventListener("reconnecting", (e) => {
     const { attempt, delayMs, reason } = e.detail;
     state.connection = "reconnecting";
+    state.paused = true;
     banner(`${reason} Reconnecting (attempt ${attempt}, in ${(delayMs / 1000).toFixed(1)} s)…`);
   });
   client.addEventListener("reconnected", () => {
@@ -246,7 +249,10 @@ async function enter(character) {
     else guarded(() => listCharacters(), "characters");
   });
   state.connection = "connecting";
-  $("hud-protocol").textContent = await client.connect();
+  // A first socket that never opens ends in a final `close`, shown by its handler above.
+  const protocol = await client.connect().catch(() => null);
+  if (protocol === null) return;
+  $("hud-protocol").textContent = protocol;
   client.join(character.id);
 }
 

@@ -35,6 +35,7 @@ export function newWorld(state) {
     names: new Map(),  // id -> name, of everyone seen (for the kill feed)
     hp: null,
     dead: null,  // { respawnTick } while dead
+    paused: false,  // the zone or the socket is away: no moves
     markers: [],  // hit markers: { x, y, at, text, colour }
     shots: [],  // shots sent: { seq, weapon, ax, ay, tick, at }
     viewTick: null,  // the server tick the others are drawn at
@@ -130,11 +131,12 @@ function drawnAt(state, id) {
 
 // --- what the player does ---------------------------------------------------------------
 
-// A move a tick while a direction key is held; none while dead (the server refuses them).
+// A move a tick while a direction key is held; none while dead (the server refuses them)
+// or while the zone or the socket is away (`paused`: they would be lost).
 export function input(state, keys) {
   let dx = (keys.has("d") || keys.has("arrowright") ? 1 : 0) - (keys.has("a") || keys.has("arrowleft") ? 1 : 0);
   let dy = (keys.has("s") || keys.has("arrowdown") ? 1 : 0) - (keys.has("w") || keys.has("arrowup") ? 1 : 0);
-  if ((!dx && !dy) || !state.client || !state.predicted || state.dead) return;
+  if ((!dx && !dy) || !state.client || !state.predicted || state.dead || state.paused) return;
   const length = Math.hypot(dx, dy);
   dx = Math.round((dx / length) * STEP * 1000) / 1000;
   dy = Math.round((dy / length) * STEP * 1000) / 1000;
