@@ -235,7 +235,9 @@ def smooth(browser: Any, url: str, artifacts: Path) -> dict[str, Any]:
     page.screenshot(path=str(artifacts / "smooth.png"))
     gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(frames)]
     end = page.evaluate("() => ({ ...window.outpostState.own })")
+    half_view = page.evaluate("() => window.outpostState.halfView")
     return {"start": own, "end": end, "frames": len(frames), "max_jump": max_jump(frames),
+            "half_view": half_view,
             "bound": OWN_JUMP_BOUND, "longest_frame_ms": max(gaps, default=0.0),
             "script_errors": errors}
 

@@ -45,9 +45,10 @@ ARENA = Path(__file__).parent / "arena.json"  # walls to draw and bump into, two
 
 
 async def scenario(settings: Settings, tmp_path: Path, name: str,
-                   timeout_s: float = 120) -> dict[str, Any]:
+                   timeout_s: float = 120, **extra: str) -> dict[str, Any]:
     """tests/browser_play.py's scenario `name` against `outpost dev` on the arena map."""
-    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"), WORLD_MAP=str(ARENA))
+    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"), WORLD_MAP=str(ARENA),
+                      **extra)
     async with started(tmp_path, "dev", env=env) as dev:
         with trio.fail_after(timeout_s):
             done = await trio.run_process(
@@ -87,8 +88,12 @@ async def test_two_players_fight_until_one_dies_and_respawns(
 
 
 async def test_own_movement_is_drawn_without_jumps(settings: Settings, tmp_path: Path) -> None:
-    seen = await scenario(settings, tmp_path, "smooth")
+    # A small world, so that its edge is in view (tests/artifacts/smooth.png).
+    seen = await scenario(settings, tmp_path, "smooth", WORLD_VIEW_RADIUS="300",
+                          WORLD_BOUNDS="-400,-400,400,400")
     assert seen["frames"] > 60, seen
+    # The view shows the view radius (and a margin) from the player to its shorter edge.
+    assert seen["half_view"] == pytest.approx(315, abs=1), seen
     assert seen["end"]["x"] > seen["start"]["x"] + 60, seen
     # The bound (tests/browser_play.py, OWN_JUMP_BOUND: 2.5 world units between frames).
     assert seen["max_jump"] <= seen["bound"], seen

@@ -400,13 +400,14 @@ function drawMinimap(state, minimap) {
     const [sx, sy] = at(x0, y0);
     ctx.fillRect(sx, sy, Math.max((x1 - x0) * s, 1), Math.max((y1 - y0) * s, 1));
   }
-  if (state.view) {
+  if (state.view) {  // the main view's part, within the world
     const [x0, y0] = toWorld(state.view, 0, 0);
     const [x1, y1] = toWorld(state.view, state.view.width, state.view.height);
-    const [sx, sy] = at(x0, y0);
+    const [sx, sy] = at(Math.max(x0, minX), Math.max(y0, minY));
+    const [ex, ey] = at(Math.min(x1, maxX), Math.min(y1, maxY));
     ctx.strokeStyle = "rgba(232, 230, 223, .6)";
     ctx.lineWidth = 1;
-    ctx.strokeRect(sx, sy, (x1 - x0) * s, (y1 - y0) * s);
+    ctx.strokeRect(sx, sy, ex - sx, ey - sy);
   }
   ctx.fillStyle = "#7aa2f7";
   for (const p of state.seen.values()) {
