@@ -65,11 +65,10 @@ async def test_two_players_fight_until_one_dies_and_respawns(
 ) -> None:
     seen = await scenario(settings, tmp_path, "fight")
     me, them = seen["me"], seen["them"]
-    # The victim walked away and the shooter's page drew it gliding: every frame within
-    # 3 units of the last (80 units/s is 1.3 a frame; snapshots come 4 units apart).
+    # The victim walked away and the shooter's page drew it gliding: no frame moved it
+    # more than 2.5 units (80 units/s is 1.3 a frame; snapshots come 4 units apart).
     assert seen["watched"][-1]["x"] > seen["before"]["x"] + 60, seen["watched"][-1]
-    assert len(seen["watched"]) > 40, len(seen["watched"])
-    assert seen["watched_jump"] < 3.0, seen["watched_jump"]
+    assert_smooth(seen["watched_jumps"])
     assert seen["hud"]["zone"] == "z1" and seen["hud"]["protocol"] == "v2", seen["hud"]
     assert seen["hud"]["players"] == "1" and seen["hud"]["range"] == "1", seen["hud"]
     assert seen["hud"]["link"] == "open", seen["hud"]
@@ -91,12 +90,20 @@ async def test_own_movement_is_drawn_without_jumps(settings: Settings, tmp_path:
     # A small world, so that its edge is in view (tests/artifacts/smooth.png).
     seen = await scenario(settings, tmp_path, "smooth", WORLD_VIEW_RADIUS="300",
                           WORLD_BOUNDS="-400,-400,400,400")
-    assert seen["frames"] > 60, seen
+    assert_smooth(seen["jumps"])
+    assert seen["end"]["x"] > seen["start"]["x"] + 60, seen
     # The view shows the view radius (and a margin) from the player to its shorter edge.
     assert seen["half_view"] == pytest.approx(315, abs=1), seen
-    assert seen["end"]["x"] > seen["start"]["x"] + 60, seen
-    # The bound (tests/browser_play.py, OWN_JUMP_BOUND: 2.5 world units between frames).
-    assert seen["max_jump"] <= seen["bound"], seen
+
+
+def assert_smooth(jumps: dict[str, Any]) -> None:
+    """tests/browser_play.py's `jumps`: no frame moved the player farther than JUMP_BOUND
+    (2.5 world units), or, for a frame late by the machine (over 31 ms), farther than
+    walking goes in that time; and most frames were on time, so the bound was tested."""
+    assert jumps["frames"] > 40, jumps
+    assert jumps["too_far"] == [], jumps
+    assert jumps["largest"] <= jumps["bound"] == 2.5, jumps
+    assert jumps["late_frames"] < jumps["frames"] / 4, jumps
 
 
 async def test_errors_stay_until_dismissed(settings: Settings, tmp_path: Path) -> None:
