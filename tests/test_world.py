@@ -431,6 +431,28 @@ async def test_world_zones_lists_the_zone(world: Running, http: httpx.AsyncClien
     assert 0 <= tick_ms["p50"] <= tick_ms["p99"] <= tick_ms["max"], tick_ms
 
 
+async def test_world_map_says_what_a_client_draws(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    """GET /v1/world/map (docs/protocol.md): the bounds, the view radius and WORLD_MAP's
+    walls and spawn points, as the page draws them."""
+    arena = Path(__file__).parent / "arena.json"
+    mapped = dataclasses.replace(settings, world_map=str(arena), world_view_radius=250.0,
+                                 world_bounds=(-500.0, -400.0, 500.0, 400.0))
+    async with (running_process(mapped, nursery, Roles(zones=("z1",))) as running,
+                httpx.AsyncClient(base_url=running.url, timeout=10) as http):
+        found = (await http.get("/v1/world/map")).json()
+    file = orjson.loads(arena.read_bytes())
+    assert found == {"bounds": [-500.0, -400.0, 500.0, 400.0], "view_radius": 250.0,
+                     "walls": file["walls"], "spawns": file["spawns"]}
+
+
+async def test_world_map_without_a_map_file(http: httpx.AsyncClient) -> None:
+    found = (await http.get("/v1/world/map")).json()
+    assert found == {"bounds": [-1000.0, -1000.0, 1000.0, 1000.0], "view_radius": 0.0,
+                     "walls": [], "spawns": [[0.0, 0.0]]}
+
+
 async def test_plain_http_on_the_world_path_is_refused(world: Running) -> None:
     async with httpx.AsyncClient(base_url=world.url) as http:
         first = await http.get("/v1/world/ws")

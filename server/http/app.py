@@ -15,6 +15,8 @@ from werkzeug.exceptions import HTTPException, NotFound
 
 from characters.service import character_json
 from persistence.errors import DomainError
+from rules.shooter.map import read_map
+from server.config import Settings
 from server.http.admin import admin_routes
 from server.http.bodies import json_object
 from server.http.errors import (
@@ -38,6 +40,15 @@ STATIC = Path(__file__).parent / "static"
 # The browser client's files, by name: a request names one of them or is 404 (the file
 # system is never asked about a name it could choke on: too long, say).
 STATIC_FILES = frozenset(path.name for path in STATIC.iterdir() if path.is_file())
+
+
+def world_map_json(settings: Settings) -> dict[str, object]:
+    """GET /v1/world/map (docs/protocol.md): the bounds, the view radius and the map file's
+    walls and spawn points, for a client to draw."""
+    found = read_map(settings.world_map)
+    return {"bounds": list(settings.world_bounds), "view_radius": settings.world_view_radius,
+            "walls": [[w.min_x, w.min_y, w.max_x, w.max_y] for w in found.walls],
+            "spawns": [list(spawn) for spawn in found.spawns]}
 
 
 def create_app(services: Services, metrics: Metrics) -> Quart:
@@ -143,6 +154,14 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     @app.get("/v1/world/zones")
     async def world_zones() -> Response:
         return json_response({"zones": services.world.zone_list()})
+
+    # What a client draws of the world: fixed for the process's life (WORLD_MAP was checked
+    # as it started), so made once.
+    world_map = world_map_json(settings)
+
+    @app.get("/v1/world/map")
+    async def world_map_route() -> Response:
+        return json_response(world_map)
 
     app.register_blueprint(admin_routes(services))
 

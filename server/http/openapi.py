@@ -301,6 +301,23 @@ def _schemas(settings: Settings) -> Json:
             "additionalProperties": False,
             "properties": {"zones": {"type": "array", "items": _ref("Zone")}},
         },
+        "WorldMap": {
+            "type": "object",
+            "required": ["bounds", "view_radius", "walls", "spawns"],
+            "additionalProperties": False,
+            "properties": {
+                "bounds": {"type": "array", "items": {"type": "number"}, "minItems": 4,
+                           "maxItems": 4, "description": "min_x, min_y, max_x, max_y"},
+                "view_radius": {"type": "number", "minimum": 0,
+                                "description": "how far a player sees; 0: the whole zone"},
+                "walls": {"type": "array", "items": {
+                    "type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                    "description": "min_x, min_y, max_x, max_y"}},
+                "spawns": {"type": "array", "minItems": 1, "items": {
+                    "type": "array", "items": {"type": "number"}, "minItems": 2,
+                    "maxItems": 2}},
+            },
+        },
         "Health": {
             "type": "object",
             "required": ["status"],
@@ -592,6 +609,14 @@ def _paths(settings: Settings) -> Json:
                 "tags": ["world"],
                 "summary": "Every zone of the world, up or down, with its recent stats",
                 "responses": {"200": _ok("the zones", "ZoneList")},
+            },
+        },
+        "/v1/world/map": {
+            "get": {
+                "operationId": "worldMap",
+                "tags": ["world"],
+                "summary": "What a client draws: the bounds, the view radius, walls and spawns",
+                "responses": {"200": _ok("the map", "WorldMap")},
             },
         },
         "/v1/world/ws": {

@@ -1,59 +1,115 @@
-// The page a player opens: an account, characters, and the world on a canvas.
-// Others are drawn INTERPOLATION_MS in the past, between the two snapshots around that
-// moment; the own player is predicted (moves applied at once) and reconciled with the
-// server's seq acks (the server's position, plus the moves it has not applied yet).
+// The page a player opens: an account, characters, and the game (play.js) on a canvas.
+//
+// window.outpostState is what the browser tests read of what is drawn (docs/client.md):
+// `own` (the own player as drawn this frame), `frames` (while `recording` is true, each
+// frame's drawn own position), `seen` (the others as drawn), `hp`, `killFeed`, `errors`
+// (the texts on screen), `banner`, `connection`, `view` (world <-> screen), `viewTick`.
 
 import { OutpostClient, api } from "./outpost-client.js";
-
-const INTERPOLATION_MS = 100;
-const MOVE_HZ = 20;  // at most one move a tick, under the server's 30 messages a second
-const STEP = 4;  // world units a move, under the server's WORLD_MAX_STEP (5)
-const SCALE = 3;  // pixels a world unit
+import * as play from "./play.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("token"), client: null, me: null, own: null,
-                pending: [], history: [], keys: new Set(), snapshots: 0, rate: 0 };
-window.outpostState = state;  // what the browser test reads
+const state = {
+  token: sessionStorage.getItem("token"), client: null, me: null,
+  map: { bounds: [-1000, -1000, 1000, 1000], view_radius: 0, walls: [], spawns: [] },
+  keys: new Set(), snapshots: 0, rate: 0, killFeed: [], frames: [], recording: false,
+  connection: "offline", banner: null, zoneRefreshes: 0, weapons: ["pistol"], weapon: "pistol",
+  problems: [],  // { id, key, text }: on screen until dismissed or resolved
+  get errors() { return this.problems.map((p) => p.text); },
+};
+play.newWorld(state);
+window.outpostState = state;
 
-function problem(text) {
-  const box = $("problem");
-  box.textContent = text || "";
-  box.hidden = !text;
+// --- errors: shown until dismissed, or until what they are about is resolved -----------
+
+let problemIds = 0;
+
+// `key` names what the error is about ("zone", "connection", a form): a newer error of
+// the same key replaces it, and resolve(key) takes it away once that is put right.
+function problem(text, key = null) {
+  if (key) state.problems = state.problems.filter((p) => p.key !== key);
+  state.problems.push({ id: ++problemIds, key, text });
+  renderProblems();
 }
 
-async function guarded(work) {
+function resolve(key) {
+  const before = state.problems.length;
+  state.problems = state.problems.filter((p) => p.key !== key);
+  if (state.problems.length !== before) renderProblems();
+}
+
+function renderProblems() {
+  $("problems").replaceChildren(...state.problems.map((p) => {
+    const item = document.createElement("li");
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = p.text;
+    const dismiss = document.createElement("button");
+    dismiss.className = "dismiss";
+    dismiss.type = "button";
+    dismiss.title = "Dismiss";
+    dismiss.setAttribute("aria-label", "Dismiss");
+    dismiss.textContent = "×";
+    dismiss.addEventListener("click", () => {
+      state.problems = state.problems.filter((q) => q.id !== p.id);
+      renderProblems();
+    });
+    item.append(text, dismiss);
+    return item;
+  }));
+}
+
+function banner(text) {
+  state.banner = text;
+  $("banner").textContent = text || "";
+  $("banner").hidden = !text;
+}
+
+// Runs `work`; an error it throws is shown under `key`, which its success resolves.
+async function guarded(work, key = null) {
   try {
-    problem("");
     await work();
+    if (key) resolve(key);
   } catch (error) {
-    problem(error.message);
+    problem(error.message, key);
   }
 }
 
+// --- account and characters -------------------------------------------------------------
+
 function show(section) {
   for (const id of ["account", "characters", "world"]) $(id).hidden = id !== section;
+  $("logout").hidden = section === "account";
 }
 
 async function signedIn(session, username) {
   state.token = session.token;
   sessionStorage.setItem("token", session.token);
   $("who").textContent = username || "";
-  await listCharacters();
+  resolve("session");
 }
 
-async function listCharacters() {
-  const { characters } = await api(location.origin, "/v1/characters", { token: state.token });
-  const list = $("character-list");
-  list.replaceChildren(...characters.map((c) => {
+// The characters; `waitForOne`: a new account's first character is made by provisioning
+// a moment after the registration's answer, so ask again (bounded) until it is there.
+async function listCharacters({ waitForOne = false } = {}) {
+  show("characters");
+  let characters = [];
+  $("characters-waiting").hidden = !waitForOne;
+  for (let tries = 0; ; tries += 1) {
+    ({ characters } = await api(location.origin, "/v1/characters", { token: state.token }));
+    if (characters.length || !waitForOne || tries >= 20) break;
+    await new Promise((done) => setTimeout(done, 250));
+  }
+  $("characters-waiting").hidden = true;
+  $("character-list").replaceChildren(...characters.map((c) => {
     const item = document.createElement("li");
-    const play = document.createElement("button");
-    play.textContent = "Play";
-    play.dataset.character = c.id;
-    play.addEventListener("click", () => guarded(() => play_(c)));
-    item.append(`${c.name} (${c.class}, ${c.zone_id}) `, play);
+    const playButton = document.createElement("button");
+    playButton.textContent = "Play";
+    playButton.dataset.character = c.id;
+    playButton.addEventListener("click", () => guarded(() => enter(c), "join"));
+    item.append(`${c.name} (${c.class}, ${c.zone_id}) `, playButton);
     return item;
   }));
-  show("characters");
 }
 
 function form(id) {
@@ -66,7 +122,8 @@ $("login").addEventListener("submit", (event) => {
     const body = form("login");
     await signedIn(await api(location.origin, "/v1/auth/login", { method: "POST", body }),
                    body.username);
-  });
+    await listCharacters();
+  }, "login");
 });
 
 $("register").addEventListener("submit", (event) => {
@@ -75,7 +132,8 @@ $("register").addEventListener("submit", (event) => {
     const body = form("register");
     await signedIn(await api(location.origin, "/v1/auth/register", { method: "POST", body }),
                    body.username);
-  });
+    await listCharacters({ waitForOne: true });
+  }, "register");
 });
 
 $("create").addEventListener("submit", (event) => {
@@ -85,117 +143,209 @@ $("create").addEventListener("submit", (event) => {
                                                    body: form("create") });
     $("create").reset();
     await listCharacters();
-  });
+  }, "create");
 });
 
-async function play_(character) {
+function leave() {
+  if (state.client) state.client.close();
+  state.client = null;
+  state.connection = "offline";
+  banner(null);
+  resolve("zone");
+}
+
+$("leave").addEventListener("click", () => {
+  leave();
+  guarded(() => listCharacters(), "characters");
+});
+
+function logOut() {
+  leave();
+  state.token = null;
+  sessionStorage.removeItem("token");
+  $("who").textContent = "";
+  show("account");
+}
+
+$("logout").addEventListener("click", logOut);
+
+// --- the world ---------------------------------------------------------------------------
+
+async function enter(character) {
+  leave();
+  const [map, me] = await Promise.all([
+    api(location.origin, "/v1/world/map"),
+    api(location.origin, "/v1/me", { token: state.token }).catch(() => null),
+  ]);
+  state.map = map;
+  state.weapons = me?.progression?.weapons?.length ? me.progression.weapons : ["pistol"];
+  state.weapon = state.weapons.includes(state.weapon) ? state.weapon : state.weapons[0];
+  $("weapon").replaceChildren(...state.weapons.map((w, i) => {
+    const option = document.createElement("option");
+    option.value = w;
+    option.textContent = `${i + 1}: ${w}`;
+    return option;
+  }));
+  $("weapon").value = state.weapon;
+  play.newWorld(state);
+  state.me = character.id;
+  state.killFeed = [];
+  renderFeed();
   const client = new OutpostClient({ baseUrl: location.origin, token: state.token });
   state.client = client;
-  state.me = character.id;
   client.addEventListener("welcome", (e) => {
-    const { x, y } = e.detail.character;
-    state.own = { x, y, seq: client.seq };
-    state.pending = [];
-    state.history = [];
+    play.welcomed(state, e.detail);
+    state.connection = "open";
+    state.paused = false;
     $("hud-zone").textContent = e.detail.zone;
-    show("world");
-    $("map").focus();
+    resolve("zone");
+    resolve("connection");
+    banner(null);
+    if ($("world").hidden) {
+      show("world");
+      $("map").focus();
+    }
   });
-  client.addEventListener("snapshot", (e) => snapshot(e.detail));
-  client.addEventListener("error", (e) => problem(`${e.detail.message} (${e.detail.code})`));
+  client.addEventListener("snapshot", (e) => {
+    state.snapshots += 1;
+    play.snapshot(state, e.detail);
+    $("hud-tick").textContent = e.detail.tick;
+    $("hud-range").textContent = state.inRange;
+  });
+  client.addEventListener("events", (e) => play.happened(state, e.detail, feed));
+  client.addEventListener("error", (e) => {
+    const { code, message, seq } = e.detail;
+    if (code === "zone_unavailable") {
+      state.paused = true;  // moves would be dropped: do not predict them
+      problem(`${message} (${code})`, "zone");
+      banner("Your zone is unavailable: waiting for it to come back…");
+    } else if (seq !== null) {
+      // The game refused one of our inputs (a shot too soon, a move while dead): a passing
+      // note, not an error to dismiss; its prediction is dropped.
+      play.refused(state, seq);
+      refusal(`${message}`);
+    } else {
+      problem(`${message} (${code})`);
+    }
+  });
+  client.addEventListener("reconnecting", (e) => {
+    const { attempt, delayMs, reason } = e.detail;
+    state.connection = "reconnecting";
+    state.paused = true;
+    banner(`${reason} Reconnecting (attempt ${attempt}, in ${(delayMs / 1000).toFixed(1)} s)…`);
+  });
+  client.addEventListener("reconnected", () => {
+    state.connection = "open";
+    banner(null);
+  });
   client.addEventListener("pong", (e) => { $("hud-rtt").textContent = e.detail.rttMs.toFixed(0); });
-  client.addEventListener("close", (e) => { problem(e.detail.words); show("characters"); });
-  $("hud-protocol").textContent = await client.connect();
+  client.addEventListener("close", (e) => {
+    if (client !== state.client) return;  // one we left
+    state.connection = "closed";
+    banner(null);
+    resolve("zone");
+    problem(e.detail.words, "connection");
+    if (e.detail.code === 4001 || e.detail.code === 4011) logOut();
+    else guarded(() => listCharacters(), "characters");
+  });
+  state.connection = "connecting";
+  // A first socket that never opens ends in a final `close`, shown by its handler above.
+  const protocol = await client.connect().catch(() => null);
+  if (protocol === null) return;
+  $("hud-protocol").textContent = protocol;
   client.join(character.id);
 }
 
-function snapshot({ tick, players }) {
-  state.snapshots += 1;
-  const now = performance.now();
-  const others = new Map();
-  for (const [id, p] of players) if (id !== state.me) others.set(id, { name: p.name, x: p.x, y: p.y });
-  state.history.push({ at: now, others });
-  while (state.history.length > 2 && state.history[1].at < now - 1000) state.history.shift();
-  const mine = players.get(state.me);
-  if (mine) reconcile(mine);
-  $("hud-tick").textContent = tick;
-  $("hud-players").textContent = players.size;
+function feed(entry) {
+  state.killFeed.push(entry);
+  if (state.killFeed.length > 6) state.killFeed.shift();
+  renderFeed();
 }
 
-function reconcile(server) {
-  // The server's word on every move up to server.seq; ours on the moves after it.
-  state.pending = state.pending.filter((m) => m.seq > server.seq);
-  let { x, y } = server;
-  for (const m of state.pending) { x += m.dx; y += m.dy; }
-  state.own = { x, y, seq: server.seq, name: server.name };
+function renderFeed() {
+  $("killfeed").replaceChildren(...state.killFeed.slice().reverse().map((k) => {
+    const item = document.createElement("li");
+    const killer = document.createElement("span");
+    killer.className = "killer";
+    killer.textContent = k.killerName;
+    const victim = document.createElement("span");
+    victim.className = "victim";
+    victim.textContent = k.victimName;
+    item.append(killer, ` killed `, victim, ` (${k.weapon})`);
+    return item;
+  }));
 }
 
-function input() {
-  const k = state.keys;
-  let dx = (k.has("d") || k.has("arrowright") ? 1 : 0) - (k.has("a") || k.has("arrowleft") ? 1 : 0);
-  let dy = (k.has("s") || k.has("arrowdown") ? 1 : 0) - (k.has("w") || k.has("arrowup") ? 1 : 0);
-  if ((!dx && !dy) || !state.client || !state.own) return;
-  const length = Math.hypot(dx, dy);
-  dx = Math.round((dx / length) * STEP * 1000) / 1000;
-  dy = Math.round((dy / length) * STEP * 1000) / 1000;
-  const seq = state.client.move(dx, dy);
-  state.pending.push({ seq, dx, dy });
-  state.own = { ...state.own, x: state.own.x + dx, y: state.own.y + dy };  // predicted
+let refusalTimer = null;
+function refusal(text) {
+  $("refusal").textContent = text;
+  $("refusal").hidden = false;
+  clearTimeout(refusalTimer);
+  refusalTimer = setTimeout(() => { $("refusal").hidden = true; }, 2500);
 }
 
-function others(now) {
-  // Between the two snapshots around `now - INTERPOLATION_MS`; the newest if none.
-  const at = now - INTERPOLATION_MS;
-  const h = state.history;
-  if (!h.length) return new Map();
-  let i = h.length - 1;
-  while (i > 0 && h[i - 1].at > at) i -= 1;
-  const [a, b] = i > 0 ? [h[i - 1], h[i]] : [h[0], h[0]];
-  const f = b.at > a.at ? Math.min(Math.max((at - a.at) / (b.at - a.at), 0), 1) : 1;
-  const out = new Map();
-  for (const [id, q] of b.others) {
-    const p = a.others.get(id) || q;
-    out.set(id, { name: q.name, x: p.x + (q.x - p.x) * f, y: p.y + (q.y - p.y) * f });
+// Keys: held directions move; 1/2/3 pick a weapon. Only while playing and not typing.
+function playing(event) {
+  return !$("world").hidden && !["INPUT", "SELECT", "TEXTAREA"].includes(event.target.tagName);
+}
+document.addEventListener("keydown", (e) => {
+  if (!playing(e)) return;
+  const key = e.key.toLowerCase();
+  const pick = Number(key) - 1;
+  if (Number.isInteger(pick) && pick >= 0 && pick < state.weapons.length) {
+    state.weapon = state.weapons[pick];
+    $("weapon").value = state.weapon;
+  } else if (["w", "a", "s", "d", "arrowup", "arrowdown", "arrowleft", "arrowright"].includes(key)) {
+    state.keys.add(key);
+    e.preventDefault();
   }
-  return out;
-}
+});
+document.addEventListener("keyup", (e) => state.keys.delete(e.key.toLowerCase()));
+window.addEventListener("blur", () => state.keys.clear());
+$("weapon").addEventListener("change", (e) => { state.weapon = e.target.value; $("map").focus(); });
 
-function draw() {
-  const canvas = $("map");
-  const ctx = canvas.getContext("2d");
-  const { width, height } = canvas;
-  ctx.clearRect(0, 0, width, height);
-  const own = state.own || { x: 0, y: 0 };
-  const toScreen = (x, y) => [width / 2 + (x - own.x) * SCALE, height / 2 + (y - own.y) * SCALE];
-  ctx.strokeStyle = "#2f3845";
-  ctx.lineWidth = 1;
-  const grid = 25;
-  for (let gx = Math.floor((own.x - width / 2 / SCALE) / grid) * grid; gx < own.x + width / 2 / SCALE; gx += grid) {
-    const [sx] = toScreen(gx, 0);
-    ctx.beginPath(); ctx.moveTo(sx, 0); ctx.lineTo(sx, height); ctx.stroke();
+const canvas = $("map");
+function mouseAt(e) {
+  const box = canvas.getBoundingClientRect();
+  return { x: (e.clientX - box.left) * (canvas.width / box.width),
+           y: (e.clientY - box.top) * (canvas.height / box.height) };
+}
+canvas.addEventListener("mousemove", (e) => { state.mouse = mouseAt(e); });
+canvas.addEventListener("mouseleave", () => { state.mouse = null; });
+canvas.addEventListener("mousedown", (e) => {
+  if (e.button !== 0 || !state.view) return;
+  canvas.focus();
+  state.mouse = mouseAt(e);
+  const [wx, wy] = play.toWorld(state.view, state.mouse.x, state.mouse.y);
+  play.fire(state, wx, wy, state.weapon);
+  e.preventDefault();
+});
+
+// --- loops -------------------------------------------------------------------------------
+
+let last = performance.now();
+function animate(now) {
+  const dt = Math.min(now - last, 250);
+  last = now;
+  if (!$("world").hidden) {
+    play.frame(state, canvas, $("minimap"), now, dt);
+    $("hud-players").textContent = state.onScreen;
+    $("hud-link").textContent = state.connection;
+    const hp = state.hp ?? 100;
+    $("hp-fill").style.width = `${Math.max(hp, 0)}%`;
+    $("hp-fill").style.background = hp > 50 ? "#4caf50" : hp > 25 ? "#e0a030" : "#e04040";
+    $("hp-text").textContent = `${hp} HP`;
+    const inS = play.respawnInS(state, state.client?.tick ?? null);
+    $("overlay").hidden = inS === null;
+    if (inS !== null) $("overlay-text").textContent = `You died. Respawning in ${inS} s`;
   }
-  for (let gy = Math.floor((own.y - height / 2 / SCALE) / grid) * grid; gy < own.y + height / 2 / SCALE; gy += grid) {
-    const [, sy] = toScreen(0, gy);
-    ctx.beginPath(); ctx.moveTo(0, sy); ctx.lineTo(width, sy); ctx.stroke();
-  }
-  const dot = (x, y, colour, name) => {
-    const [sx, sy] = toScreen(x, y);
-    ctx.fillStyle = colour;
-    ctx.beginPath(); ctx.arc(sx, sy, 7, 0, Math.PI * 2); ctx.fill();
-    ctx.fillStyle = "#e8e6df";
-    ctx.font = "12px system-ui, sans-serif";
-    ctx.textAlign = "center";
-    ctx.fillText(name, sx, sy - 12);
-  };
-  state.seen = others(performance.now());
-  for (const p of state.seen.values()) dot(p.x, p.y, "#7aa2f7", p.name);
-  if (state.own) dot(state.own.x, state.own.y, "#f5a742", state.own.name || "you");
-  requestAnimationFrame(draw);
+  requestAnimationFrame(animate);
 }
 
 async function zones() {
   if ($("world").hidden || !state.client) return;
   const { zones: listed } = await api(location.origin, "/v1/world/zones");
+  state.zoneRefreshes += 1;
   $("zones").replaceChildren(...listed.filter((z) => z.up && z.zone !== state.client.zone).map((z) => {
     const go = document.createElement("button");
     go.textContent = `${z.zone} (${z.players})`;
@@ -204,24 +354,22 @@ async function zones() {
   }));
 }
 
-const map = $("map");
-map.addEventListener("keydown", (e) => { state.keys.add(e.key.toLowerCase()); e.preventDefault(); });
-map.addEventListener("keyup", (e) => state.keys.delete(e.key.toLowerCase()));
-map.addEventListener("blur", () => state.keys.clear());
-setInterval(input, 1000 / MOVE_HZ);
+setInterval(() => play.input(state, state.keys), 1000 / play.MOVE_HZ);
 setInterval(() => { if (state.client) state.client.ping(); }, 2000);
 setInterval(() => {
   $("hud-rate").textContent = state.snapshots;
   state.rate = state.snapshots;
   state.snapshots = 0;
 }, 1000);
-setInterval(() => guarded(zones), 3000);
-requestAnimationFrame(draw);
+// The zone list: while the server is away this fails, quietly (the banner says so).
+setInterval(() => { if (state.connection === "open") guarded(zones, "zones"); }, 3000);
+requestAnimationFrame(animate);
 
 show("account");
 if (state.token) {
   listCharacters().catch(() => {  // a token from an earlier visit, expired: log in again
     sessionStorage.removeItem("token");
     state.token = null;
+    show("account");
   });
 }

@@ -4,16 +4,19 @@
 //   const client = new OutpostClient({ baseUrl: location.origin, token });
 //   client.addEventListener("welcome", (e) => ...);   // e.detail: the welcome
 //   client.addEventListener("snapshot", (e) => ...);  // e.detail: { zone, tick, players }
-//   client.addEventListener("error", (e) => ...);     // e.detail: { code, message }
-//   client.addEventListener("close", (e) => ...);     // e.detail: { code, reason, words }
-//   client.addEventListener("resync", (e) => ...);    // e.detail: { reason } (v2, rare)
+//   client.addEventListener("events", (e) => ...);    // e.detail: { zone, tick, events }
+//   client.addEventListener("error", (e) => ...);     // e.detail: { code, message, seq }
+//   client.addEventListener("reconnecting", (e) => ...); // e.detail: { attempt, delayMs, reason }
+//   client.addEventListener("reconnected", (e) => ...);  // e.detail: { attempt, zone }
+//   client.addEventListener("close", (e) => ...);     // e.detail: { code, reason, words } (final)
 //   await client.connect();                           // offers v2, takes v1 otherwise
-//   client.join(characterId);
+//   client.join(characterId);                         // joined again after a reconnect
 //   client.move(dx, dy);                               // returns the seq it sent
-//   client.travel("z2");
+//   client.fire("pistol", ax, ay, tick);               // or client.send("fire", {...})
 //
-// `players` in a snapshot is a Map of character id -> { id, eid, name, x, y, seq },
-// the same whichever protocol the server chose: v2 deltas are applied here.
+// `players` in a snapshot is a Map of character id -> { id, eid, name, x, y, seq, ...fields }
+// (the game's replicated fields, e.g. hp), the same whichever protocol the server chose:
+// v2 deltas are applied here.
 
 import { decode, encode } from "./msgpack.js";
 
@@ -22,62 +25,88 @@ export const SUBPROTOCOL = "outpost.v2";
 // What a close code means, in words a player can read (docs/protocol.md).
 export const CLOSE_WORDS = {
   1000: "The connection was closed.",
-  1001: "The server is going away (a restart?). Reconnect in a moment.",
+  1001: "The server is going away (a restart?).",
   1006: "The connection was lost.",
   1007: "The server could not read a compressed message.",
+  1011: "The server met a fault of its own.",
   4001: "Your session has expired: log in again.",
   4008: "The server closed the connection: too many or too large messages, or no activity.",
   4009: "This character was taken over by another session.",
+  4010: "An operator removed you from the game.",
+  4011: "This account has been disabled.",
 };
 
+// Closes after which trying again is worth it: the network or the server went away (or
+// met a fault), not a decision about this player. Everything else is final: 1000 (we
+// closed it), 4001 (log in again), 4008 (this client misbehaved: it would again), 4009
+// (another session has the character), 4010 (kicked), 4011 (account disabled).
+const RETRIED = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
+
 export class OutpostClient extends EventTarget {
-  constructor({ baseUrl, token, protocol = "auto", WebSocketImpl = WebSocket }) {
+  constructor({ baseUrl, token, protocol = "auto", WebSocketImpl = WebSocket,
+                reconnect = true, baseDelayMs = 500, maxDelayMs = 8000, maxAttempts = Infinity,
+                unavailableMs = 10000, random = Math.random, fetchImpl = null }) {
     super();
     this.baseUrl = baseUrl;
     this.token = token;
     this.wanted = protocol;  // "auto" (v2 if offered), "v2" or "v1"
     this.WebSocketImpl = WebSocketImpl;
+    // Reconnecting: exponential backoff with full jitter (a random delay between 0 and
+    // min(maxDelayMs, baseDelayMs * 2^(attempt-1))), so that the players of a server
+    // that restarts do not all come back in the same instant.
+    this.options = { reconnect, baseDelayMs, maxDelayMs, maxAttempts, unavailableMs };
+    this.random = random;
+    this.fetchImpl = fetchImpl || ((...args) => fetch(...args));
     this.protocol = null;  // "v1" or "v2" once connected
-    this.seq = 0;
+    this.status = "idle";  // "connecting", "open", "reconnecting", "closed"
+    this.seq = 0;  // never goes back, across sockets: every seq is greater than the last
     this.eid = null;
     this.zone = null;
+    this.tick = null;  // the tick of the last snapshot
+    this.fields = [];  // v2: the names of the replicated fields, from the welcome
+    this.characterId = null;  // the character joined: joined again after a reconnect
     this.players = new Map();  // character id -> player (what the last snapshot showed)
+    this.attempt = 0;  // reconnect attempts since the last welcome
     this._byEid = new Map();  // v2: eid -> player
     this._tick = null;  // v2: the tick of the last snapshot applied
     this._resyncing = false;  // v2: a complete snapshot was asked for; deltas wait for it
     this._pings = new Map();
+    this._retry = null;  // the timer of the next reconnect
+    this._unavailable = null;  // the timer that gives up waiting for a zone to come back
+    this._stopped = false;  // close() was called: never reconnect
+    this._closing = null;  // why we closed the socket ourselves to try a new one
     this.rttMs = null;
   }
 
+  // Resolves with the protocol in use once a socket is open. A first socket refused
+  // before it opened is tried again only when the server cannot be reached (and
+  // `reconnect` is on); a refusal of the token rejects at once.
   connect() {
-    const url = new URL("/v1/world/ws", this.baseUrl);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    url.searchParams.set("token", this.token);
-    const offered = this.wanted === "v1" ? [] : [SUBPROTOCOL];
-    const socket = new this.WebSocketImpl(url.toString(), offered);
-    socket.binaryType = "arraybuffer";
-    this.socket = socket;
+    this._stopped = false;
     return new Promise((resolve, reject) => {
-      socket.addEventListener("open", () => {
-        this.protocol = socket.protocol === SUBPROTOCOL ? "v2" : "v1";
-        resolve(this.protocol);
-      });
-      socket.addEventListener("message", (event) => this._received(event.data));
-      socket.addEventListener("close", (event) => {
-        const words = CLOSE_WORDS[event.code] || `The connection closed (${event.code}).`;
-        this._emit("close", { code: event.code, reason: event.reason, words });
-        reject(new Error(words));
-      });
+      this._firstOpen = { resolve, reject };
+      this._open();
     });
   }
 
   join(characterId) {
+    this.characterId = characterId;
     this._send({ type: "join", character_id: characterId });
   }
 
   move(dx, dy) {
+    return this.send("move", { dx, dy });
+  }
+
+  fire(weapon, ax, ay, tick) {
+    return this.send("fire", { weapon, ax, ay, tick });
+  }
+
+  // Any input of the game (docs/rules.md, "Inputs"), numbered: returns its seq, which
+  // snapshots acknowledge and a refusal (an `error` with `seq`) names.
+  send(kind, values = {}) {
     this.seq += 1;
-    this._send({ type: "move", dx, dy, seq: this.seq });
+    this._send({ type: kind, ...values, seq: this.seq });
     return this.seq;
   }
 
@@ -92,7 +121,112 @@ export class OutpostClient extends EventTarget {
   }
 
   close() {
-    if (this.socket) this.socket.close(1000, "bye");
+    this._stopped = true;
+    clearTimeout(this._retry);
+    clearTimeout(this._unavailable);
+    this.status = "closed";
+    if (this.socket && this.socket.readyState <= 1) this.socket.close(1000, "bye");
+  }
+
+  _open() {
+    const url = new URL("/v1/world/ws", this.baseUrl);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("token", this.token);
+    const offered = this.wanted === "v1" ? [] : [SUBPROTOCOL];
+    const socket = new this.WebSocketImpl(url.toString(), offered);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    let opened = false;
+    this.status = this.attempt ? "reconnecting" : "connecting";
+    socket.addEventListener("open", () => {
+      if (socket !== this.socket) return;
+      opened = true;
+      this.status = "open";
+      this.protocol = socket.protocol === SUBPROTOCOL ? "v2" : "v1";
+      this._byEid = new Map();
+      this._tick = null;
+      this._resyncing = false;
+      if (this.attempt && this.characterId) {
+        this._send({ type: "join", character_id: this.characterId });
+      }
+      if (this._firstOpen) {
+        this._firstOpen.resolve(this.protocol);
+        this._firstOpen = null;
+      }
+    });
+    socket.addEventListener("message", (event) => {
+      if (socket === this.socket) this._received(event.data);
+    });
+    socket.addEventListener("close", (event) => {
+      if (socket === this.socket) this._closed(event, opened);
+    });
+  }
+
+  async _closed(event, opened) {
+    clearTimeout(this._unavailable);
+    const words = CLOSE_WORDS[event.code] || `The connection closed (${event.code}).`;
+    const closed = { code: event.code, reason: event.reason, words };
+    if (this._stopped || !this.options.reconnect) return this._final(closed);
+    if (!opened) {
+      // A browser tells a refused upgrade (401, 403, 429) from an unreachable server by
+      // neither code nor reason: both are 1006. Ask the server over HTTP which it is.
+      const why = await this._probe();
+      if (this._stopped) return this._final(closed);
+      if (why === "unauthenticated") {
+        return this._final({ code: 4001, reason: "upgrade refused (401)", words: CLOSE_WORDS[4001] });
+      }
+      if (why === "refused") {
+        return this._final({ code: event.code, reason: "upgrade refused",
+                             words: "The server refused the connection (not allowed from this page, or too many connections)." });
+      }
+      return this._again(`${words} The server cannot be reached.`);
+    }
+    if (this._closing) {  // we closed it to try again (_waitForZone)
+      const why = this._closing;
+      this._closing = null;
+      return this._again(why);
+    }
+    if (RETRIED.has(event.code)) return this._again(words);
+    return this._final(closed);
+  }
+
+  // Why an upgrade failed: "unreachable" (no answer, or the server's own trouble),
+  // "unauthenticated" (the token is refused), or "refused" (the server is there and takes
+  // the token, so it refused the socket itself: an origin or a connection cap).
+  async _probe() {
+    try {
+      const response = await this.fetchImpl(new URL("/v1/me", this.baseUrl), {
+        headers: { Authorization: `Bearer ${this.token}` } });
+      if (response.status === 401) return "unauthenticated";
+      if (response.status >= 500) return "unreachable";
+      return "refused";
+    } catch {
+      return "unreachable";
+    }
+  }
+
+  _again(reason) {
+    this.attempt += 1;
+    if (this.attempt > this.options.maxAttempts) {
+      return this._final({ code: 1006, reason: "gave up", words: `${reason} Gave up after ${this.options.maxAttempts} attempts.` });
+    }
+    const ceiling = Math.min(this.options.maxDelayMs,
+                             this.options.baseDelayMs * 2 ** (this.attempt - 1));
+    const delayMs = Math.round(this.random() * ceiling);
+    this.status = "reconnecting";
+    this._emit("reconnecting", { attempt: this.attempt, delayMs, reason });
+    clearTimeout(this._retry);
+    this._retry = setTimeout(() => { if (!this._stopped) this._open(); }, delayMs);
+  }
+
+  _final(closed) {
+    this.status = "closed";
+    clearTimeout(this._retry);
+    this._emit("close", closed);
+    if (this._firstOpen) {
+      this._firstOpen.reject(new Error(closed.words));
+      this._firstOpen = null;
+    }
   }
 
   _send(message) {
@@ -115,15 +249,25 @@ export class OutpostClient extends EventTarget {
       return;
     }
     switch (message.type) {
-      case "welcome":
+      case "welcome": {
+        clearTimeout(this._unavailable);
         this.zone = message.zone;
         this.eid = message.eid ?? null;
+        this.fields = message.fields || [];
+        const attempt = this.attempt;
+        this.attempt = 0;
         this._emit("welcome", message);
+        if (attempt) this._emit("reconnected", { attempt, zone: message.zone });
         break;
+      }
       case "snapshot":
         if (this.protocol === "v2") this._applyDelta(message);
         else this._applyFull(message);
+        this.tick = message.tick;
         this._emit("snapshot", { zone: message.zone, tick: message.tick, players: this.players });
+        break;
+      case "events":
+        this._emit("events", { zone: message.zone, tick: message.tick, events: message.events });
         break;
       case "pong": {
         const sent = this._pings.get(message.t);
@@ -135,11 +279,23 @@ export class OutpostClient extends EventTarget {
         break;
       }
       case "error":
-        this._emit("error", { code: message.code, message: message.message });
+        if (message.code === "zone_unavailable" && this.characterId) this._waitForZone();
+        this._emit("error", { code: message.code, message: message.message, seq: message.seq ?? null });
         break;
       default:
         break;
     }
+  }
+
+  // The server joins its players again by itself when their zone comes back; if it does
+  // not within `unavailableMs`, a new socket (and join) is tried, with backoff.
+  _waitForZone() {
+    clearTimeout(this._unavailable);
+    this._unavailable = setTimeout(() => {
+      if (this._stopped || !this.socket || !this.options.reconnect) return;
+      this._closing = "Your zone is still unavailable: trying a new connection.";
+      this.socket.close(4000, "zone unavailable: trying again");
+    }, this.options.unavailableMs);
   }
 
   _applyFull(snapshot) {
@@ -168,7 +324,12 @@ export class OutpostClient extends EventTarget {
       return;
     }
     for (const [eid, id, name] of snapshot.enter) this._byEid.set(eid, { id, eid, name, x: 0, y: 0, seq: 0 });
-    for (const [eid, x, y, seq] of snapshot.update) Object.assign(this._byEid.get(eid), { x, y, seq });
+    for (const [eid, x, y, seq, ...values] of snapshot.update) {
+      const player = this._byEid.get(eid);
+      Object.assign(player, { x, y, seq });
+      // The game's fields follow seq, in the order the welcome named them.
+      this.fields.forEach((name, i) => { if (i < values.length) player[name] = values[i]; });
+    }
     for (const eid of snapshot.leave) this._byEid.delete(eid);
     this._tick = snapshot.tick;
     this.players = new Map([...this._byEid.values()].map((p) => [p.id, p]));
