@@ -18,6 +18,7 @@ import math
 import shutil
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def sign_up_and_play(page: Any, url: str, name: str | None = None) -> dict[str, 
                            "window.outpostState.view !== undefined", timeout=WAIT_MS)
     own: dict[str, Any] = page.evaluate("() => ({ ...window.outpostState.own, "
                                         "id: window.outpostState.me })")
-    return own
+    return {**own, "username": username}
 
 
 def wait_to_see(page: Any, name: str) -> None:
@@ -354,7 +355,12 @@ def outage(browser: Any, url: str, artifacts: Path) -> dict[str, Any]:
 SCENARIOS = {"fight": fight, "smooth": smooth, "errors": errors, "outage": outage}
 
 def run(scenario: str, url: str, artifacts: Path) -> dict[str, Any]:
-    """The scenario in a fresh chromium; if it fails, a screenshot of every page
+    return run_with(SCENARIOS[scenario], scenario, url, artifacts)
+
+
+def run_with(play: Callable[[Any, str, Path], dict[str, Any]], scenario: str, url: str,
+             artifacts: Path) -> dict[str, Any]:
+    """`play` in a fresh chromium; if it fails, a screenshot of every page
     (failed-<scenario>-<n>.png) and what each page showed, on stderr."""
     from playwright.sync_api import sync_playwright
 
@@ -362,14 +368,14 @@ def run(scenario: str, url: str, artifacts: Path) -> dict[str, Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            found: dict[str, Any] = SCENARIOS[scenario](browser, url, artifacts)
+            found = play(browser, url, artifacts)
             return found
         except BaseException:
             pages = [page for context in browser.contexts for page in context.pages]
             for n, page in enumerate(pages):
                 page.screenshot(path=str(artifacts / f"failed-{scenario}-{n}.png"))
-                shown = page.evaluate("""() => ({ errors: window.outpostState.errors,
-                    banner: window.outpostState.banner, link: window.outpostState.connection,
+                shown = page.evaluate("""() => ({ errors: window.outpostState?.errors,
+                    banner: window.outpostState?.banner, link: window.outpostState?.connection,
                     text: document.body.innerText.slice(0, 600) })""")
                 print(f"page {n}:", orjson.dumps(shown).decode(), file=sys.stderr)
             raise

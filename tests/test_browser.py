@@ -1,16 +1,18 @@
 """The browser client in a real browser (docs/client.md): Debian's chromium driven by
 Playwright, against `outpost dev` as a newcomer runs it.
 
-Covers: two players register, create a character and join through the page; one
-moves with the keyboard and the other sees it move on its canvas (the page's state,
-as drawn); an error from the server is shown in words; a screenshot of each page is
-kept in tests/artifacts/ (git-ignored) for a person to look at.
+Covers: two players fight through their pages until one dies, sees the kill and
+respawns (the kill feed in both); own movement is drawn without jumps, measured frame by
+frame; errors stay until dismissed; the page and outpost-client.js on their own ride out
+a zone restart and an api restart; the operator console kicks, rescues and disables,
+beside the pages of the players it acts on. Screenshots of each page are kept in
+tests/artifacts/ (git-ignored) for a person to look at.
 
 Rules: `outpost dev` is a subprocess against the session's services; the browser
 is the system's chromium (`make test` installs it: Playwright's own download does
 not work here); with no chromium the test is skipped, loudly. The browsers are
-driven by tests/browser_play.py in a process of its own; its waits are
-Playwright's, bounded.
+driven by tests/browser_play.py (and tests/browser_console.py) in a process of its own;
+their waits are Playwright's, bounded.
 """
 
 from __future__ import annotations
@@ -46,13 +48,15 @@ ARENA = Path(__file__).parent / "arena.json"  # walls to draw and bump into, two
 
 async def scenario(settings: Settings, tmp_path: Path, name: str,
                    timeout_s: float = 120, **extra: str) -> dict[str, Any]:
-    """tests/browser_play.py's scenario `name` against `outpost dev` on the arena map."""
+    """tests/browser_play.py's scenario `name` (or tests/browser_console.py, for "console")
+    against `outpost dev` on the arena map; the scenario's process reaches its services."""
     env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"), WORLD_MAP=str(ARENA),
                       **extra)
+    command = ["tests.browser_console"] if name == "console" else ["tests.browser_play", name]
     async with started(tmp_path, "dev", env=env) as dev:
         with trio.fail_after(timeout_s):
             done = await trio.run_process(
-                [sys.executable, "-m", "tests.browser_play", name, dev.url, str(ARTIFACTS)],
+                [sys.executable, "-m", *command, dev.url, str(ARTIFACTS)], env=env,
                 capture_stdout=True, capture_stderr=True, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     found: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
@@ -113,6 +117,30 @@ async def test_errors_stay_until_dismissed(settings: Settings, tmp_path: Path) -
     assert seen["after"] == 0, seen
     assert "already have a character with that name" in seen["name_taken"], seen
     assert seen["socket_closed"] is True and seen["token"] == [None, None], seen
+
+
+async def test_the_console_kicks_rescues_and_disables(settings: Settings, tmp_path: Path
+                                                      ) -> None:
+    """tests/browser_console.py: an operator at /console sees z1 and its player, kicks it
+    (the player's page says an operator removed it, and does not reconnect); rescues a
+    character stranded in a zone that no longer runs (its owner then joins it, in z1);
+    disables an account (its open page is closed and logged out, its next login
+    refused). A player's login to the console is turned away."""
+    seen = await scenario(settings, tmp_path, "console")
+    assert "only operators" in seen["not_operator"] and "operator grant" in seen["not_operator"]
+    assert seen["desk_hidden"], seen
+    assert seen["zone_row"].split()[:2] == ["z1", "up"], seen["zone_row"]
+    assert "Kickme" in seen["player_row"] and "hp 100" in seen["player_row"], seen
+    assert seen["kicked"] == "An operator removed you from the game.", seen
+    assert seen["kicked_link"] == "closed", seen  # and not reconnecting
+    assert "zone_unavailable" in seen["stranded"], seen
+    assert "stranded" in seen["account"], seen
+    assert seen["rescued_zone"] == "z1", seen
+    assert seen["disabled"] == "This account has been disabled.", seen
+    assert "this account has been disabled" in seen["login_refused"], seen  # the login
+    done = [line.split(": ", 1)[1] for line in seen["done"].splitlines()]  # newest first
+    assert done[1:] == ["moved Lost from z9 to z1", "kicked Kickme from z1"], done
+    assert done[0].startswith("disabled web_"), done
 
 
 async def test_the_client_module_recovers_from_snapshots_it_cannot_apply(
