@@ -40,6 +40,7 @@ class Access:
         # The one set every check reads (auth/tokens.py holds it too): changed in place.
         self.disabled: set[uuid.UUID] = set()
         self._close: Closer = _nobody  # the edge's, once it runs
+        self._changes = 0  # accounts disabled or enabled by word: a read older is stale
 
     async def run(self, close: Closer, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -55,9 +56,14 @@ class Access:
                 await self._refresh()
 
     async def kick(self, user: uuid.UUID, character: uuid.UUID, reason: str) -> None:
-        """Close the sessions playing `character` in every api process; BusUnavailable
-        (nothing done) if NATS did not take it."""
-        await self._tell(contract.Kick(str(user), str(character), reason))
+        """Close the sessions playing `character` in every api process. If NATS does not
+        take it, those of this process alone are closed, and BusUnavailable says so."""
+        said = contract.Kick(str(user), str(character), reason)
+        try:
+            await self._tell(said)
+        except BusUnavailable:
+            self._heard(said)
+            raise
 
     async def disabled_now(self, user: uuid.UUID, disabled: bool) -> None:
         """`user` was disabled (or enabled) in Postgres: so here at once, and in every
@@ -74,16 +80,20 @@ class Access:
         await self._bus.publish_many(subjects.ADMIN_SESSIONS, [contract.encode(said)])
 
     async def _refresh(self) -> None:
+        changes = self._changes
         try:
             found = await self._pg.transact(disabled_users)
         except Exception as exc:  # Postgres away: what is known stays, and NATS still tells
             log.warning("could not read the disabled accounts: %r", exc)
             return
+        if changes != self._changes:
+            return  # read before a change it may not hold: the next read will
         for user in found - self.disabled:
             self._disable(user)
         self.disabled.intersection_update(found)
 
     def _disable(self, user: uuid.UUID) -> None:
+        self._changes += 1
         self.disabled.add(user)
         closed = self._close(user, None, DISABLED, "this account has been disabled")
         if closed:
@@ -109,11 +119,14 @@ class Access:
             return
         match said:
             case contract.Kick(character=character, reason=reason):
-                log.info("closed %d sessions of character %s: %s",
-                         self._close(user, character, KICKED, reason), character, reason)
+                closed = self._close(user, character, KICKED, reason)
+                if closed:
+                    log.info("closed %d sessions of character %s: %s", closed, character,
+                             reason)
             case contract.AccountChanged(disabled=True):
                 self._disable(user)
             case contract.AccountChanged(disabled=False):
+                self._changes += 1
                 self.disabled.discard(user)
 
 

@@ -53,7 +53,10 @@ class Console:
         try:
             await self._access.kick(character.user_id, character.id, "removed by an operator")
         except BusUnavailable as exc:
-            raise Unavailable("the api processes could not be told: NATS is away") from exc
+            log.warning("operator %s kicked character %s from this process only: %s",
+                        operator, character.id, exc)
+            raise Unavailable("NATS is away: only this api process's sessions of the "
+                              "character were closed; try again") from exc
         log.info("operator %s kicked character %s", operator, character.id)
         return {"kicked": str(character.id)}
 
@@ -74,8 +77,8 @@ class Console:
             await self._access.kick(character.user_id, character.id,
                                     f"moved to {zone_id} by an operator")
         except BusUnavailable as exc:
-            log.warning("character %s moved, but a session playing it could not be closed "
-                        "(%s)", character.id, exc)
+            log.warning("character %s moved, but a session playing it in another api "
+                        "process may go on where it was (%s)", character.id, exc)
         moved = await self._character(character_id)
         return character_json(moved)
 

@@ -19,6 +19,7 @@ USERNAME = re.compile(r"[A-Za-z0-9_.-]{3,32}")
 # hold NUL), a dot in the domain.
 EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f.]+")
 EMAIL_MAX = 254
+UUID_LENGTH = 36  # a uuid written canonically, 8-4-4-4-12
 
 
 def plausible_email(email: str) -> bool:
@@ -73,11 +74,17 @@ async def get_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> User | None:
 
 
 async def find_user(conn: asyncpg.Connection, who: str) -> User | None:
-    """A user by id, username (any case) or email: how an operator names one."""
-    try:
-        return await get_user(conn, uuid.UUID(who))
-    except ValueError:
-        return await find_by_login(conn, who)
+    """A user by id, username (any case) or email: how an operator names one. An id only
+    in its canonical form, with dashes: a username may be 32 hex digits, and could pass
+    for another account's id written without them."""
+    if len(who) == UUID_LENGTH and who.count("-") == 4:
+        try:
+            user = await get_user(conn, uuid.UUID(who))
+        except ValueError:
+            user = None
+        if user is not None:
+            return user
+    return await find_by_login(conn, who)
 
 
 async def set_operator(conn: asyncpg.Connection, username: str, operator: bool) -> User | None:

@@ -37,9 +37,14 @@ def _kept_secret(data_dir: Path) -> str:
     path = data_dir / "jwt_secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        _write_private(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read, from its first byte."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(text)
 
 
 async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
@@ -88,9 +93,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
                       "a second zone: make zone ZONE=z2")
             roles = Roles(http=True, provisioner=True, zones=(settings.world_zone_id,))
             running = data_dir / DEV_URLS
-            running.write_text(f"OUTPOST_DEV_PID={os.getpid()}\n"
-                               + "".join(f"{name}={url}\n" for name, url in urls.items()))
-            running.chmod(0o600)  # a URL given may hold a password
+            # Private: a URL given may hold a password.
+            _write_private(running, f"OUTPOST_DEV_PID={os.getpid()}\n"
+                           + "".join(f"{name}={url}\n" for name, url in urls.items()))
             try:
                 trio.run(_serve, settings, roles, banner)
             finally:

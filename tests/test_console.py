@@ -29,6 +29,7 @@ import httpx
 import pytest
 import trio
 
+from bus import subjects
 from characters.store import move_to_zone
 from console.access import REFRESH_S
 from persistence.users import set_disabled, set_operator
@@ -38,12 +39,14 @@ from tests.helpers import (
     assert_error,
     bearer,
     eventually,
+    metric,
     register,
     running_process,
     use_api_loop,
 )
 from tests.processes import process_env
 from tests.world import close_code, connect, joined, new_player, next_of, saved_at, send, ws_url
+from zones import contract
 
 ROUTES = {("GET", "/v1/admin/zones"), ("GET", "/v1/admin/zones/{zone_id}/players"),
           ("GET", "/v1/admin/users/{who}"), ("POST", "/v1/admin/users/{who}/disable"),
@@ -227,3 +230,48 @@ async def test_an_account_disabled_without_a_word_on_nats_is_closed_out_within_t
                 assert await close_code(conn) == 4011
         assert_error(await http.get("/v1/me", headers=bearer(player["token"])), 401,
                      "unauthenticated")
+
+
+async def test_an_account_disabled_through_another_api_process_is_closed_out_at_once(
+    world: Running, settings: Settings, nursery: trio.Nursery
+) -> None:
+    """The word goes over NATS (admin.account/1) to the process that holds the socket."""
+    async with (running_process(settings, nursery, Roles()) as other,
+                httpx.AsyncClient(base_url=other.url, timeout=10) as elsewhere,
+                httpx.AsyncClient(base_url=world.url, timeout=10) as http):
+        boss = await operator(other, elsewhere)
+        player = await new_player(http)
+        async with connect(ws_url(world.url, player["token"])) as conn:
+            await joined(conn, player["character"]["id"])
+            disabled = await elsewhere.post(f"/v1/admin/users/{player['user_id']}/disable",
+                                            headers=bearer(boss["token"]))
+            assert disabled.status_code == 200, disabled.text
+            with trio.fail_after(2):
+                assert await close_code(conn) == 4011
+        assert_error(await http.get("/v1/me", headers=bearer(player["token"])), 401,
+                     "unauthenticated")
+
+
+async def test_a_word_to_sessions_naming_no_user_is_refused_and_counted(world: Running) -> None:
+    said = contract.encode(contract.Kick("not a user id", str(uuid.uuid4()), "why"))
+    use_api_loop(world)
+    await world.services.bus.publish_many(subjects.ADMIN_SESSIONS, [said])
+
+    async def counted() -> bool:
+        return await metric(f"{world.url}/metrics", "outpost_peer_messages_refused_total",
+                            message="admin", reason="invalid") == 1
+
+    await eventually(counted, "the word refused and counted")
+
+
+async def test_a_username_of_hex_digits_is_never_taken_for_another_users_id(
+    world: Running
+) -> None:
+    async with httpx.AsyncClient(base_url=world.url, timeout=10) as http:
+        boss = await operator(world, http)
+        victim = await register(http)
+        mimic = await register(http, uuid.UUID(victim["user_id"]).hex)  # 32 hex digits
+        for who, user in ((mimic["username"], mimic), (victim["user_id"], victim),
+                          (mimic["username"].upper(), mimic)):
+            found = await http.get(f"/v1/admin/users/{who}", headers=bearer(boss["token"]))
+            assert found.json()["user_id"] == user["user_id"], (who, found.text)

@@ -40,3 +40,25 @@ def test_a_release_heard_first_makes_the_zone_known_and_down() -> None:
     known = KnownZones(lease_s=3.0)
     known.heard("z8", None, 1.0)
     assert known.seen == {"z8"} and known.held("z8", 1.0) is None
+
+
+def at_tick(owner: str, tick: int) -> Held:
+    return Held(owner, 1, tick, 20.0, TickTimes(0.1, 0.2, 0.3))
+
+
+def test_a_zones_rate_is_its_ticks_between_two_reports_of_one_holder() -> None:
+    """What the console shows as snapshots a second (docs/protocol.md, "Operator console")."""
+    known = KnownZones(lease_s=3.0)
+    known.heard("z1", at_tick("a", 100), 10.0)
+    assert known.ticks_per_s("z1") is None, "one report says nothing of a rate"
+    known.heard("z1", at_tick("a", 120), 11.0)
+    assert known.ticks_per_s("z1") == 20.0
+    known.heard("z1", at_tick("a", 120), 11.5)  # the same report again: a watch anew
+    assert known.ticks_per_s("z1") == 20.0
+    known.heard("z1", at_tick("a", 130), 12.0)  # ten ticks since 11.0: a zone behind
+    assert known.ticks_per_s("z1") == 10.0
+    known.heard("z1", at_tick("b", 5), 13.0)  # a standby took over: its own count
+    assert known.ticks_per_s("z1") is None
+    known.heard("z1", None, 14.0)
+    known.heard("z1", at_tick("b", 40), 15.0)  # run again after a release
+    assert known.ticks_per_s("z1") is None

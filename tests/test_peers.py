@@ -263,3 +263,18 @@ def test_a_long_refusal_still_reaches_the_api_process() -> None:
                                       "news")
     assert news is not None
     assert news.refused == [("z1", "character-1", "session-1", "dead", "x" * 200, 7)]
+
+
+def test_a_roster_fits_in_a_nats_message_whatever_the_games_fields() -> None:
+    """A game may replicate eleven texts of 200 characters: a thousand such players are
+    ~2.5 MB, and one message over NATS's max_payload makes the server close the zone's
+    connection. The reply lists as many as fit, and says how many there are."""
+    fields: dict[str, contract.Value] = {f"f{i}": "x" * 200 for i in range(11)}
+    players = [(f"c{i}", f"u{i}", f"name{i}", 1.0, 2.0, fields) for i in range(1000)]
+    reply = contract.roster_reply(1500, players)
+    assert len(reply) <= contract.ROSTER_MOST_BYTES
+    roster = contract.ROSTERS.decode(reply)
+    assert roster.total == 1500 and 0 < len(roster.players) < 1000
+    assert [p[0] for p in roster.players] == [f"c{i}" for i in range(len(roster.players))]
+    small = contract.ROSTERS.decode(contract.roster_reply(2, players[:2]))
+    assert len(small.players) == 2

@@ -27,7 +27,11 @@ from rules.api import LARGEST, LONGEST_TEXT
 log = logging.getLogger(__name__)
 
 FEED_VERSION = 2
-ROSTER_MOST = 1000  # players a roster lists: ~300 bytes each at most
+ROSTER_MOST = 1000  # players a roster lists at most
+# ...and bytes, far under NATS's max_payload (1 MB by default; a message over it makes the
+# server close the connection, the zone's lease renewals with it): a game's fields may be
+# eleven texts of 200 characters, ~2.5 KB a player.
+ROSTER_MOST_BYTES = 256 * 1024
 
 Text = Annotated[str, msgspec.Meta(max_length=LONGEST_TEXT)]  # ids, names, codes, messages
 Finite = Annotated[float, msgspec.Meta(ge=-LARGEST, le=LARGEST)]  # as the edge; NaN and inf not
@@ -148,6 +152,7 @@ class AccountChanged(_Message, frozen=True, tag="admin.account/1"):
 Admin = Kick | AccountChanged
 
 
+
 class Feed(msgspec.Struct, frozen=True):
     """One tick of a zone's feed: v2's snapshot with exact positions, the zone run's
     epoch and the feed's version (docs/protocol.md, "Zones across processes")."""
@@ -173,6 +178,18 @@ Peer = (JoinRequest | Admitted | JoinRefused | Inputs | News | Held | RosterAske
 
 def encode(message: Peer) -> bytes:
     return _ENCODER.encode(message)
+
+
+def roster_reply(total: int, players: list[tuple[str, str, str, float, float,
+                                                 dict[str, Value]]]) -> bytes:
+    """The encoded Roster of as many of `players` as fit in ROSTER_MOST_BYTES (`total`
+    says how many there are)."""
+    reply = encode(Roster(total, players))
+    while len(reply) > ROSTER_MOST_BYTES:
+        players = players[:len(players) * ROSTER_MOST_BYTES // len(reply)]
+        reply = encode(Roster(total, players))
+    return reply
+
 
 
 # One decoder for each message a process reads.

@@ -248,8 +248,8 @@ class ZoneHost:
                 if asked is None or not message.reply:
                     continue
                 try:
-                    await self._bus.publish_many(message.reply, [contract.encode(
-                        contract.Roster(actor.player_count, actor.roster(contract.ROSTER_MOST)))])
+                    await self._bus.publish_many(message.reply, [contract.roster_reply(
+                        actor.player_count, actor.roster(contract.ROSTER_MOST))])
                 except BusUnavailable:
                     log.warning("zone %s: a roster answer was lost", self.zone_id)
 

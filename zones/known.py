@@ -18,18 +18,25 @@ class KnownZones:
         self._held: dict[str, tuple[Held, float]] = {}  # value, when heard
         self._seen: set[str] = set()
         self._rates: dict[str, float] = {}  # ticks a second, between its last two reports
+        self._since: dict[str, tuple[str, int, float]] = {}  # the report the rate runs from
 
     def heard(self, zone_id: str, value: Held | None, now: float) -> None:
         """The directory's news of `zone_id`: its holder's value, or None once released."""
         self._seen.add(zone_id)
-        last = self._held.pop(zone_id, None)
-        self._rates.pop(zone_id, None)
         if value is None:
+            self._held.pop(zone_id, None)
+            self._rates.pop(zone_id, None)
+            self._since.pop(zone_id, None)
             return
         self._held[zone_id] = (value, now)
-        if last is not None and last[0].owner == value.owner and now > last[1] \
-                and value.tick >= last[0].tick:
-            self._rates[zone_id] = (value.tick - last[0].tick) / (now - last[1])
+        owner, tick, when = self._since.get(zone_id, ("", -1, now))
+        if owner == value.owner and value.tick == tick:
+            return  # the same report again (a watch started anew): no news of the rate
+        if owner == value.owner and value.tick > tick and now > when:
+            self._rates[zone_id] = (value.tick - tick) / (now - when)
+        else:  # a new holder, or a zone run again: its rate starts afresh
+            self._rates.pop(zone_id, None)
+        self._since[zone_id] = (value.owner, value.tick, now)
 
     def ticks_per_s(self, zone_id: str) -> float | None:
         """The ticks `zone_id` ran a second between its holder's last two reports (each

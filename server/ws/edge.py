@@ -190,7 +190,7 @@ class Edge:
         """Close `user_id`'s world sessions (only those playing `character_id`, if given)
         with `code`: the operator console's kick and disable. How many it closed."""
         closing = [s for s in self._sessions if s.user_id == user_id
-                   and (character_id is None or s.character_id == character_id)]
+                   and (character_id is None or s.plays(character_id))]
         for session in closing:
             session.close(code, reason)
         return len(closing)

@@ -125,6 +125,7 @@ class Session:
             inputs=world.inputs)
         self._entered: Entered | None = None
         self._character_id = ""  # of _entered, as zones name it
+        self._joining = ""  # the character of the join in progress, if any
         self._act = _not_joined  # _entered's zone's act (only called once joined)
         self._joins_in, self._joins_out = trio.open_memory_channel[Join | Travel | _Rejoin](
             JOIN_QUEUE)
@@ -156,10 +157,10 @@ class Session:
                      trio.current_time() - began,
                      f": dropped, {outlet.dropped_for}" if outlet.dropped_for else "")
 
-    @property
-    def character_id(self) -> str:
-        """The character it plays, as zones name it; "" while it plays none."""
-        return self._character_id if self._entered is not None else ""
+    def plays(self, character_id: str) -> bool:
+        """Whether it plays the character (as zones name it), or is joining it now."""
+        return character_id != "" and character_id in (
+            self._joining, self._character_id if self._entered is not None else "")
 
     def close(self, code: int, reason: str) -> None:
         self.outlet.close(code, reason)
@@ -307,6 +308,7 @@ class Session:
     # ----------------------------------------------------------------------------------------
 
     async def _join(self, character_id: uuid.UUID, *, quiet: bool) -> None:
+        self._joining = str(character_id)
         try:
             enter = self._world.rejoin if quiet else self._world.enter
             entered = await enter(self.user_id, character_id, self)
@@ -314,6 +316,8 @@ class Session:
             if not quiet:  # an automatic re-join keeps trying without a word
                 self._error(exc.code, exc.message)  # the socket stays open for another join
             return
+        finally:
+            self._joining = ""
         if self._entered is not None and self._entered.character.id != character_id:
             self._leave()  # a session plays one character at a time
         log.info("joined %s with character %s", entered.admission.zone_id, character_id,

@@ -8,7 +8,7 @@ import { api } from "./outpost-client.js";
 const REFRESH_MS = 2000;  // the zone directory's figures change every third of a lease
 const $ = (id) => document.getElementById(id);
 const state = { token: sessionStorage.getItem("console-token"), zone: null, account: null,
-                zones: [], done: [] };
+                zones: [], done: [], refreshing: false };
 window.consoleState = state;  // what the browser test reads
 
 // An error stays until dismissed, or until what failed works again (`from` says what).
@@ -26,15 +26,21 @@ async function guarded(work, from = "") {
     return done;
   } catch (error) {
     if (error.status === 401) signOut("Your session has ended: log in again.");
-    else if (error.status === 403) signOut(`${error.message}. An account becomes an operator ` +
-                                           "with `outpost operator grant <username>` on the server.");
+    else if (error.notOperator) signOut(`${error.message}. An account becomes an operator ` +
+                                        "with `outpost operator grant <username>` on the server.");
     else problem(error.message, from);
     return undefined;
   }
 }
 
-const admin = (path, options = {}) => api(location.origin, `/v1/admin/${path}`,
-                                          { token: state.token, ...options });
+async function admin(path, options = {}) {
+  try {
+    return await api(location.origin, `/v1/admin/${path}`, { token: state.token, ...options });
+  } catch (error) {
+    error.notOperator = error.status === 403 && error.code === "forbidden";
+    throw error;
+  }
+}
 
 function cell(content) {
   const td = document.createElement("td");
@@ -66,8 +72,19 @@ function did(text) {
   }));
 }
 
+// The zones and the roster shown, every REFRESH_MS; the account only when asked (a table
+// rebuilt under the operator's hand would lose the zone chosen to move a character to).
 async function refresh() {
-  if (!state.token) return;
+  if (!state.token || state.refreshing) return;  // one at a time: no older answer last
+  state.refreshing = true;
+  try {
+    await refreshZones();
+  } finally {
+    state.refreshing = false;
+  }
+}
+
+async function refreshZones() {
   const { zones } = await admin("zones");
   state.zones = zones;
   $("zones").tBodies[0].replaceChildren(...zones.map((z) => {
@@ -83,7 +100,6 @@ async function refresh() {
   }));
   $("zones-at").textContent = `as of ${new Date().toLocaleTimeString()}`;
   if (state.zone) await showRoster(state.zone);
-  if (state.account) await showAccount(state.account);
 }
 
 async function showRoster(zone) {
@@ -159,7 +175,9 @@ function signedIn() {
 }
 
 function signOut(why) {
-  state.token = null;
+  Object.assign(state, { token: null, zone: null, account: null });
+  $("roster").hidden = true;
+  $("account").hidden = true;
   sessionStorage.removeItem("console-token");
   $("signin").hidden = false;
   $("desk").hidden = true;
