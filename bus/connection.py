@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CONNECT_RETRY_S = 0.5
+PING_WAIT_S = 0.5  # for one PONG: a live NATS answers in a millisecond, a loaded one in tens
 PUBLISH_TIMEOUT_S = 2.0
 
 
@@ -229,19 +230,30 @@ class Bus:
     async def flush(self, timeout_s: float = 1.0) -> bool:
         """True if NATS answers a ping within `timeout_s`: what was published has reached
         it. Waits out the first connect and a reconnect under way (nats-py reconnects
-        every CONNECT_RETRY_S; its flush() does not wait for that itself)."""
+        every CONNECT_RETRY_S; its flush() does not wait for that itself). A ping sent on
+        a connection that died before nats-py noticed (a server restarted while this
+        process was busy) is never answered: nats-py forgets it as it reconnects. So each
+        ping waits PING_WAIT_S, and another is sent on the new connection. (Before, the
+        first /readyz after a NATS restart could answer 503 although NATS was back.)"""
         with trio.move_on_after(timeout_s):
             await self.connected_once.wait()
             nc = self._nc
             assert nc is not None
-            # Polled: nats-py tells of a reconnect only on its asyncio side.
-            while not nc.is_connected and not nc.is_closed:  # noqa: ASYNC110
-                await trio.sleep(CONNECT_RETRY_S / 10)
-            try:
-                await aio_as_trio(nc.flush)(timeout=timeout_s)
-                return nc.is_connected
-            except (TimeoutError, nats.errors.Error):
-                pass
+            while not nc.is_closed:
+                # Polled: nats-py tells of a reconnect only on its asyncio side.
+                if not nc.is_connected:
+                    await trio.sleep(CONNECT_RETRY_S / 10)
+                    continue
+                try:
+                    await aio_as_trio(nc.flush)(timeout=PING_WAIT_S)
+                except (TimeoutError, nats.errors.Error):
+                    await trio.sleep(CONNECT_RETRY_S / 10)
+                    continue
+                if nc.is_connected:
+                    return True
+                # Not connected after all: nats-py's flush() returns at once, without a
+                # ping, once its read loop has ended (the server went away), and only then
+                # does it start to reconnect. Wait for that, and ask again.
         return False
 
     @asynccontextmanager

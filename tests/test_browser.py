@@ -143,20 +143,26 @@ async def test_the_console_kicks_rescues_and_disables(settings: Settings, tmp_pa
     assert done[0].startswith("disabled web_"), done
 
 
+async def client_scenario(settings: Settings, tmp_path: Path, name: str) -> Any:
+    """tests/browser_client.py's scenario `name` (outpost-client.js on sockets it scripts)
+    in a page of `outpost dev`; what it found."""
+    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"))
+    async with started(tmp_path, "dev", env=env) as dev:
+        with trio.fail_after(60):
+            done = await trio.run_process(
+                [sys.executable, "-m", "tests.browser_client", name, dev.url],
+                capture_stdout=True, capture_stderr=True, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return orjson.loads(done.stdout)
+
+
 async def test_the_client_module_recovers_from_snapshots_it_cannot_apply(
     settings: Settings, tmp_path: Path
 ) -> None:
     """outpost-client.js (docs/client.md, `resync`): a delta against a tick it does not
     hold, an update of a player it never saw, bytes that do not decode: it asks for a
     complete snapshot once, drops deltas until it comes, and carries on from it."""
-    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"))
-    async with started(tmp_path, "dev", env=env) as dev:
-        with trio.fail_after(60):
-            done = await trio.run_process(
-                [sys.executable, "-m", "tests.browser_client", "resync", dev.url],
-                capture_stdout=True, capture_stderr=True, check=False)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    found = orjson.loads(done.stdout)
+    found = await client_scenario(settings, tmp_path, "resync")
     assert found["seen"] == {"followed": 1.5, "waiting": 1.5, "resynced": 10.0, "last": 12.0}
     assert found["sent"] == [{"type": "resync"}, {"type": "resync"}], found
     first, second, third = found["resyncs"]
@@ -171,14 +177,7 @@ async def test_the_client_module_reconnects_only_when_it_is_worth_it(
     joined; a zone_unavailable that persists does too; 1000, 4001, 4008, 4009, 4010 and 4011
     never; an unreachable server is tried with backoff doubling to its ceiling, then given
     up; an upgrade refused to a token the server refuses is final (4001)."""
-    env = process_env(settings, OUTPOST_DATA_DIR=str(tmp_path / "data"))
-    async with started(tmp_path, "dev", env=env) as dev:
-        with trio.fail_after(60):
-            done = await trio.run_process(
-                [sys.executable, "-m", "tests.browser_client", "closes", dev.url],
-                capture_stdout=True, capture_stderr=True, check=False)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    found = orjson.loads(done.stdout)
+    found = await client_scenario(settings, tmp_path, "closes")
     words = {1000: "The connection was closed.", 4001: "Your session has expired: log in again.",
              4009: "This character was taken over by another session.",
              4010: "An operator removed you from the game.",

@@ -9,6 +9,14 @@ import { OutpostClient, api } from "./outpost-client.js";
 import * as play from "./play.js";
 
 const $ = (id) => document.getElementById(id);
+
+// An element holding `text` (never markup: what the server says is shown as text).
+function el(tag, text, className = "") {
+  const made = document.createElement(tag);
+  made.textContent = text;
+  if (className) made.className = className;
+  return made;
+}
 const state = {
   token: sessionStorage.getItem("token"), client: null, me: null,
   map: { bounds: [-1000, -1000, 1000, 1000], view_radius: 0, walls: [], spawns: [] },
@@ -40,21 +48,16 @@ function resolve(key) {
 
 function renderProblems() {
   $("problems").replaceChildren(...state.problems.map((p) => {
-    const item = document.createElement("li");
-    const text = document.createElement("span");
-    text.className = "text";
-    text.textContent = p.text;
-    const dismiss = document.createElement("button");
-    dismiss.className = "dismiss";
+    const dismiss = el("button", "×", "dismiss");
     dismiss.type = "button";
     dismiss.title = "Dismiss";
     dismiss.setAttribute("aria-label", "Dismiss");
-    dismiss.textContent = "×";
     dismiss.addEventListener("click", () => {
       state.problems = state.problems.filter((q) => q.id !== p.id);
       renderProblems();
     });
-    item.append(text, dismiss);
+    const item = el("li", "");
+    item.append(el("span", p.text, "text"), dismiss);
     return item;
   }));
 }
@@ -102,9 +105,8 @@ async function listCharacters({ waitForOne = false } = {}) {
   }
   $("characters-waiting").hidden = true;
   $("character-list").replaceChildren(...characters.map((c) => {
-    const item = document.createElement("li");
-    const playButton = document.createElement("button");
-    playButton.textContent = "Play";
+    const item = el("li", "");
+    const playButton = el("button", "Play");
     playButton.dataset.character = c.id;
     playButton.addEventListener("click", () => guarded(() => enter(c), "join"));
     item.append(`${c.name} (${c.class}, ${c.zone_id}) `, playButton);
@@ -264,14 +266,9 @@ function feed(entry) {
 
 function renderFeed() {
   $("killfeed").replaceChildren(...state.killFeed.slice().reverse().map((k) => {
-    const item = document.createElement("li");
-    const killer = document.createElement("span");
-    killer.className = "killer";
-    killer.textContent = k.killerName;
-    const victim = document.createElement("span");
-    victim.className = "victim";
-    victim.textContent = k.victimName;
-    item.append(killer, ` killed `, victim, ` (${k.weapon})`);
+    const item = el("li", "");
+    item.append(el("span", k.killerName, "killer"), " killed ",
+                el("span", k.victimName, "victim"), ` (${k.weapon})`);
     return item;
   }));
 }
@@ -347,8 +344,7 @@ async function zones() {
   const { zones: listed } = await api(location.origin, "/v1/world/zones");
   state.zoneRefreshes += 1;
   $("zones").replaceChildren(...listed.filter((z) => z.up && z.zone !== state.client.zone).map((z) => {
-    const go = document.createElement("button");
-    go.textContent = `${z.zone} (${z.players})`;
+    const go = el("button", `${z.zone} (${z.players})`);
     go.addEventListener("click", () => state.client.travel(z.zone));
     return go;
   }));
