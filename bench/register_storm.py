@@ -3,7 +3,9 @@
 Registers N new users with a given concurrency against a live server and, for
 each, polls GET /v1/me from its 201 until all four parts (player, progression,
 buildings, active character) are there. Reports registrations/s, the register
-latency, and the time from 201 to fully provisioned (p50, p95, p99, max).
+latency, and the time from 201 to fully provisioned (p50, p95, p99, max); and, on a
+connection of its own, the latency of GET /healthz asked every 50 ms during the storm:
+hashing runs in worker threads, and must never hold the event loop that serves the rest.
 
     python bench/register_storm.py --url http://127.0.0.1:8000 -n 1000 -c 32
 
@@ -22,6 +24,8 @@ import trio
 
 from bench.report import distribution, emit, progress
 
+PROBE_S = 0.05
+
 
 def fully_provisioned(me: dict[str, object]) -> bool:
     buildings = me.get("buildings")
@@ -37,6 +41,7 @@ class Storm:
         self.provision_s: list[float] = []
         self.errors: dict[str, int] = {}
         self.unprovisioned = 0
+        self.healthz_s: list[float] = []
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -79,6 +84,18 @@ class Storm:
                 interval = min(interval * 1.5, self.args.max_poll_ms / 1000)
         self.unprovisioned += 1
 
+    async def probe(self) -> None:
+        """GET /healthz every PROBE_S on a connection of its own, until cancelled."""
+        async with httpx.AsyncClient(base_url=self.args.url, timeout=30) as http:
+            while True:
+                started = time.perf_counter()
+                response = await http.get("/healthz")
+                if response.status_code == 200:
+                    self.healthz_s.append(time.perf_counter() - started)
+                else:
+                    self.error(f"healthz {response.status_code}")
+                await trio.sleep(PROBE_S)
+
     async def report_progress(self) -> None:
         while True:
             progress(f"registered {len(self.register_s)}/{self.args.n}, "
@@ -93,6 +110,7 @@ async def run(args: argparse.Namespace) -> None:
         limit = trio.CapacityLimiter(args.concurrency)
         async with trio.open_nursery() as outer:
             outer.start_soon(storm.report_progress)
+            outer.start_soon(storm.probe)
             started = time.perf_counter()
             async with trio.open_nursery() as pollers:
                 async with trio.open_nursery() as registrations:
@@ -109,6 +127,7 @@ async def run(args: argparse.Namespace) -> None:
         "registrations_per_s": round(len(storm.register_s) / storm_s, 1),
         "register_latency": distribution(storm.register_s),
         "register_to_provisioned": distribution(storm.provision_s),
+        "healthz_during": distribution(storm.healthz_s),
     }, as_json=args.json)
 
 

@@ -51,9 +51,12 @@ class Settings:
     redis_timeout_s: float = 0.25
     # A Postgres statement or pool acquire that takes longer answers 503.
     db_timeout_s: float = 5.0
-    # Argon2id cost. The defaults are argon2-cffi's (RFC 9106 low-memory profile).
-    argon2_time_cost: int = 3
-    argon2_memory_kib: int = 65536
+    # Argon2id cost (parallelism 1): OWASP's recommendation (Password Storage Cheat Sheet:
+    # 19 MiB, 2 iterations). Measured here, 23 ms of one core a hash: ~43 registrations or
+    # logins a core-second (docs/operations.md, "Password hashing"). argon2-cffi's own
+    # default (RFC 9106's low-memory profile, 64 MiB, 3) costs 169 ms: 6 a core-second.
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
     # In a window, per api process: login attempts per client address, and failed logins
     # per account (by username or email alike) from one address and from all.
     login_failures_per_account_and_address: int = 10

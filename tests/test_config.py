@@ -214,7 +214,7 @@ def test_defaults() -> None:
     assert settings.http_body_timeout_s == 10.0
     assert settings.redis_timeout_s == 0.25
     assert settings.db_timeout_s == 5.0
-    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (3, 65536)
+    assert (settings.argon2_time_cost, settings.argon2_memory_kib) == (2, 19456)
     assert (settings.login_failures_per_account_and_address,
             settings.login_failures_per_account, settings.login_rate_per_address) == (10, 100, 50)
     assert settings.login_rate_window_s == 60.0
