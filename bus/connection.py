@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from nats.js.errors import NotFoundError
 from trio_asyncio import aio_as_trio
 
 from bus.subjects import StreamSpec
+from persistence.errors import Refusal, Refused, refusal_of_tls
 from persistence.outbox import OutboxEvent
 
 log = logging.getLogger(__name__)
@@ -126,30 +128,31 @@ class PullConsumer:
 
 
 class Bus:
-    def __init__(self, url: str, *, name: str, replicas: int = 1) -> None:
+    def __init__(self, url: str, *, name: str, replicas: int = 1,
+                 tls: ssl.SSLContext | None = None, creds_file: str = "") -> None:
         self._servers = url.split(",")  # a cluster's servers: any of them will do
         self._name = name
         self.replicas = replicas  # of every stream and key-value bucket it creates
+        # Credentials in the URL (user:password@, token@) are nats-py's to read; a
+        # credentials file (a user JWT and its nkey seed) and a TLS context are given apart.
+        self._tls = tls
+        self._creds_file = creds_file
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self.connected_once = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[Bus] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, and report ready once connected or once a first attempt found NATS not
+        reachable (the process starts without it). Refused, before or after reporting
+        ready, if NATS turns the credentials or TLS away."""
         nc = NatsClient()
         self._nc = nc
-        task_status.started(self)
+        tried = trio.Event()
         try:
-            while not nc.is_connected:
-                try:
-                    await aio_as_trio(nc.connect)(
-                        servers=self._servers, name=self._name, connect_timeout=2,
-                        allow_reconnect=True, max_reconnect_attempts=-1,
-                        reconnect_time_wait=CONNECT_RETRY_S,
-                        error_cb=_log_error, disconnected_cb=_log_disconnect,
-                    )
-                except (TimeoutError, nats.errors.Error, OSError) as exc:
-                    log.warning("nats not reachable yet: %r", exc)
-                    await trio.sleep(CONNECT_RETRY_S)
+            async with trio.open_nursery() as connecting:
+                connecting.start_soon(self._connect, nc, tried)
+                await tried.wait()
+                task_status.started(self)
             self._js = nc.jetstream()
             self.connected_once.set()
             await trio.sleep_forever()
@@ -166,6 +169,40 @@ class Bus:
                         await aio_as_trio(nc.flush)(timeout=1)
                 if not nc.is_closed:
                     await aio_as_trio(nc.close)()
+
+    async def _connect(self, nc: NatsClient, tried: trio.Event) -> None:
+        failures = 0
+
+        async def on_error(exc: Exception) -> None:
+            nonlocal failures
+            if self.connected_once.is_set():
+                log.warning("nats: %r", exc)
+                return
+            refusal = _refusal(exc)
+            if refusal is not None:
+                # Raised out of nats-py's connect(), which calls this from its retry loop.
+                raise Refused("nats", refusal, str(exc)) from None
+            log.warning("nats not reachable yet: %r", exc)
+            # Not at the first failure: under TLS 1.3 a server that refuses the client's
+            # certificate first reads as a connection reset, and says why only after.
+            failures += 1
+            if failures > 1:
+                tried.set()
+
+        while not nc.is_connected:
+            try:
+                await aio_as_trio(nc.connect)(
+                    servers=self._servers, name=self._name, connect_timeout=2,
+                    allow_reconnect=True, max_reconnect_attempts=-1,
+                    reconnect_time_wait=CONNECT_RETRY_S, error_cb=on_error,
+                    disconnected_cb=_log_disconnect, tls=self._tls,
+                    user_credentials=self._creds_file or None,
+                )
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.warning("nats not reachable yet: %r", exc)
+                tried.set()
+                await trio.sleep(CONNECT_RETRY_S)
+        tried.set()
 
     @property
     def connected(self) -> bool:
@@ -349,8 +386,15 @@ async def _publish_all(js: JetStreamContext, events: Sequence[OutboxEvent]) -> l
     return [not isinstance(r, BaseException) for r in results]
 
 
-async def _log_error(exc: Exception) -> None:
-    log.warning("nats: %r", exc)
+def _refusal(exc: Exception) -> Refusal | None:
+    """Whether a failed connect was NATS turning this process away (its credentials: the
+    server says "Authorization Violation", or that they expired or were revoked; or TLS),
+    rather than NATS not being reachable."""
+    if isinstance(exc, nats.errors.AuthorizationError) or (
+            isinstance(exc, nats.errors.Error)
+            and ("authorization" in str(exc).lower() or "authentication" in str(exc).lower())):
+        return "credentials"
+    return refusal_of_tls(exc)
 
 
 async def _log_disconnect() -> None:

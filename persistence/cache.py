@@ -17,12 +17,16 @@ older than a write it missed.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 import trio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from trio_asyncio import aio_as_trio
+
+from persistence.errors import Refused, refusal_of_tls
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +67,9 @@ class CacheMiss:
 
 
 class Cache:
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    def __init__(self, url: str, *, timeout_s: float, ca_file: str = "") -> None:
         self._url = url
+        self._ca_file = ca_file  # for rediss://: the CA that signed the server's certificate
         self._timeout_s = timeout_s
         self._redis: aioredis.Redis | None = None
         self._skip_until = 0.0
@@ -74,11 +79,15 @@ class Cache:
         self.hits = self.misses = self.errors = 0
 
     async def run(self, *, task_status: trio.TaskStatus[Cache] = trio.TASK_STATUS_IGNORED) -> None:
+        # Only for rediss://: a redis:// connection takes no ssl_* argument at all.
+        tls: dict[str, Any] = {"ssl_ca_certs": self._ca_file} if self._ca_file else {}
         self._redis = aioredis.Redis.from_url(
             self._url, socket_timeout=self._timeout_s, socket_connect_timeout=self._timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,)),
+            **tls,
         )
         try:
+            await self._first_ping()
             task_status.started(self)
             while True:
                 await self._retry_now.wait()
@@ -90,6 +99,21 @@ class Cache:
             with trio.move_on_after(2) as scope:
                 scope.shield = True
                 await aio_as_trio(self._redis.aclose)()
+
+    async def _first_ping(self) -> None:
+        """Refused if Redis turns the URL's credentials or TLS away. A Redis that does not
+        answer is only a cache down: the process starts, and reads go to Postgres."""
+        assert self._redis is not None
+        with trio.move_on_after(self._timeout_s):
+            try:
+                await aio_as_trio(self._redis.ping)()
+            except redis.exceptions.AuthenticationError as exc:  # WRONGPASS, NOAUTH
+                raise Refused("redis", "credentials", str(exc)) from None
+            except (aioredis.RedisError, OSError) as exc:
+                refusal = refusal_of_tls(exc)
+                if refusal is not None:
+                    raise Refused("redis", refusal, str(exc)) from None
+                log.warning("redis not reachable at start: %r", exc)
 
     async def _call(self, fn_name: str, *args: object) -> object | None:
         """Run one Redis command; None when Redis fails or is slower than the timeout."""

@@ -31,7 +31,7 @@ import asyncpg
 import trio
 from trio_asyncio import aio_as_trio
 
-from persistence.errors import Unavailable
+from persistence.errors import Refused, Unavailable, refusal_of_tls
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,22 @@ class Postgres:
     async def run(
         self, *, task_status: trio.TaskStatus[Postgres] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Open the pool, report ready, and close it on cancellation."""
-        self._pool = await aio_as_trio(asyncpg.create_pool)(
-            self._url, min_size=1, max_size=self._max_size,
-            timeout=self._timeout_s, command_timeout=self._timeout_s,
-        )
+        """Open the pool, report ready, and close it on cancellation. Refused if the
+        server turns the credentials or TLS of the URL away."""
+        try:
+            self._pool = await aio_as_trio(asyncpg.create_pool)(
+                self._url, min_size=1, max_size=self._max_size,
+                timeout=self._timeout_s, command_timeout=self._timeout_s,
+            )
+        except asyncpg.InvalidAuthorizationSpecificationError as exc:
+            # A wrong password, or no pg_hba.conf line lets this user in from here
+            # (28P01 and 28000): asyncpg's message says which, never the password.
+            raise Refused("postgres", "credentials", str(exc)) from None
+        except (OSError, asyncpg.PostgresError) as exc:
+            refusal = refusal_of_tls(exc)
+            if refusal is None:
+                raise
+            raise Refused("postgres", refusal, str(exc)) from None
         try:
             task_status.started(self)
             await trio.sleep_forever()

@@ -7,6 +7,8 @@ import logging
 import os
 import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -14,11 +16,12 @@ from typing import ParamSpec, TypeVar
 import trio
 import trio_asyncio
 
+from persistence.errors import Refused
 from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres, Work
 from persistence.users import set_operator
 from server import logs
-from server.config import ConfigError, Settings, load_settings
+from server.config import ConfigError, Settings, load_settings, refused
 from server.devstack import DevStack, StackError
 from server.listening import CannotListen
 from server.process import Roles, Running, run_process, steady_gc, until_signalled
@@ -47,20 +50,35 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+@contextmanager
+def _refusals_named(settings: Settings) -> Iterator[None]:
+    """A service that turns this process away (its credentials, its TLS) stops it as a bad
+    setting does: one line naming the variable, exit status 2."""
+    try:
+        yield
+    except (Refused, BaseExceptionGroup) as exc:
+        refusal = _within(exc, Refused)
+        if refusal is None:
+            raise
+        raise refused(settings, refusal) from None
+
+
 async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
     logs.configure(role=roles.role, form=settings.log_format, level=_log_level())
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(until_signalled, shutdown)
-        running = await nursery.start(partial(run_process, settings, roles=roles,
-                                              shutdown=shutdown))
-        steady_gc()
-        where = (f"HTTP {running.http_url}" if running.http_url
-                 else f"{_doing(roles, running)}; metrics {running.metrics_url}")
-        log.info("up: %s", where)
-        print(f"outpost: {where}{banner}", flush=True)
-        await shutdown.wait()
-        # until_signalled has returned; run_process finishes its graceful shutdown itself.
+    with _refusals_named(settings):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_signalled, shutdown)
+            running = await nursery.start(partial(run_process, settings, roles=roles,
+                                                  shutdown=shutdown))
+            steady_gc()
+            where = (f"HTTP {running.http_url}" if running.http_url
+                     else f"{_doing(roles, running)}; metrics {running.metrics_url}")
+            log.info("up: %s", where)
+            # Redacted as log lines are: a URL in the banner may hold a password.
+            print(logs.redact(f"outpost: {where}{banner}"), flush=True)
+            await shutdown.wait()
+            # until_signalled has returned; run_process finishes its graceful shutdown itself.
 
 
 def _doing(roles: Roles, running: Running) -> str:
@@ -154,12 +172,13 @@ def _on_postgres(settings: Settings, work: Work[P, T], *args: P.args, **kwargs: 
     """Run `work(conn, *args)` in one transaction of DATABASE_URL's, then disconnect."""
 
     async def transact() -> T:
-        async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
-            pg: Postgres = await nursery.start(Postgres(settings.database_url,
-                                                        timeout_s=settings.db_timeout_s).run)
-            done = await pg.transact(work, *args, **kwargs)
-            nursery.cancel_scope.cancel()
-            return done
+        with _refusals_named(settings):
+            async with trio_asyncio.open_loop(), trio.open_nursery() as nursery:
+                pg: Postgres = await nursery.start(Postgres(
+                    settings.database_url, timeout_s=settings.db_timeout_s).run)
+                done = await pg.transact(work, *args, **kwargs)
+                nursery.cancel_scope.cancel()
+                return done
 
     return trio.run(transact)
 
@@ -218,27 +237,30 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(role=args.command, form="text", level=_log_level())
     try:
         return int(args.run(args))
-    except ConfigError as exc:
-        print(f"outpost: configuration error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # its value may be a URL with a password in it
+        print(logs.redact(f"outpost: configuration error: {exc}"), file=sys.stderr)
         return 2
     except StackError as exc:
         print(f"outpost: {exc}", file=sys.stderr)
         return 1
     except (CannotListen, BaseExceptionGroup) as exc:  # raised in a task: within a group
-        cannot = _cannot_listen(exc)
+        cannot = _within(exc, CannotListen)
         if cannot is None:
             raise
         print(f"outpost: {cannot}", file=sys.stderr)
         return 2
 
 
-def _cannot_listen(exc: BaseException) -> CannotListen | None:
-    """The CannotListen that `exc` is or holds (in groups, however nested), if any."""
-    if isinstance(exc, CannotListen):
+E = TypeVar("E", bound=BaseException)
+
+
+def _within(exc: BaseException, kind: type[E]) -> E | None:
+    """The `kind` that `exc` is or holds (in groups, however nested), if any."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _cannot_listen(inner)
+            found = _within(inner, kind)
             if found is not None:
                 return found
     return None

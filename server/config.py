@@ -7,10 +7,13 @@ operator never has to guess which of twenty knobs was wrong.
 from __future__ import annotations
 
 import math
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
+from persistence.errors import Refused
 from rules.loading import load
 from rules.shooter.map import read_map
 
@@ -101,6 +104,15 @@ class Settings:
     # Copies JetStream keeps of each stream and of the zone directory: 1, or 3 (or 5) on a
     # cluster of at least as many servers, which then survive the loss of one (or two).
     nats_replicas: int = 1
+    # Service credentials beyond their URLs' (docs/operations.md, "Service credentials"):
+    # a NATS credentials file (a user JWT and its nkey seed); the CA that signed the NATS
+    # server's certificate and a client certificate and key, for NATS's TLS; the CA of a
+    # rediss:// server. "": none (TLS then trusts the system's CAs).
+    nats_creds: str = ""
+    nats_tls_ca: str = ""
+    nats_tls_cert: str = ""
+    nats_tls_key: str = ""
+    redis_tls_ca: str = ""
 
     @property
     def zones(self) -> tuple[str, ...]:
@@ -200,6 +212,74 @@ def _map_file(raw: str) -> str:
     return raw
 
 
+def _readable(raw: str) -> str:
+    """A file this process can read (a credential or a certificate): checked at start,
+    rather than at a connect that would only retry."""
+    try:
+        Path(raw).open("rb").close()
+    except OSError as exc:
+        raise ValueError(f"cannot be read: {exc.strerror}") from None
+    return raw
+
+
+def _ca_file(raw: str) -> str:
+    """PEM certificates to trust."""
+    try:
+        ssl.create_default_context(cafile=_readable(raw))
+    except ssl.SSLError as exc:
+        raise ValueError(f"holds no PEM certificate ({exc.reason})") from None
+    return raw
+
+
+def nats_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for NATS, when a TLS setting is given (else nats-py's: a tls:// URL,
+    or a server that demands TLS, is then verified against the system's CAs)."""
+    if not (settings.nats_tls_ca or settings.nats_tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=settings.nats_tls_ca or None)
+    if settings.nats_tls_cert:
+        context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key)
+    return context
+
+
+def _check_together(settings: Settings) -> None:
+    """What no one variable can tell alone."""
+    if bool(settings.nats_tls_cert) != bool(settings.nats_tls_key):
+        given, missing = (("NATS_TLS_CERT", "NATS_TLS_KEY") if settings.nats_tls_cert
+                          else ("NATS_TLS_KEY", "NATS_TLS_CERT"))
+        raise ConfigError(f"{missing} is not set: {given} needs it (a client certificate "
+                          "and its key)")
+    try:
+        nats_tls(settings)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"NATS_TLS_KEY={settings.nats_tls_key!r} is invalid: not the key "
+                          f"of NATS_TLS_CERT ({exc.reason})") from None
+    if settings.redis_tls_ca and not settings.redis_url.startswith("rediss://"):
+        raise ConfigError("REDIS_TLS_CA is set, but REDIS_URL is not rediss:// (TLS)")
+
+
+def refused(settings: Settings, exc: Refused) -> ConfigError:
+    """A service's refusal (persistence/errors.py) as the setting an operator must fix."""
+    variable = {
+        ("postgres", "credentials"): "DATABASE_URL",  # its password, user, sslmode: the URL
+        ("postgres", "certificate"): "DATABASE_URL",  # sslrootcert=
+        ("postgres", "tls"): "DATABASE_URL",
+        ("redis", "credentials"): "REDIS_URL",
+        ("redis", "certificate"): "REDIS_TLS_CA",
+        ("redis", "tls"): "REDIS_URL",
+        ("nats", "credentials"): "NATS_CREDS" if settings.nats_creds else "NATS_URL",
+        ("nats", "certificate"): "NATS_TLS_CA",
+        ("nats", "tls"): "NATS_TLS_CERT",
+    }[exc.service, exc.what]
+    what = {"credentials": "refused the credentials",
+            "certificate": "has a certificate this process does not trust",
+            "tls": "refused TLS"}[exc.what]
+    return ConfigError(f"{variable}: {_SERVICE_NAMES[exc.service]} {what}: {exc.detail}")
+
+
+_SERVICE_NAMES = {"postgres": "Postgres", "redis": "Redis", "nats": "NATS"}
+
+
 def _nonempty(raw: str) -> str:
     if not raw.strip():
         raise ValueError("must not be empty")
@@ -258,6 +338,11 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
                                     _whole(0, 1_000_000, "a number of connections")),
     "WORLD_ZONES": ("world_zones", _origins),
     "ZONE_LEASE": ("zone_lease_s", _positive(float)),
+    "NATS_CREDS": ("nats_creds", _readable),
+    "NATS_TLS_CA": ("nats_tls_ca", _ca_file),
+    "NATS_TLS_CERT": ("nats_tls_cert", _readable),
+    "NATS_TLS_KEY": ("nats_tls_key", _readable),
+    "REDIS_TLS_CA": ("redis_tls_ca", _ca_file),
 }
 
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
@@ -290,5 +375,7 @@ def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
-    return Settings(**values)  # type: ignore[arg-type]  # each parser makes its field's type
+    settings = Settings(**values)  # type: ignore[arg-type]  # each parser makes its field's type
+    _check_together(settings)
+    return settings
 

