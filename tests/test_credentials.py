@@ -67,15 +67,16 @@ def nats_tls_env(g: Guarded, token: str = TOKEN) -> dict[str, str]:
             "NATS_TLS_KEY": str(g.certs.client_key)}
 
 
-async def refused(env: dict[str, str]) -> str:
+async def refused(env: dict[str, str], *, may_start: bool = False) -> str:
     """Run `outpost api` to its end; the one line it wrote besides its log lines (JSON: the
-    migrations it applied, say), having checked how it ended."""
+    migrations it applied, say), having checked how it ended. `may_start`: its start line
+    may come first (a refusal that comes a moment after the connection seemed made)."""
     with trio.fail_after(REFUSED_WITHIN_S):
         done = await trio.run_process([sys.executable, "-m", "server.cli", "api"], env=env,
                                       capture_stdout=True, capture_stderr=True, check=False)
     out, err = done.stdout.decode(), done.stderr.decode()
     assert done.returncode == 2, (done.returncode, out, err)
-    assert out == "", out  # no start line: it never served
+    assert out == "" or (may_start and out.startswith("outpost: HTTP ")), (out, err)
     said = [line for line in err.splitlines() if not line.startswith("{")]
     assert len(said) == 1 and "Traceback" not in err, err
     assert PASSWORD not in err and TOKEN not in err, err
@@ -110,13 +111,18 @@ REFUSALS: dict[str, tuple[Callable[[Guarded], dict[str, str]], str]] = {
         lambda g: {"NATS_URL": nats_tls_env(g)["NATS_URL"], "NATS_TLS_CA": str(g.certs.ca)},
         "NATS_TLS_CERT: NATS refused TLS"),
 }
+# Under TLS 1.3 a server that requires a client certificate says so after the handshake,
+# and nats-py's first round trip may be answered before the alert arrives (about one run
+# in three here): the process may have printed its start line when the refusal stops it.
+REFUSED_AFTER_A_START = {"nats: no client certificate"}
 
 
 @pytest.mark.parametrize("case", REFUSALS)
 async def test_a_process_is_refused_at_start(case: str, guarded_servers: Guarded,
                                              settings: Settings) -> None:
     overrides, expected = REFUSALS[case]
-    line = await refused(process_env(settings, **overrides(guarded_servers)))
+    line = await refused(process_env(settings, **overrides(guarded_servers)),
+                         may_start=case in REFUSED_AFTER_A_START)
     assert line.startswith(f"outpost: configuration error: {expected}"), line
 
 
