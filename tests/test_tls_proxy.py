@@ -16,6 +16,7 @@ import dataclasses
 import shutil
 import socket
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +31,7 @@ import trustme
 from server.config import Settings
 from server.process import Roles, Running
 from server.proxy import UNTRUSTED, networks
-from tests.helpers import bearer, eventually, metric, running_process, unique_name
+from tests.helpers import Lines, bearer, eventually, metric, running_process, unique_name
 from tests.world import WORLD_PATH, connect, joined, new_player, snapshot_with
 
 CONFIG = Path(__file__).parent.parent / "docs" / "haproxy.cfg"
@@ -143,7 +144,7 @@ async def test_a_plain_client_gets_no_answer_in_clear(settings: Settings, nurser
 
 
 async def test_the_login_limit_counts_each_client_not_the_proxy(
-    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path, lines: Lines
 ) -> None:
     limit = 3
     async with (proxied(settings, nursery, tmp_path, login_rate_per_address=limit) as proxy,
@@ -159,10 +160,24 @@ async def test_the_login_limit_counts_each_client_not_the_proxy(
         assert [await attempt(a, **forged) for _ in range(limit + 1)] == [401] * limit + [429]
         assert await attempt(b) == 401  # B's own attempts are its own
         assert await attempt(a) == 429
+        # And the request lines name each client, not the proxy nor what A claimed (each
+        # is written once its answer is sent: the last may come after the answer).
+        async def logged() -> Counter[tuple[str, str | None]]:
+            return Counter((line["message"].split(" in ")[0], line.get("client"))
+                           for line in lines.lines
+                           if line["message"].startswith("POST /v1/auth/login"))
+
+        async def all_logged() -> bool:
+            return (await logged()).total() == limit + 3
+
+        await eventually(all_logged, "every login's request line")
+        assert await logged() == {("POST /v1/auth/login 401", CLIENT_A): limit,
+                                  ("POST /v1/auth/login 429", CLIENT_A): 2,
+                                  ("POST /v1/auth/login 401", CLIENT_B): 1}
 
 
 async def test_the_connection_cap_counts_each_client_not_the_proxy(
-    settings: Settings, nursery: trio.Nursery, tmp_path: Path
+    settings: Settings, nursery: trio.Nursery, tmp_path: Path, lines: Lines
 ) -> None:
     async with proxied(settings, nursery, tmp_path, max_connections_per_address=1) as proxy:
         async with proxy.client(CLIENT_C) as setup:
@@ -185,6 +200,12 @@ async def test_the_connection_cap_counts_each_client_not_the_proxy(
                 assert refused.status_code == 429, refused.text
                 assert refused.json()["error"]["code"] == "rate_limited"
                 assert (await b.get("/healthz")).status_code == 200
+
+            async def opened() -> list[str | None]:  # the session's line, naming A
+                return [line.get("client") for line in lines.lines if line["message"]
+                        .startswith(f"world session of user {me['user_id']} opened")]
+
+            assert await eventually(opened, "the world session's first line") == [CLIENT_A]
 
 
 async def test_a_forged_proxy_header_from_an_untrusted_peer_is_bad_http(
