@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make dev` and `make test`.
-.PHONY: dev zone test lint clean browser netns
+.PHONY: dev zone test lint clean browser netns haproxy
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -46,7 +46,11 @@ browser:
 netns:
 	$(call system_package,ip,iproute2,the partition scenario will be skipped)
 
-test: $(STAMP) browser netns  ## lint and type-check, then the whole suite against real services it starts itself
+# The TLS proxy test runs Debian's haproxy in front of an api, with docs/haproxy.cfg.
+haproxy:
+	$(call system_package,haproxy,haproxy,the TLS proxy tests will be skipped)
+
+test: $(STAMP) browser netns haproxy  ## lint and type-check, then the whole suite against real services it starts itself
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

@@ -73,7 +73,9 @@ async def _serve(settings: Settings, roles: Roles, banner: str = "") -> None:
                                                   shutdown=shutdown))
             steady_gc()
             where = (f"HTTP {running.http_url}" if running.http_url
-                     else f"{_doing(roles, running)}; metrics {running.metrics_url}")
+                     else _doing(roles, running))
+            if settings.metrics_port is not None or not running.http_url:  # a port of its own
+                where += f"; metrics {running.metrics_url}"
             log.info("up: %s", where)
             # Redacted as log lines are: a URL in the banner may hold a password.
             print(logs.redact(f"outpost: {where}{banner}"), flush=True)

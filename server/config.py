@@ -16,6 +16,7 @@ from typing import TypeVar
 from persistence.errors import Refused
 from rules.loading import load
 from rules.shooter.map import read_map
+from server.proxy import Network, networks
 
 Number = TypeVar("Number", int, float)
 
@@ -43,8 +44,9 @@ class Settings:
     max_characters_per_user: int = 10
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    # Where a process without the API (zone, provisioner) serves /metrics; 0: any free port.
-    metrics_port: int = 0
+    # Where /metrics is served: a process without the API (zone, provisioner) on this
+    # port (unset: any free one); the API on its own port unless this is set.
+    metrics_port: int | None = None
     # Log lines as JSON (one object a line) or text; `outpost dev` defaults to text.
     log_format: str = "json"
     max_body_bytes: int = 16 * 1024
@@ -94,8 +96,11 @@ class Settings:
     # stops would be sent seconds of snapshots before it counts as behind.
     world_send_buffer_bytes: int = 256 * 1024
     # Connections open at once to the API port from one client address (HTTP and world
-    # alike); 0: no cap (behind a proxy, every client has the proxy's address).
+    # alike; behind a trusted proxy, the address its PROXY header names); 0: no cap.
     max_connections_per_address: int = 256
+    # Peers whose connections must start with a PROXY protocol header naming the client
+    # (server/proxy.py): the proxies in front of the API port. Nobody by default.
+    trusted_proxies: tuple[Network, ...] = ()
     # Zones listed by GET /v1/world/zones even while down (running ones are found in the
     # zone directory), and the lease a zone process holds there: a standby takes over
     # after it.
@@ -336,6 +341,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "WORLD_SEND_BUFFER": ("world_send_buffer_bytes", _whole(0, 64 << 20, "a number of bytes")),
     "MAX_CONNECTIONS_PER_ADDRESS": ("max_connections_per_address",
                                     _whole(0, 1_000_000, "a number of connections")),
+    "TRUSTED_PROXIES": ("trusted_proxies", networks),
     "WORLD_ZONES": ("world_zones", _origins),
     "ZONE_LEASE": ("zone_lease_s", _positive(float)),
     "NATS_CREDS": ("nats_creds", _readable),

@@ -6,8 +6,9 @@ request, the session and the zone's tasks set for themselves (a line may also na
 them in `extra`, which wins). No line may hold a secret: whatever a message or a
 traceback carries, JWTs, bearer credentials, `token=` query values, password
 fields, and the password (or NATS token) in a service's URL are replaced by a marker
-before the line is written. Nor personal data: lines
-name events and users by their ids, and as a net under that, an email address, or the
+before the line is written. Nor personal data: lines name events and users by their ids
+(and a connection's lines its client's address, the one thing that tells an abuser
+apart), and as a net under that, an email address, or the
 values in a Postgres error's `Key (...)=(...)` detail (a unique violation names the
 username or email it found), are replaced too.
 """
@@ -26,6 +27,8 @@ from zones.context import ZONE
 
 REQUEST: ContextVar[str | None] = ContextVar("request", default=None)
 SESSION: ContextVar[str | None] = ContextVar("session", default=None)
+# The client's address on the API port (behind a trusted proxy, the one it names).
+CLIENT: ContextVar[str | None] = ContextVar("client", default=None)
 FORMATS = ("json", "text")
 REDACTED = "[redacted]"
 
@@ -58,7 +61,8 @@ def redact(text: str) -> str:
 
 def _context(record: logging.LogRecord) -> dict[str, str]:
     found = {}
-    for key, var in (("zone", ZONE), ("request", REQUEST), ("session", SESSION)):
+    for key, var in (("zone", ZONE), ("request", REQUEST), ("session", SESSION),
+                     ("client", CLIENT)):
         value = getattr(record, key, None) or var.get()
         if value:
             found[key] = str(value)

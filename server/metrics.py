@@ -180,6 +180,9 @@ class _Collector(Collector):
         for cap, count in sorted(wire.refused.items()):
             refused.add_metric([cap], count)
         yield refused
+        yield CounterMetricFamily("outpost_proxy_headers_refused", "Connections from a "
+                                  "TRUSTED_PROXIES peer closed for want of a valid PROXY "
+                                  "protocol header (each logged).", value=wire.proxy_refused)
 
     def _outbox(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         relay = self._relay

@@ -14,6 +14,7 @@ import asyncio
 import gc
 import logging
 import signal
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -86,10 +87,13 @@ async def run_process(
 ) -> None:
     """Run `roles` until `shutdown` is set; report when ready (and where HTTP listens)."""
     # First of all, before services and zones start (and a lease is taken) only to stop.
+    # The API serves /metrics on its own port unless METRICS_PORT asks for another one.
     listener = (listen(settings.http_host, settings.http_port, "HTTP_PORT") if roles.http
-                else listen(settings.http_host, settings.metrics_port, "METRICS_PORT"))
-    # (Closed at the end, however the process ends; the edge closes it as it stops.)
-    with listener:
+                else None)
+    metrics_listener = (listen(settings.http_host, settings.metrics_port or 0, "METRICS_PORT")
+                        if not roles.http or settings.metrics_port is not None else None)
+    # (Closed at the end, however the process ends; the servers close them as they stop.)
+    with listener or nullcontext(), metrics_listener or nullcontext():
         async with trio_asyncio.open_loop() as loop, trio.open_nursery() as backends:
             loop.set_exception_handler(_log_leftover)
             services = await start_services(backends, settings, name=roles.name)
@@ -108,18 +112,20 @@ async def run_process(
                     kills = await workers.start(KillConsumers(services.pg, services.bus).run)
                     metrics.consumers = [*provisioner.workers, *kills.workers]
                 async with trio.open_nursery() as edge:
-                    if roles.http:
+                    url = None
+                    if listener is not None:
+                        app = create_app(services, metrics,
+                                         serves_metrics=metrics_listener is None)
                         url = await edge.start(partial(
-                            Edge(create_app(services, metrics), _hypercorn_config(settings),
-                                 settings, services.world, services.tokens, services.access,
-                                 metrics.wire).serve,
+                            Edge(app, _hypercorn_config(settings), settings, services.world,
+                                 services.tokens, services.access, metrics.wire).serve,
                             listener, shutdown=shutdown))
-                        running = Running(url, url + "/metrics", services, metrics, hosts)
-                    else:
+                    if metrics_listener is not None:
                         metrics_url = await edge.start(partial(
-                            serve_metrics, metrics, listener, shutdown=shutdown))
-                        running = Running(None, metrics_url, services, metrics, hosts)
-                    task_status.started(running)
+                            serve_metrics, metrics, metrics_listener, shutdown=shutdown))
+                    else:
+                        metrics_url = f"{url}/metrics"
+                    task_status.started(Running(url, metrics_url, services, metrics, hosts))
                     await shutdown.wait()
                 # The edge has returned: no request is in flight and every world session has
                 # ended (its character left its zone). Workers finish what they hold (a zone

@@ -8,6 +8,7 @@ restart the session's servers and always restart them in `finally`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import trio
 from server.config import Settings, load_settings
 from server.devstack import DevStack
 from server.process import Roles, Running
-from tests.helpers import running_process
+from tests.helpers import Lines, running_process
 
 # Cheap hashing keeps the suite fast; production cost is argon2-cffi's default. Every test
 # registers its users and connects from 127.0.0.1: registration limits and the cap on
@@ -71,3 +72,15 @@ async def api(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Runnin
 async def client(api: Running) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
         yield http
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler = Lines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(level)

@@ -4,6 +4,7 @@ error check, bounded polling, and raw HTTP/1.1 over a socket for what httpx cann
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -11,12 +12,14 @@ from typing import Any
 
 import h11
 import httpx
+import orjson
 import pytest
 import trio
 import trio_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.config import Settings
+from server.logs import JsonLines
 from server.process import Roles, Running, run_process
 
 STOP_TIMEOUT_S = 15
@@ -217,3 +220,19 @@ async def read_response(stream: trio.SocketStream, reader: h11.Connection) -> ht
         elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
             break
     return httpx.Response(status, headers=headers, content=content)
+
+
+class Lines(logging.Handler):
+    """Log lines as the api writes them (JsonLines, formatted as they are emitted, so the
+    request id and the client are those of the task that logged): the `lines` fixture."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonLines("api"))
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(orjson.loads(self.format(record)))
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line["level"] == "ERROR"]

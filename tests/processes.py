@@ -35,11 +35,11 @@ class Outpost:
 
     @property
     def url(self) -> str:
-        return self.banner.removeprefix("HTTP ").strip()
+        return self.banner.removeprefix("HTTP ").split(";")[0].strip()
 
     @property
     def metrics_url(self) -> str:
-        """Of a process without the API: its banner says where (METRICS_PORT)."""
+        """Of a process without the API, or with METRICS_PORT: its banner says where."""
         return self.banner.split("metrics ")[1].strip()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:

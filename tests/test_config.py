@@ -6,6 +6,7 @@ fallbacks, unit conversions, and the documented defaults.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,8 @@ def test_required_names_are_the_documented_four() -> None:
     ("NATS_TLS_CA", "/dev/null"),  # readable, and no certificate
     ("NATS_TLS_CERT", "/nonexistent/client.pem"),
     ("REDIS_TLS_CA", "/nonexistent/ca.pem"),
+    ("TRUSTED_PROXIES", "10.0.0.1/8"),
+    ("TRUSTED_PROXIES", "127.0.0.1,proxy.example.com"),
 ])
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -165,6 +168,9 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
     ("NATS_URL", "tls://h:4222", "nats_url", "tls://h:4222"),
     ("NATS_URL", "nats://a:4222, nats://b:4222", "nats_url", "nats://a:4222,nats://b:4222"),
     ("NATS_REPLICAS", "3", "nats_replicas", 3),
+    ("METRICS_PORT", "0", "metrics_port", 0),
+    ("TRUSTED_PROXIES", "10.0.0.0/8, ::1", "trusted_proxies",
+     (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1"))),
 ])
 def test_good_value_is_parsed(name: str, value: str, field: str, expected: object) -> None:
     parsed = getattr(load_settings(env(**{name: value})), field)

@@ -13,8 +13,6 @@ parser has a property test.
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,9 +27,8 @@ from quart_trio import QuartTrio
 
 from server.http.guard import guard, request_id
 from server.http.me import read_me
-from server.logs import JsonLines
 from server.process import Running
-from tests.helpers import assert_error, bearer, metric, register
+from tests.helpers import Lines, assert_error, bearer, metric, register
 
 
 class Odd(BaseException):
@@ -47,34 +44,6 @@ FAILURES: dict[str, BaseException] = {
     "keyboard-interrupt": KeyboardInterrupt(),
     "base-group": BaseExceptionGroup("from a nursery", [Odd("in a child")]),
 }
-
-
-class Lines(logging.Handler):
-    """Log lines as the api writes them (JsonLines, formatted as they are emitted, so the
-    request id is the one of the task that logged)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.setFormatter(JsonLines("api"))
-        self.lines: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(orjson.loads(self.format(record)))
-
-    def errors(self) -> list[dict[str, Any]]:
-        return [line for line in self.lines if line["level"] == "ERROR"]
-
-
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield handler
-    root.removeHandler(handler)
-    root.setLevel(level)
 
 
 class Metrics:

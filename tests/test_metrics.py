@@ -1,5 +1,6 @@
 """GET /metrics (docs/operations.md): after a short session each metric is there and has
-moved the way the session moved it; processes without an API serve it on METRICS_PORT.
+moved the way the session moved it; processes without an API serve it on METRICS_PORT, and
+an api given METRICS_PORT serves it there and no longer on its public port.
 
 Rules: each count is read before and after what moves it, and checked for exactly what
 that did where the test controls all of it; a bound where something else may add to it
@@ -212,3 +213,19 @@ async def test_processes_without_an_api_serve_metrics_on_their_own_port(
         await eventually(caught_up, "the provisioner's consumers to report nothing pending",
                          tries=300)
 
+
+
+async def test_an_api_given_metrics_port_serves_them_there_only(
+    settings: Settings, tmp_path: Path
+) -> None:
+    async with (started(tmp_path, "api", env=process_env(settings, METRICS_PORT="0")) as api,
+                httpx.AsyncClient(timeout=10) as http):
+        assert api.metrics_url != api.url + "/metrics", api.banner
+        samples = await scrape(http, api.metrics_url)
+        assert at(samples, "outpost_process_info", role="api") == 1
+        assert (await http.get(api.metrics_url.removesuffix("/metrics") + "/healthz")
+                ).status_code == 200
+        hidden = await http.get(api.url + "/metrics")  # the public port: not there
+        assert hidden.status_code == 404
+        assert hidden.json()["error"]["code"] == "not_found", hidden.text
+        assert (await http.get(api.url + "/healthz")).status_code == 200

@@ -51,7 +51,8 @@ def world_map_json(settings: Settings) -> dict[str, object]:
             "spawns": [list(spawn) for spawn in found.spawns]}
 
 
-def create_app(services: Services, metrics: Metrics) -> Quart:
+def create_app(services: Services, metrics: Metrics, *, serves_metrics: bool = True) -> Quart:
+    """The API; `serves_metrics` False when /metrics has a port of its own (METRICS_PORT)."""
     app = QuartTrio("outpost", static_folder=None)  # /static is ours (static_file)
     settings = services.settings
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -92,7 +93,8 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
         return response
 
     def client_address() -> str:
-        """The peer's address, what rate limits count by (no proxy is trusted yet)."""
+        """What rate limits count by: the client's address, which the edge gives hypercorn
+        as the peer's (behind a trusted proxy, the one its PROXY header names)."""
         return request.remote_addr or "unknown"
 
     def current_user() -> uuid.UUID:
@@ -186,9 +188,11 @@ def create_app(services: Services, metrics: Metrics) -> Quart:
     async def openapi() -> Response:
         return json_response(document(settings))
 
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return metrics.exposition()
+    if serves_metrics:  # else only on METRICS_PORT: the public port does not show them
+
+        @app.get("/metrics")
+        async def prometheus() -> Response:
+            return metrics.exposition()
 
     @app.get("/healthz")
     async def healthz() -> Response:

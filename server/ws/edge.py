@@ -8,6 +8,11 @@ hypercorn's own connection handler for the quart-trio app, so HTTP behaves
 exactly as under `hypercorn.trio.serve`, whose startup and graceful shutdown
 this mirrors (lifespan, keep-alive close, a deadline for what is in flight).
 
+Behind a proxy (TRUSTED_PROXIES), a connection from it must first say whose it is: a
+PROXY protocol header (server/proxy.py), read under the same deadline as the request
+head; its address is then the client's, for the caps, the rate limits (hypercorn is
+told it as the peer's) and the log lines. Anybody else's header is just bad HTTP.
+
 Caps (docs/protocol.md): connections open at once per client address, and world
 sockets per user; past either, the connection or the upgrade is refused with 429.
 Whatever goes wrong while one connection is served ends that connection alone: it
@@ -34,7 +39,9 @@ from quart import Quart
 from auth.tokens import Tokens
 from console.access import Access
 from persistence.errors import Unauthenticated
+from server import proxy
 from server.config import Settings
+from server.logs import CLIENT
 from server.ws import codec as ws
 from server.ws.hub import EpollHub
 from server.ws.messages import MSGPACK, SUBPROTOCOL_V2, wire_for
@@ -54,16 +61,35 @@ RETRY_AFTER_S = 5  # a connection refused by a cap: one closes in about that tim
 REFUSALS_LINGERING = 16
 
 
-class _Replayed(trio.abc.HalfCloseableStream):
-    """A socket stream that first yields bytes already read from it (the request head)."""
+class _Endpoints:
+    """What hypercorn reads of a connection's socket: the client (from a PROXY header,
+    or the peer) and our own address."""
 
-    def __init__(self, sock: socket.socket, prefix: bytes) -> None:
+    def __init__(self, sock: socket.socket, client: str) -> None:
+        peer = sock.getpeername()
+        self.family = socket.AF_INET6 if ":" in client else socket.AF_INET
+        self._client: tuple[str, int] = (client, peer[1])  # (its port is of no use to us)
+        self._local: tuple[str, int] = tuple(sock.getsockname()[:2])
+
+    def getpeername(self) -> tuple[str, int]:
+        return self._client
+
+    def getsockname(self) -> tuple[str, int]:
+        return self._local
+
+
+class _Replayed(trio.abc.HalfCloseableStream):
+    """A socket stream that first yields bytes already read from it (the request head),
+    from the client at `client`."""
+
+    def __init__(self, sock: socket.socket, prefix: bytes, client: str) -> None:
         self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self._prefix = prefix
+        self._endpoints = _Endpoints(sock, client)
 
     @property
-    def socket(self) -> trio.socket.SocketType:  # hypercorn reads the peer address here
-        return self._stream.socket
+    def socket(self) -> _Endpoints:  # hypercorn reads the client's address here
+        return self._endpoints
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if self._prefix:
@@ -210,40 +236,75 @@ class Edge:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connections.start_soon(self._connection, conn, peer[0])
 
-    async def _connection(self, conn: socket.socket, address: str) -> None:
-        """One connection, within its address's cap; whatever happens ends it alone."""
-        cap, held = self._settings.max_connections_per_address, self._connections
+    async def _connection(self, conn: socket.socket, peer: str) -> None:
+        """One connection, whatever happens ended alone: its client named (by a trusted
+        proxy's header, or as the peer), then served within its address's cap."""
+        deadline = trio.current_time() + self._settings.world_handshake_timeout_s
         try:
-            if cap and held[address] >= cap:
-                self._stats.refused["connections_per_address"] += 1
-                if self._refusing[address] < REFUSALS_LINGERING:
-                    self._refusing[address] += 1
-                    try:
-                        await _refuse_and_linger(conn, _too_many(
-                            f"too many connections from your address (at most {cap})"),
-                            self._stats)
-                    finally:
-                        self._refusing[address] -= 1
-                        if not self._refusing[address]:
-                            del self._refusing[address]
-                return
-            held[address] += 1
-            try:
-                await self._route(conn)
-            finally:
-                held[address] -= 1
-                if not held[address]:
-                    del held[address]
+            address, early = peer, b""
+            if proxy.trusted(peer, self._settings.trusted_proxies):
+                with trio.move_on_at(deadline):
+                    named = await self._proxy_header(conn, peer)
+                if named is None:
+                    return
+                address, early = named
+            CLIENT.set(address)  # the connection's log lines name it (hypercorn's too)
+            await self._capped(conn, address, early, deadline)
         except Exception:
             self._stats.faults += 1
             log.exception("serving a connection failed; it is closed")
         finally:
             conn.close()  # also when hypercorn's close was cut short by a cancellation
 
-    async def _route(self, conn: socket.socket) -> None:
-        timeout_s = self._settings.world_handshake_timeout_s
-        with trio.move_on_after(timeout_s) as reading:
-            head, rest = await _read_head(conn)
+    async def _proxy_header(self, conn: socket.socket, peer: str) -> tuple[str, bytes] | None:
+        """(the client's address, what followed the header) from a trusted proxy's PROXY
+        header; None if it sent none that is valid (logged, counted) or nothing at all."""
+        data = bytearray()
+        found = None
+        try:
+            while (found := proxy.parse(data)) is None:
+                chunk = await _receive(conn)
+                if not chunk:
+                    break
+                data += chunk
+        finally:  # also when the deadline passes
+            if data and not isinstance(found, proxy.Proxied):
+                why = found.reason if found is not None else "an incomplete PROXY header"
+                self._stats.proxy_refused += 1
+                log.warning("a connection from the trusted proxy %s is closed: %s", peer, why)
+        if not isinstance(found, proxy.Proxied):
+            return None
+        return found.address or peer, bytes(data[found.length:])
+
+    async def _capped(self, conn: socket.socket, address: str, early: bytes,
+                      deadline: float) -> None:
+        """Serve the connection unless its address holds its cap of them already."""
+        cap, held = self._settings.max_connections_per_address, self._connections
+        if cap and held[address] >= cap:
+            self._stats.refused["connections_per_address"] += 1
+            if self._refusing[address] < REFUSALS_LINGERING:
+                self._refusing[address] += 1
+                try:
+                    await _refuse_and_linger(conn, _too_many(
+                        f"too many connections from your address (at most {cap})"),
+                        self._stats)
+                finally:
+                    self._refusing[address] -= 1
+                    if not self._refusing[address]:
+                        del self._refusing[address]
+            return
+        held[address] += 1
+        try:
+            await self._route(conn, address, early, deadline)
+        finally:
+            held[address] -= 1
+            if not held[address]:
+                del held[address]
+
+    async def _route(self, conn: socket.socket, address: str, early: bytes,
+                     deadline: float) -> None:
+        with trio.move_on_at(deadline) as reading:
+            head, rest = await _read_head(conn, early)
         if reading.cancelled_caught or (head is None and not rest):
             return  # too slow to say anything, or closed
         if self._stopping:
@@ -254,11 +315,16 @@ class Edge:
                 503, "Service Unavailable", "unavailable", "the server is stopping"),
                 self._stats)
             return
+        replayed = (head + b"\r\n\r\n" if head is not None else b"") + rest
+        if replayed.startswith(proxy.STARTS):  # a trusted proxy's was read: this one is not
+            await _refuse_and_linger(conn, _refusal(
+                400, "Bad Request", "validation_failed", proxy.UNTRUSTED), self._stats)
+            return
         request = ws.parse_request_head(head) if head is not None else None
         if request is not None and request.path == WORLD_PATH:
             await self._world_session(conn, request, rest)
             return
-        stream = _Replayed(conn, (head + b"\r\n\r\n" if head is not None else b"") + rest)
+        stream = _Replayed(conn, replayed, address)
         await TCPServer(self._asgi, self._config, self._context,
                         ConnectionState(self._state.copy()),
                         stream)  # type: ignore[arg-type]  # hypercorn asks for more than it uses
@@ -343,27 +409,34 @@ def _same_origin(origin: str, host: str | None) -> bool:
             and netloc.lower() == host.strip().lower())
 
 
-async def _read_head(conn: socket.socket) -> tuple[bytes | None, bytes]:
-    """(the request head without its blank line, what followed it); head None if the
-    peer closed first or sent more than HEAD_MAX_BYTES without one."""
-    data = bytearray()
-    end = -1
+async def _read_head(conn: socket.socket, early: bytes) -> tuple[bytes | None, bytes]:
+    """(the request head without its blank line, what followed it), from `early` (read
+    already) and the socket; head None if the peer closed first or sent more than
+    HEAD_MAX_BYTES without one."""
+    data = bytearray(early)
+    end = data.find(b"\r\n\r\n")
     while end < 0:  # each byte is looked at once or twice, however the head trickles in
         if len(data) > HEAD_MAX_BYTES:
             return None, bytes(data)
-        await trio.lowlevel.wait_readable(conn)
-        try:
-            chunk = conn.recv(65536)
-        except BlockingIOError:
-            continue
-        except OSError:
-            return None, b""
+        chunk = await _receive(conn)
         if not chunk:
             return None, bytes(data)
         searched = max(0, len(data) - 3)
         data += chunk
         end = data.find(b"\r\n\r\n", searched)
     return bytes(data[:end]), bytes(data[end + 4:])
+
+
+async def _receive(conn: socket.socket) -> bytes:
+    """What the socket has next; b"" once the peer has closed (or broken) it."""
+    while True:
+        await trio.lowlevel.wait_readable(conn)
+        try:
+            return conn.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return b""
 
 
 def _url_host(host: str) -> str:

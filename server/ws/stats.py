@@ -16,6 +16,7 @@ class WireStats:
     closes: Counter[int] = field(default_factory=Counter)  # by the code the server sent
     faults: int = 0  # sessions ended by a fault of ours (1011), or connections it broke
     refused: Counter[str] = field(default_factory=Counter)  # connections, by the cap
+    proxy_refused: int = 0  # connections from a trusted proxy without a valid PROXY header
     # zone -> [snapshots sent, snapshots skipped (a newer one came before it was sent)]
     snapshots: defaultdict[str, list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0, 0]))
