@@ -26,6 +26,14 @@ class Passwords:
     async def hash(self, password: str) -> str:
         return await trio.to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
 
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """Whether `stored_hash` was made with other parameters than this hasher's (a
+        lower cost, say): cheap, it only reads the hash's header."""
+        try:
+            return self._hasher.check_needs_rehash(stored_hash)
+        except InvalidHashError:
+            return False  # not a hash a login could have verified
+
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         return await trio.to_thread.run_sync(
             self._verify, stored_hash, password, limiter=self._limiter
