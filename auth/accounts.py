@@ -7,15 +7,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 import trio
 
 from auth.passwords import Passwords
 from auth.ratelimit import SlidingWindowLimiter, admit
-from auth.tokens import Tokens
+from auth.sessions import Issued, Sessions
 from bus import events
 from persistence.errors import Forbidden, InvalidCredentials, RateLimited, ValidationFailed
 from persistence.postgres import Postgres
-from persistence.users import USERNAME, User, find_by_login, insert_user, plausible_email
+from persistence.users import (
+    USERNAME,
+    User,
+    find_by_login,
+    insert_user,
+    plausible_email,
+    set_password_hash,
+)
 
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 
@@ -25,12 +33,6 @@ class Registration:
     username: str
     email: str
     password: str
-
-
-@dataclass(frozen=True)
-class Session:
-    user_id: uuid.UUID
-    token: str
 
 
 @dataclass(frozen=True)
@@ -85,16 +87,16 @@ def _within(now: float, message: str, *buckets: tuple[SlidingWindowLimiter, str]
 
 class Accounts:
     def __init__(
-        self, pg: Postgres, passwords: Passwords, tokens: Tokens, *,
+        self, pg: Postgres, passwords: Passwords, sessions: Sessions, *,
         on_committed: Callable[[], None], limits: Limits,
     ) -> None:
         self._pg = pg
         self._passwords = passwords
-        self._tokens = tokens
+        self._sessions = sessions
         self._on_committed = on_committed  # wakes the outbox relay
         self._limits = limits
 
-    async def register(self, body: Mapping[str, object], client_address: str) -> Session:
+    async def register(self, body: Mapping[str, object], client_address: str) -> Issued:
         form = validate_registration(body)
         # Before the hash: each registration costs an Argon2 hash and four provisioned
         # rows, and neither may be had faster than the limits allow.
@@ -106,11 +108,15 @@ class Accounts:
             password_hash=await self._passwords.hash(form.password),
             created_at=datetime.now(UTC),
         )
-        await self._pg.transact(insert_user, user, events.user_registered(user))
+        issued = await self._pg.transact(self._insert, user)
         self._on_committed()
-        return Session(user.id, self._tokens.issue(user.id))
+        return issued
 
-    async def login(self, body: Mapping[str, object], client_address: str) -> Session:
+    async def _insert(self, conn: asyncpg.Connection, user: User) -> Issued:
+        await insert_user(conn, user, events.user_registered(user))
+        return await self._sessions.start(conn, user.id)
+
+    async def login(self, body: Mapping[str, object], client_address: str) -> Issued:
         values, problems = _strings(body, ("username", "password"))
         if problems:
             raise ValidationFailed("username and password are required", fields=problems)
@@ -149,4 +155,14 @@ class Accounts:
         assert user is not None
         if user.disabled_at is not None:  # said only to who knows the password
             raise Forbidden("this account has been disabled")
-        return Session(user.id, self._tokens.issue(user.id))
+        # Hashed with a lower cost than configured now (an older setting): hashed again,
+        # while the password is at hand, so raising the cost reaches every account.
+        rehashed = (await self._passwords.hash(password)
+                    if self._passwords.needs_rehash(user.password_hash) else None)
+        return await self._pg.transact(self._logged_in, user, rehashed)
+
+    async def _logged_in(self, conn: asyncpg.Connection, user: User,
+                         rehashed: str | None) -> Issued:
+        if rehashed is not None:
+            await set_password_hash(conn, user.id, user.password_hash, rehashed)
+        return await self._sessions.start(conn, user.id)

@@ -43,6 +43,14 @@ class Passwords:
     async def hash(self, password: str) -> str:
         return await self._in_pool(self._hasher.hash, password)
 
+    def needs_rehash(self, stored_hash: str) -> bool:
+        """Whether `stored_hash` was made with other parameters than this hasher's (a
+        lower cost, say): cheap, it only reads the hash's header."""
+        try:
+            return self._hasher.check_needs_rehash(stored_hash)
+        except InvalidHashError:
+            return False  # not a hash a login could have verified
+
     async def verify(self, stored_hash: str | None, password: str) -> bool:
         return await self._in_pool(self._verify, stored_hash, password)
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 import logging
 import uuid
 
+import asyncpg
+
+from auth.sessions import end_user_sessions
 from bus.connection import BusUnavailable
 from characters.service import character_json
 from characters.store import Character, get_character, list_characters
@@ -93,16 +96,17 @@ class Console:
                                for c in characters]}
 
     async def disable(self, operator: uuid.UUID, who: str, *, disabled: bool) -> dict[str, object]:
-        """Disable the account (its sessions close, its tokens stop working, its logins
-        are refused) or enable it again."""
+        """Disable the account (its sessions end and its world sockets close, its tokens
+        stop working, its logins are refused) or enable it again (its player logs in
+        again: the sessions it had stay ended)."""
         user = await self._user(who)
         if user.id == operator and disabled:
             raise ValidationFailed("an operator cannot disable their own account",
                                    fields={"user": "yours"})
-        changed = await self._pg.transact(set_disabled, user.id, disabled)
+        changed, ended = await self._pg.transact(_set_disabled, user.id, disabled)
         if changed is None:
             raise NotFound("no such account")
-        await self._access.disabled_now(user.id, disabled)
+        await self._access.disabled_now(user.id, disabled, ended=ended)
         log.info("operator %s %s user %s", operator, "disabled" if disabled else "enabled",
                  user.id)
         return await self.account(str(user.id))
@@ -122,3 +126,12 @@ class Console:
         if character is None:
             raise NotFound("no such character")
         return character
+
+
+async def _set_disabled(conn: asyncpg.Connection, user_id: uuid.UUID, disabled: bool
+                        ) -> tuple[User | None, list[uuid.UUID]]:
+    """Disable (and end every session of) the account, or enable it: the user (None if
+    there is none) and the sessions ended."""
+    changed = await set_disabled(conn, user_id, disabled)
+    ended = await end_user_sessions(conn, user_id) if changed and disabled else []
+    return changed, ended

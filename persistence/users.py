@@ -104,6 +104,13 @@ async def set_disabled(conn: asyncpg.Connection, user_id: uuid.UUID,
     return _user(row) if row else None
 
 
+async def set_password_hash(conn: asyncpg.Connection, user_id: uuid.UUID, old: str,
+                            new: str) -> None:
+    """Replace the password's hash, unless it changed since `old` was read."""
+    await conn.execute("UPDATE auth.users SET password_hash = $3 WHERE id = $1"
+                       " AND password_hash = $2", user_id, old, new)
+
+
 async def disabled_users(conn: asyncpg.Connection) -> set[uuid.UUID]:
     rows = await conn.fetch("SELECT id FROM auth.users WHERE disabled_at IS NOT NULL")
     return {row["id"] for row in rows}

@@ -21,7 +21,7 @@ from persistence.migrate import apply_migrations
 from persistence.postgres import Postgres, Work
 from persistence.users import set_operator
 from server import logs
-from server.config import ConfigError, Settings, load_settings, refused
+from server.config import ConfigError, Settings, load_dev_settings, load_settings, refused
 from server.devstack import DevStack, StackError
 from server.listening import CannotListen
 from server.process import Roles, Running, run_process, steady_gc, until_signalled
@@ -104,7 +104,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     try:
         with stack:
             urls = {name: os.environ.get(name) or stack.urls()[name] for name in URL_VARIABLES}
-            settings = load_settings(os.environ, **urls, JWT_SECRET=_kept_secret(data_dir),
+            settings = load_dev_settings(os.environ, **urls,
+                                     JWT_SECRET=_kept_secret(data_dir),
                                      LOG_FORMAT="text")
             where = "\n".join(
                 f"  {name}={url}{'  (embedded)' if name in missing else ''}"
@@ -148,7 +149,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_zone(args: argparse.Namespace) -> int:
     if args.dev:  # the services and secret of the running `outpost dev`, text logs
         data_dir = _data_dir(args)
-        settings = load_settings(os.environ, **_dev_urls(data_dir),
+        settings = load_dev_settings(os.environ, **_dev_urls(data_dir),
                                  JWT_SECRET=_kept_secret(data_dir), LOG_FORMAT="text")
     else:
         settings = load_settings(os.environ)

@@ -7,6 +7,7 @@ operator never has to guess which of twenty knobs was wrong.
 from __future__ import annotations
 
 import math
+import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ class Settings:
     database_url: str
     redis_url: str
     nats_url: str  # one server, or a cluster's: comma-separated
-    jwt_secret: str
-    jwt_ttl_s: int = 3600
+    # The JWT signing keys, (key id, secret), the first signs and all verify: JWT_KEYS, or
+    # JWT_SECRET alone as the key "default".
+    jwt_keys: tuple[tuple[str, str], ...]
+    jwt_ttl_s: int = 900  # an access token's life
+    refresh_ttl_s: int = 30 * 86400  # a session's (its refresh tokens'), from its login
     character_cache_ttl_s: int = 60
     world_zone_id: str = "z1"
     world_tick_rate_hz: float = 20.0
@@ -291,13 +295,61 @@ def _nonempty(raw: str) -> str:
     return raw
 
 
+JWT_TTL_MOST_S = 86400  # an access token cannot be revoked by lack of use: a day at most
+REFRESH_TTL_MOST_S = 365 * 86400
+KEY_LEAST_BYTES = 32  # HS256's key: as many bytes as its hash (RFC 7518, 3.2)
+KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+DEFAULT_KEY_ID = "default"  # JWT_SECRET's: JWT_KEYS="new:...,default:<it>" rotates from it
+
+
+def _keys(raw: str) -> tuple[tuple[str, str], ...]:
+    """`id:secret,id:secret`: unique ids of [A-Za-z0-9_.-], non-empty secrets (no comma)."""
+    keys: list[tuple[str, str]] = []
+    for part in raw.split(","):
+        kid, colon, secret = part.strip().partition(":")
+        if not colon or not KEY_ID.fullmatch(kid) or not secret:
+            raise ValueError("must be id:secret pairs separated by commas (an id is 1 to 32 "
+                             "of A-Z a-z 0-9 _ . -)")
+        if kid in dict(keys):
+            raise ValueError(f"key id {kid} is listed twice")
+        keys.append((kid, secret))
+    return tuple(keys)
+
+
+def _signing_keys(environ: Mapping[str, str], fallbacks: Mapping[str, str],
+                  *, dev: bool) -> tuple[tuple[str, str], ...]:
+    """JWT_KEYS, or JWT_SECRET as the one key "default" (from the environment, else a
+    fallback); outside dev, a key of the environment shorter than KEY_LEAST_BYTES stops
+    the process (a fallback is the program's own: dev's random secret, or a placeholder
+    of a command that signs nothing)."""
+    if environ.get("JWT_KEYS") and environ.get("JWT_SECRET"):
+        raise ConfigError("JWT_KEYS and JWT_SECRET are both set: set one (JWT_KEYS lists "
+                          f"JWT_SECRET's key as {DEFAULT_KEY_ID}:<secret>)")
+    for name in ("JWT_KEYS", "JWT_SECRET"):
+        raw, given = environ.get(name), True
+        if not raw:
+            raw, given = fallbacks.get(name), False
+        if not raw:
+            continue
+        try:
+            keys = _keys(raw) if name == "JWT_KEYS" else ((DEFAULT_KEY_ID, _nonempty(raw)),)
+        except ValueError as exc:  # the value is a secret: never repeated in the message
+            raise ConfigError(f"{name} is invalid: {exc}") from None
+        short = [kid for kid, secret in keys if len(secret.encode()) < KEY_LEAST_BYTES]
+        if given and short and not dev:
+            raise ConfigError(f"{name} is invalid: a key shorter than {KEY_LEAST_BYTES} bytes "
+                              f"can be guessed ({', '.join(short)})")
+        return keys
+    raise ConfigError("JWT_SECRET is not set (nor JWT_KEYS)")
+
+
 _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "DATABASE_URL": ("database_url", _url("postgresql", "postgres")),
     "REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
     "NATS_URL": ("nats_url", _urls("nats", "tls")),
     "NATS_REPLICAS": ("nats_replicas", _whole(1, 5, "a replica count (JetStream's limit)")),
-    "JWT_SECRET": ("jwt_secret", _nonempty),
-    "JWT_TTL": ("jwt_ttl_s", _positive(int)),
+    "JWT_TTL": ("jwt_ttl_s", _whole(1, JWT_TTL_MOST_S, "a number of seconds")),
+    "REFRESH_TTL": ("refresh_ttl_s", _whole(60, REFRESH_TTL_MOST_S, "a number of seconds")),
     "CHARACTER_CACHE_TTL": ("character_cache_ttl_s", _positive(int)),
     "WORLD_ZONE_ID": ("world_zone_id", _nonempty),
     "WORLD_TICK_RATE": ("world_tick_rate_hz", _positive(float)),
@@ -351,6 +403,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], object]]] = {
     "REDIS_TLS_CA": ("redis_tls_ca", _ca_file),
 }
 
+# JWT_SECRET (or JWT_KEYS instead) is read by _signing_keys.
 REQUIRED = ("DATABASE_URL", "REDIS_URL", "NATS_URL", "JWT_SECRET")
 # Variables no longer read, and what took their place: one still set stops the process
 # rather than be ignored (its value would silently stop applying).
@@ -361,12 +414,21 @@ RETIRED = {
 }
 
 
+def load_dev_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
+    """load_settings for `outpost dev` (and a zone joining it): short JWT keys pass."""
+    return _load(environ, fallbacks, dev=True)
+
+
 def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
     """Read settings from `environ`; `fallbacks` (by variable name) fill what is unset.
 
     `outpost dev` passes the URLs of the embedded services and a kept secret as
     fallbacks; every other process must be given them.
     """
+    return _load(environ, fallbacks, dev=False)
+
+
+def _load(environ: Mapping[str, str], fallbacks: Mapping[str, str], *, dev: bool) -> Settings:
     for name, instead in RETIRED.items():
         if name in environ:
             raise ConfigError(f"{name} is no longer read: set {instead}")
@@ -381,6 +443,7 @@ def load_settings(environ: Mapping[str, str], **fallbacks: str) -> Settings:
             values[field] = parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{name}={raw!r} is invalid: {exc}") from None
+    values["jwt_keys"] = _signing_keys(environ, fallbacks, dev=dev)
     settings = Settings(**values)  # type: ignore[arg-type]  # each parser makes its field's type
     _check_together(settings)
     return settings

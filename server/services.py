@@ -10,6 +10,7 @@ import trio
 from auth.accounts import Accounts, Limits
 from auth.passwords import Passwords
 from auth.ratelimit import SlidingWindowLimiter
+from auth.sessions import Sessions
 from auth.tokens import Tokens
 from bus.connection import Bus
 from bus.relay import OutboxRelay
@@ -35,10 +36,11 @@ class Services:
     bus: Bus
     relay: OutboxRelay
     tokens: Tokens
+    sessions: Sessions  # refresh and logout
     accounts: Accounts
     characters: Characters
     world: World
-    access: Access  # the disabled accounts, and the console's word to sessions
+    access: Access  # the disabled accounts and ended sessions, and the word to sockets
     console: Console
 
 
@@ -57,18 +59,21 @@ async def start_services(nursery: trio.Nursery, settings: Settings, *, name: str
                                   tls=nats_tls(settings), creds_file=settings.nats_creds).run)
     relay = await nursery.start(OutboxRelay(pg, bus, poll_s=settings.outbox_poll_s).run)
     world = World(world_config(settings), pg, cache, bus)  # run_process starts it
-    access = Access(pg, bus, world.refusals)  # the edge starts it
-    tokens = Tokens(settings.jwt_secret, ttl_s=settings.jwt_ttl_s, disabled=access.disabled)
+    access = Access(pg, bus, world.refusals, token_ttl_s=settings.jwt_ttl_s)  # the edge starts it
+    tokens = Tokens(settings.jwt_keys, ttl_s=settings.jwt_ttl_s, disabled=access.disabled,
+                    ended=access.ended)
+    sessions = Sessions(pg, tokens, ttl_s=settings.refresh_ttl_s, on_ended=access.session_ended)
     passwords = Passwords(time_cost=settings.argon2_time_cost,
                           memory_kib=settings.argon2_memory_kib)
-    accounts = Accounts(pg, passwords, tokens, on_committed=relay.wake, limits=limits(settings))
+    accounts = Accounts(pg, passwords, sessions, on_committed=relay.wake,
+                        limits=limits(settings))
     characters = Characters(
         pg, cache, zone_id=settings.world_zone_id,
         max_per_user=settings.max_characters_per_user,
         cache_ttl_s=settings.character_cache_ttl_s, on_committed=relay.wake,
     )
-    return Services(settings, pg, cache, bus, relay, tokens, accounts, characters, world,
-                    access, Console(pg, world, access))
+    return Services(settings, pg, cache, bus, relay, tokens, sessions, accounts, characters,
+                    world, access, Console(pg, world, access))
 
 
 def limits(settings: Settings) -> Limits:

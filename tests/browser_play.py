@@ -293,7 +293,8 @@ def errors(browser: Any, url: str, artifacts: Path) -> dict[str, Any]:
     socket_closed = page.evaluate("() => window.outpostState.client === null")
     page.locator("#logout").click()
     page.locator("#register").wait_for(state="visible", timeout=WAIT_MS)
-    token = page.evaluate("() => [window.outpostState.token, sessionStorage.getItem('token')]")
+    token = page.evaluate(
+        "() => [window.outpostState.session.saved, sessionStorage.getItem('session')]")
     return {"text": text, "still": still, "after": after, "name_taken": name_taken,
             "socket_closed": socket_closed, "token": token,
             "script_errors": script_errors}

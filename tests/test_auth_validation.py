@@ -169,11 +169,11 @@ async def test_register_accepts_email_of_254_chars(client: httpx.AsyncClient) ->
     assert response.status_code == 201, response.text
 
 
-async def test_register_answer_has_user_id_and_token(client: httpx.AsyncClient) -> None:
+async def test_register_answer_has_user_id_and_tokens(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/auth/register", json=registration())
     assert response.status_code == 201, response.text
     body = response.json()
-    assert set(body) == {"user_id", "token"}
+    assert set(body) == {"user_id", "token", "refresh_token", "expires_in"}
     uuid.UUID(body["user_id"])
     assert body["token"].count(".") == 2
 
@@ -497,7 +497,7 @@ async def test_login_by_username_in_any_case(client: httpx.AsyncClient) -> None:
         response = await login(client, spelling, user["password"])
         assert response.status_code == 200, response.text
         assert response.json()["user_id"] == user["user_id"]
-        assert set(response.json()) == {"user_id", "token"}
+        assert set(response.json()) == {"user_id", "token", "refresh_token", "expires_in"}
 
 
 async def test_password_is_case_sensitive(client: httpx.AsyncClient) -> None:

@@ -125,7 +125,7 @@ def test_bad_value_names_the_variable(tmp_path: Path) -> None:
 # Never reached: a process whose port is taken stops before it connects to anything.
 UNREACHED = {"DATABASE_URL": "postgresql://postgres@127.0.0.1:9/none",
              "REDIS_URL": "redis://127.0.0.1:9/0", "NATS_URL": "nats://127.0.0.1:9",
-             "JWT_SECRET": "not used"}
+             "JWT_SECRET": "not used, but long enough to be accepted"}
 
 
 def test_a_taken_port_stops_the_process_in_one_line_naming_the_variable() -> None:

@@ -149,7 +149,8 @@ async def test_a_takeover_gets_4009_while_flooding(world: Running) -> None:
 async def test_token_expiry_gets_4001_while_flooding(world: Running, settings: Settings) -> None:
     async with httpx.AsyncClient(base_url=world.url) as http:
         me = await new_player(http)
-    short = Tokens(settings.jwt_secret, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]))
+    short = Tokens(settings.jwt_keys, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]),
+                                                                 uuid.uuid4())
     stream = await joined_raw(world.url, short, me["character"]["id"])
     async with stream:
         await flood(stream, PING * 64, seconds=TOKEN_TTL_S + FLOOD_S)
@@ -185,7 +186,7 @@ async def test_refused_upgrades_reach_a_client_that_keeps_sending(
     version: str, status: bytes
 ) -> None:
     strict = dataclasses.replace(settings, world_allowed_origins=("https://good.example",))
-    token = token or Tokens(settings.jwt_secret, ttl_s=60).issue(uuid.uuid4())
+    token = token or Tokens(settings.jwt_keys, ttl_s=60).issue(uuid.uuid4(), uuid.uuid4())
     request = upgrade_request("x", f"{WORLD_PATH}?token={token}", origin=origin).replace(
         b"Sec-WebSocket-Version: 13", f"Sec-WebSocket-Version: {version}".encode())
     async with running_process(strict, nursery, Roles()) as running:

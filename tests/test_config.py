@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 import trustme
 
-from server.config import REQUIRED, ConfigError, Settings, load_settings
+from server.config import REQUIRED, ConfigError, Settings, load_dev_settings, load_settings
 
 BASE = {
     "DATABASE_URL": "postgresql://outpost@db.example:5432/outpost",
     "REDIS_URL": "redis://cache.example:6379/0",
     "NATS_URL": "nats://bus.example:4222",
-    "JWT_SECRET": "a-secret-for-the-config-tests",
+    "JWT_SECRET": "a-secret-for-the-config-tests-32-bytes",
 }
+LONG = "another-secret-of-at-least-32-bytes"
 
 
 def env(**changes: str | None) -> dict[str, str]:
@@ -38,7 +39,7 @@ def test_base_environment_loads() -> None:
     assert settings.database_url == BASE["DATABASE_URL"]
     assert settings.redis_url == BASE["REDIS_URL"]
     assert settings.nats_url == BASE["NATS_URL"]
-    assert settings.jwt_secret == BASE["JWT_SECRET"]
+    assert settings.jwt_keys == (("default", BASE["JWT_SECRET"]),)
 
 
 @pytest.mark.parametrize("name", REQUIRED)
@@ -179,20 +180,20 @@ def test_good_value_is_parsed(name: str, value: str, field: str, expected: objec
 
 
 def test_fallbacks_fill_unset_variables() -> None:
-    settings = load_settings({"JWT_SECRET": "s3cret"},
+    settings = load_settings({"JWT_SECRET": LONG},
                              DATABASE_URL="postgresql://fallback/db",
                              REDIS_URL="redis://fallback", NATS_URL="nats://fallback",
                              JWT_TTL="77")
     assert settings.database_url == "postgresql://fallback/db"
     assert settings.redis_url == "redis://fallback"
     assert settings.nats_url == "nats://fallback"
-    assert settings.jwt_secret == "s3cret"
+    assert settings.jwt_keys == (("default", LONG),)
     assert settings.jwt_ttl_s == 77
 
 
 def test_fallbacks_do_not_satisfy_a_variable_they_do_not_name() -> None:
     with pytest.raises(ConfigError, match="NATS_URL"):
-        load_settings({"JWT_SECRET": "s"}, DATABASE_URL="postgresql://f/db",
+        load_settings({"JWT_SECRET": LONG}, DATABASE_URL="postgresql://f/db",
                       REDIS_URL="redis://f")
 
 
@@ -200,7 +201,7 @@ def test_environment_wins_over_fallbacks() -> None:
     settings = load_settings(env(JWT_TTL="42"), DATABASE_URL="postgresql://fallback/db",
                              JWT_TTL="999", JWT_SECRET="fallback-secret")
     assert settings.database_url == BASE["DATABASE_URL"]
-    assert settings.jwt_secret == BASE["JWT_SECRET"]
+    assert settings.jwt_keys == (("default", BASE["JWT_SECRET"]),)
     assert settings.jwt_ttl_s == 42
 
 
@@ -217,7 +218,8 @@ def test_bad_fallback_names_the_variable() -> None:
 def test_defaults() -> None:
     settings = load_settings(BASE)
     assert settings.max_characters_per_user == 10
-    assert settings.jwt_ttl_s == 3600
+    assert settings.jwt_ttl_s == 900
+    assert settings.refresh_ttl_s == 30 * 86400
     assert settings.character_cache_ttl_s == 60
     assert settings.world_zone_id == "z1"
     assert settings.world_tick_rate_hz == 20.0
@@ -271,3 +273,41 @@ def test_a_redis_ca_needs_a_tls_url(tmp_path: Path) -> None:
         load_settings(env(REDIS_TLS_CA=str(ca)))
     settings = load_settings(env(REDIS_TLS_CA=str(ca), REDIS_URL="rediss://u:p@cache:6380/0"))
     assert settings.redis_tls_ca == str(ca)
+
+
+def test_jwt_keys_list_the_signing_key_first() -> None:
+    settings = load_settings(env(JWT_SECRET=None, JWT_KEYS=f"k2:{LONG}, k1:{LONG}x"))
+    assert settings.jwt_keys == (("k2", LONG), ("k1", LONG + "x"))
+
+
+@pytest.mark.parametrize("value", ["k1", f":{LONG}", "k1:", f"k1:{LONG},k1:{LONG}x",
+                                   f"bad id:{LONG}", f"k1:{LONG},,"])
+def test_malformed_jwt_keys_name_the_variable_not_the_secret(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"^JWT_KEYS is invalid") as refused:
+        load_settings(env(JWT_SECRET=None, JWT_KEYS=value))
+    assert LONG not in str(refused.value)
+
+
+def test_jwt_keys_and_jwt_secret_together_are_refused() -> None:
+    with pytest.raises(ConfigError, match="JWT_KEYS and JWT_SECRET"):
+        load_settings(env(JWT_KEYS=f"k1:{LONG}"))
+
+
+@pytest.mark.parametrize(("name", "value"), [("JWT_SECRET", "s3cret"),
+                                             ("JWT_KEYS", f"k2:{LONG},k1:short")])
+def test_a_short_key_is_refused_outside_dev(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} is invalid: a key shorter than 32"):
+        load_settings(env(**{"JWT_SECRET": None, name: value}))
+    assert load_dev_settings(env(**{"JWT_SECRET": None, name: value})).jwt_keys
+
+
+def test_a_placeholder_fallback_key_is_not_checked() -> None:
+    """`outpost migrate` signs nothing: its placeholder secret is its own."""
+    assert load_settings(env(JWT_SECRET=None), JWT_SECRET="not needed").jwt_keys
+
+
+@pytest.mark.parametrize(("name", "value"), [("JWT_TTL", "86401"), ("REFRESH_TTL", "59"),
+                                             ("REFRESH_TTL", str(366 * 86400))])
+def test_token_lives_are_bounded(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}="):
+        load_settings(env(**{name: value}))

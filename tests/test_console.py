@@ -7,7 +7,8 @@ the zones (owner, players, tick times, snapshots a second) and the players of a 
 run by another process, kicks one (its socket closes with 4010 and its position is
 saved); rescues a character stranded in a zone that no longer runs (its owner's join
 then works); disables an account (its open socket closes with 4011, its token stops
-working at once, its login is refused; enabled, it logs in again), also when NATS does
+working at once, its login is refused, its sessions end; enabled, it logs in again and
+its old tokens stay refused), also when NATS does
 not carry the word (Postgres is read every REFRESH_S); every action is logged with the
 operator's id.
 
@@ -211,8 +212,15 @@ async def test_a_disabled_account_is_closed_out_at_once(world: Running) -> None:
         enabled = await http.post(f"/v1/admin/users/{player['username']}@example.com/enable",
                                   headers=bearer(boss["token"]))
         assert enabled.status_code == 200 and not enabled.json()["disabled"], enabled.text
-        assert (await http.get("/v1/me", headers=bearer(player["token"]))).status_code == 200
-        assert (await http.post("/v1/auth/login", json=login)).status_code == 200
+        # Its sessions ended with the disable: its old tokens stay refused.
+        assert_error(await http.get("/v1/me", headers=bearer(player["token"])), 401,
+                     "unauthenticated")
+        assert_error(await http.post("/v1/auth/refresh",
+                                     json={"refresh_token": player["refresh_token"]}),
+                     401, "unauthenticated")
+        again = await http.post("/v1/auth/login", json=login)
+        assert again.status_code == 200, again.text
+        assert (await http.get("/v1/me", headers=bearer(again.json()["token"]))).status_code == 200
 
 
 async def test_an_account_disabled_without_a_word_on_nats_is_closed_out_within_the_refresh(

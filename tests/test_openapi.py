@@ -65,11 +65,37 @@ async def test_schemathesis_finds_nothing_the_document_does_not_allow(
     user = await register(client)
     use_api_loop(api)  # an operator: the console's routes answer more than 403 then
     await api.services.pg.transact(set_operator, user["username"], True)
-    report = tmp_path / "schemathesis.xml"
+    # A logout ends the session of the token it is sent with: fuzzed on its own, with a
+    # session of its own, after everything else is fuzzed with the operator's.
+    first = await schemathesis(api, tmp_path, "first", user["token"],
+                               "--exclude-operation-id", "logout")
+    other = await register(client)
+    last = await schemathesis(api, tmp_path, "last", other["token"],
+                              "--include-operation-id", "logout")
+    output = first[1] + last[1]
+    tested = first[0] | last[0]
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    # Schemathesis leaves out the document's own operation.
+    operations = {f"{method.upper()} {path}" for path, item in paths.items()
+                  for method in item} - {"GET /openapi.json"}
+    assert tested == operations, {"not tested": operations - tested}
+    counts = [re.search(r"(\d+) generated, (\d+) passed", out) for out in (first[1], last[1])]
+    assert all(c and c[1] == c[2] for c in counts), output[-3000:]
+    generated = sum(int(c[1]) for c in counts if c)
+    print(f"schemathesis: {len(tested)} operations, {generated} cases, all passed")
+    assert generated > 10 * len(operations), output[-3000:]
+    assert "Authentication failed" not in output, output[-3000:]
+
+
+async def schemathesis(api: Running, tmp_path: Path, name: str, token: str,
+                       *selection: str) -> tuple[set[str], str]:
+    """Run schemathesis on the `selection` of operations with `token`: the operations
+    it tested with no failure and no skip, and its output."""
+    report = tmp_path / f"schemathesis-{name}.xml"
     command = [sys.executable, "-m", "schemathesis.cli", "run", f"{api.url}/openapi.json",
                "--checks", ",".join(CHECKS), "--max-examples", str(EXAMPLES),
                "--seed", str(SEED), "--workers", "1", "--request-timeout", "5",
-               "--header", f"Authorization: Bearer {user['token']}",
+               "--header", f"Authorization: Bearer {token}", *selection,
                "--report", "junit", "--report-junit-path", str(report)]
     with trio.fail_after(300):
         done = await trio.run_process(command, capture_stdout=True, capture_stderr=True,
@@ -78,17 +104,8 @@ async def test_schemathesis_finds_nothing_the_document_does_not_allow(
     assert done.returncode == 0, output[-6000:]
     cases = ElementTree.parse(report).getroot().iter("testcase")
     # Each operation (and the stateful phase: "Stateful tests") with no failure, no skip.
-    tested = {case.get("name") for case in cases if not list(case)} - {"Stateful tests"}
-    paths = (await client.get("/openapi.json")).json()["paths"]
-    # Schemathesis leaves out the document's own operation.
-    operations = {f"{method.upper()} {path}" for path, item in paths.items()
-                  for method in item} - {"GET /openapi.json"}
-    assert tested == operations, {"not tested": operations - tested}
-    generated = re.search(r"(\d+) generated, (\d+) passed", output)
-    assert generated and generated[1] == generated[2], output[-3000:]
-    print(f"schemathesis: {len(tested)} operations, {generated[1]} cases, all passed")
-    assert int(generated[1]) > 10 * len(operations), output[-3000:]
-    assert "Authentication failed" not in output, output[-3000:]
+    return {case.get("name") or "" for case in cases if not list(case)} - {"Stateful tests"}, \
+        output
 
 
 async def test_a_static_name_that_is_no_file_is_404_whatever_it_is(

@@ -18,12 +18,16 @@ import jwt
 import pytest
 import trio
 
-from auth.tokens import Tokens
+from auth.tokens import Claims, Tokens
 from persistence.errors import Unauthenticated
 from server.config import Settings
 from tests.helpers import assert_error, bearer, read_response, register
 
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256"
+
+
+def signing_secret(settings: Settings) -> str:
+    return settings.jwt_keys[0][1]
 
 
 def b64url(data: bytes) -> str:
@@ -44,7 +48,8 @@ def hand_jwt(
 
 def good_claims(user_id: str, **changes: object) -> dict[str, object]:
     now = int(time.time())
-    claims: dict[str, object] = {"sub": user_id, "iat": now, "exp": now + 600}
+    claims: dict[str, object] = {"sub": user_id, "sid": str(uuid.uuid4()), "iat": now,
+                                 "exp": now + 600}
     for name, value in changes.items():
         if value is None:
             claims.pop(name)
@@ -53,7 +58,7 @@ def good_claims(user_id: str, **changes: object) -> dict[str, object]:
     return claims
 
 
-HS256: dict[str, object] = {"alg": "HS256", "typ": "JWT"}
+HS256: dict[str, object] = {"alg": "HS256", "typ": "JWT", "kid": "default"}
 
 
 def tampered(token: str, user_id: str) -> str:
@@ -90,11 +95,18 @@ BAD_AUTHORIZATION: dict[str, Callable[[str, str, str], str | None]] = {
     "truncated signature": lambda s, u, t: f"Bearer {t[:-4]}",
     "signature removed": lambda s, u, t: f"Bearer {t.rsplit('.', 1)[0]}.",
     "forged with another secret": lambda s, u, t: "Bearer " + jwt.encode(
-        good_claims(u), OTHER_SECRET, algorithm="HS256"),
+        good_claims(u), OTHER_SECRET, algorithm="HS256", headers={"kid": "default"}),
+    "no kid": lambda s, u, t: "Bearer " + hand_jwt(
+        {"alg": "HS256", "typ": "JWT"}, good_claims(u), s),
+    "unknown kid": lambda s, u, t: "Bearer " + hand_jwt(
+        {**HS256, "kid": "other"}, good_claims(u), s),
+    "kid a number": lambda s, u, t: "Bearer " + hand_jwt({**HS256, "kid": 1}, good_claims(u), s),
+    "no sid": lambda s, u, t: "Bearer " + hand_jwt(HS256, good_claims(u, sid=None), s),
+    "sid not a uuid": lambda s, u, t: "Bearer " + hand_jwt(
+        HS256, good_claims(u, sid="x"), s),
     "payload tampered": lambda s, u, t: f"Bearer {tampered(t, str(uuid.uuid4()))}",
-    "expired": lambda s, u, t: "Bearer " + jwt.encode(
-        {"sub": u, "iat": int(time.time()) - 7200, "exp": int(time.time()) - 60},
-        s, algorithm="HS256"),
+    "expired": lambda s, u, t: "Bearer " + hand_jwt(HS256, good_claims(
+        u, iat=int(time.time()) - 7200, exp=int(time.time()) - 60), s),
     "alg none": lambda s, u, t: "Bearer " + hand_jwt(
         {"alg": "none", "typ": "JWT"}, good_claims(u), None),
     "alg None with the real signature": lambda s, u, t: "Bearer " + hand_jwt(
@@ -124,7 +136,7 @@ async def test_bad_authorization_is_unauthenticated(
     created = await client.post("/v1/characters", json={"name": "Secret Sam"},
                                 headers=bearer(user["token"]))
     assert created.status_code == 201, created.text
-    value = BAD_AUTHORIZATION[case](settings.jwt_secret, user["user_id"], user["token"])
+    value = BAD_AUTHORIZATION[case](signing_secret(settings), user["user_id"], user["token"])
     if value is not None and value != value.strip():
         # httpx (h11) refuses to send a header value with surrounding whitespace.
         response = await raw_get(str(client.base_url), "/v1/characters", value)
@@ -140,7 +152,7 @@ async def test_hand_built_token_with_the_right_secret_is_accepted(
 ) -> None:
     """The control for the table above: the hand-built tokens differ only where intended."""
     user = await register(client)
-    token = hand_jwt(HS256, good_claims(user["user_id"]), settings.jwt_secret)
+    token = hand_jwt(HS256, good_claims(user["user_id"]), signing_secret(settings))
     response = await client.get("/v1/characters", headers=bearer(token))
     assert response.status_code == 200, response.text
     assert response.json() == {"characters": []}
@@ -206,8 +218,10 @@ async def test_issued_token_claims(client: httpx.AsyncClient, settings: Settings
     after = int(time.time())
     header = jwt.get_unverified_header(user["token"])
     assert header["alg"] == "HS256"
-    claims = jwt.decode(user["token"], settings.jwt_secret, algorithms=["HS256"])
+    assert header["kid"] == "default"
+    claims = jwt.decode(user["token"], signing_secret(settings), algorithms=["HS256"])
     assert claims["sub"] == user["user_id"]
+    uuid.UUID(claims["sid"])
     assert before <= claims["iat"] <= after
     assert claims["exp"] == claims["iat"] + settings.jwt_ttl_s
 
@@ -215,49 +229,52 @@ async def test_issued_token_claims(client: httpx.AsyncClient, settings: Settings
 # --- unit tests of auth.tokens.Tokens -----------------------------------------------------
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
+KEYS = (("default", SECRET),)
 TTL = 900
 
 
 @pytest.fixture
 def tokens() -> Tokens:
-    return Tokens(SECRET, ttl_s=TTL)
+    return Tokens(KEYS, ttl_s=TTL)
 
 
-def test_issue_sets_sub_iat_exp(tokens: Tokens) -> None:
-    user_id = uuid.uuid4()
-    token = tokens.issue(user_id, now=1_700_000_000.7)
-    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+def test_issue_sets_sub_sid_iat_exp_and_kid(tokens: Tokens) -> None:
+    user_id, session_id = uuid.uuid4(), uuid.uuid4()
+    token = tokens.issue(user_id, session_id, now=1_700_000_000.7)
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT", "kid": "default"}
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_exp": False})
-    assert claims == {"sub": str(user_id), "iat": 1_700_000_000, "exp": 1_700_000_000 + TTL}
+    assert claims == {"sub": str(user_id), "sid": str(session_id), "iat": 1_700_000_000,
+                      "exp": 1_700_000_000 + TTL}
 
 
 def test_issue_defaults_to_now(tokens: Tokens) -> None:
     before = int(time.time())
-    claims = jwt.decode(tokens.issue(uuid.uuid4()), SECRET, algorithms=["HS256"])
+    claims = jwt.decode(tokens.issue(uuid.uuid4(), uuid.uuid4()), SECRET, algorithms=["HS256"])
     assert before <= claims["iat"] <= int(time.time())
     assert claims["exp"] - claims["iat"] == TTL
 
 
 def test_verify_round_trip(tokens: Tokens) -> None:
-    user_id = uuid.uuid4()
+    user_id, session_id = uuid.uuid4(), uuid.uuid4()
     now = int(time.time())
-    assert tokens.verify(tokens.issue(user_id, now=now)) == (user_id, float(now + TTL))
+    assert tokens.verify(tokens.issue(user_id, session_id, now=now)) == Claims(
+        user_id, session_id, float(now + TTL))
 
 
 def test_verify_accepts_a_token_near_the_end_of_its_life(tokens: Tokens) -> None:
     user_id = uuid.uuid4()
-    token = tokens.issue(user_id, now=time.time() - TTL + 60)
-    assert tokens.verify(token)[0] == user_id
+    token = tokens.issue(user_id, uuid.uuid4(), now=time.time() - TTL + 60)
+    assert tokens.verify(token).user_id == user_id
 
 
 def test_verify_refuses_an_expired_token(tokens: Tokens) -> None:
-    token = tokens.issue(uuid.uuid4(), now=time.time() - TTL - 60)
+    token = tokens.issue(uuid.uuid4(), uuid.uuid4(), now=time.time() - TTL - 60)
     with pytest.raises(Unauthenticated, match="expired"):
         tokens.verify(token)
 
 
 def test_verify_refuses_another_secret(tokens: Tokens) -> None:
-    token = Tokens(OTHER_SECRET, ttl_s=TTL).issue(uuid.uuid4())
+    token = Tokens((("default", OTHER_SECRET),), ttl_s=TTL).issue(uuid.uuid4(), uuid.uuid4())
     with pytest.raises(Unauthenticated):
         tokens.verify(token)
 
@@ -273,8 +290,11 @@ def test_verify_refuses_another_secret(tokens: Tokens) -> None:
     hand_jwt(HS256, good_claims(str(uuid.uuid4()), sub=None), SECRET),
     hand_jwt(HS256, good_claims("not-a-uuid"), SECRET),
     hand_jwt(HS256, good_claims(str(uuid.uuid4()), exp="soon"), SECRET),
+    hand_jwt(HS256, good_claims(str(uuid.uuid4()), sid=None), SECRET),
+    hand_jwt({"alg": "HS256", "typ": "JWT"}, good_claims(str(uuid.uuid4())), SECRET),
+    hand_jwt({**HS256, "kid": "k9"}, good_claims(str(uuid.uuid4())), SECRET),
 ], ids=["empty", "garbage", "segments", "alg-none", "hs512", "no-exp", "no-sub",
-        "sub-not-uuid", "exp-string"])
+        "sub-not-uuid", "exp-string", "no-sid", "no-kid", "unknown-kid"])
 def test_verify_refuses_bad_tokens(tokens: Tokens, token: str) -> None:
     with pytest.raises(Unauthenticated):
         tokens.verify(token)
@@ -283,7 +303,34 @@ def test_verify_refuses_bad_tokens(tokens: Tokens, token: str) -> None:
 def test_verify_accepts_a_hand_built_token(tokens: Tokens) -> None:
     user_id = uuid.uuid4()
     claims = good_claims(str(user_id))
-    assert tokens.verify(hand_jwt(HS256, claims, SECRET)) == (user_id, float(str(claims["exp"])))
+    assert tokens.verify(hand_jwt(HS256, claims, SECRET)) == Claims(
+        user_id, uuid.UUID(str(claims["sid"])), float(str(claims["exp"])))
+
+
+def test_any_listed_key_verifies_and_the_first_signs() -> None:
+    """Rotation: a token of the old key works while the old key is listed, not after."""
+    old = Tokens((("k1", SECRET),), ttl_s=TTL).issue(uuid.uuid4(), uuid.uuid4())
+    both = Tokens((("k2", OTHER_SECRET), ("k1", SECRET)), ttl_s=TTL)
+    assert both.verify(old).expires_at > time.time()
+    assert jwt.get_unverified_header(both.issue(uuid.uuid4(), uuid.uuid4()))["kid"] == "k2"
+    with pytest.raises(Unauthenticated, match="not valid"):
+        Tokens((("k2", OTHER_SECRET),), ttl_s=TTL).verify(old)
+
+
+def test_disabled_users_and_ended_sessions_are_refused() -> None:
+    disabled: set[uuid.UUID] = set()
+    ended: set[uuid.UUID] = set()
+    tokens = Tokens(KEYS, ttl_s=TTL, disabled=disabled, ended=ended)
+    user_id, session_id = uuid.uuid4(), uuid.uuid4()
+    token = tokens.issue(user_id, session_id)
+    tokens.verify(token)
+    ended.add(session_id)
+    with pytest.raises(Unauthenticated, match="the session has ended"):
+        tokens.verify(token)
+    ended.clear()
+    disabled.add(user_id)
+    with pytest.raises(Unauthenticated, match="disabled"):
+        tokens.verify(token)
 
 
 @pytest.mark.parametrize("authorization", [None, "", "Bearer", "Bearer ", "Bearer    ",
@@ -298,4 +345,5 @@ def test_user_from_header_refuses_malformed_headers(
 @pytest.mark.parametrize("template", ["Bearer {}", "bearer {}", "Bearer  {} "])
 def test_user_from_header_reads_the_bearer_token(tokens: Tokens, template: str) -> None:
     user_id = uuid.uuid4()
-    assert tokens.user_from_header(template.format(tokens.issue(user_id))) == user_id
+    token = tokens.issue(user_id, uuid.uuid4())
+    assert tokens.user_from_header(template.format(token)) == user_id

@@ -227,8 +227,8 @@ async def test_an_expired_token_closes_with_4001_and_saves_the_position(
 ) -> None:
     me = await new_player(http)
     issued = time.time()
-    short = Tokens(settings.jwt_secret, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]),
-                                                                 now=issued)
+    short = Tokens(settings.jwt_keys, ttl_s=TOKEN_TTL_S).issue(
+        uuid.UUID(me["user_id"]), uuid.uuid4(), now=issued)
     expires = int(issued) + TOKEN_TTL_S  # its exp
     character_id = me["character"]["id"]
     async with connect(ws_url(world.url, short)) as conn:

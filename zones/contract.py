@@ -149,7 +149,16 @@ class AccountChanged(_Message, frozen=True, tag="admin.account/1"):
     disabled: bool
 
 
-Admin = Kick | AccountChanged
+class SessionEnded(_Message, frozen=True, tag="admin.session/1"):
+    """api -> every api process (admin.sessions): `user`'s session `session` ended (a
+    logout, or a refresh token used twice): its tokens stop working, its world sessions
+    close with 4012."""
+
+    user: Text
+    session: Text
+
+
+Admin = Kick | AccountChanged | SessionEnded
 
 
 
@@ -173,7 +182,7 @@ class Feed(msgspec.Struct, frozen=True):
 _ENCODER = msgspec.msgpack.Encoder()
 
 Peer = (JoinRequest | Admitted | JoinRefused | Inputs | News | Held | RosterAsked | Roster
-        | Kick | AccountChanged)
+        | Kick | AccountChanged | SessionEnded)
 
 
 def encode(message: Peer) -> bytes:

@@ -18,7 +18,7 @@ from persistence.errors import DomainError
 from rules.shooter.map import read_map
 from server.config import Settings
 from server.http.admin import admin_routes
-from server.http.bodies import json_object
+from server.http.bodies import json_object, optional_json_object
 from server.http.errors import (
     domain_error_response,
     error_response,
@@ -117,15 +117,28 @@ def create_app(services: Services, metrics: Metrics, *, serves_metrics: bool = T
     @app.post("/api/auth/register")
     async def register() -> Response:
         body = await json_object(settings)
-        session = await services.accounts.register(body, client_address())
-        return json_response({"user_id": str(session.user_id), "token": session.token}, 201)
+        issued = await services.accounts.register(body, client_address())
+        return json_response(issued.json(), 201)
 
     @app.post("/v1/auth/login")
     @app.post("/api/auth/login")
     async def login() -> Response:
         body = await json_object(settings)
-        session = await services.accounts.login(body, client_address())
-        return json_response({"user_id": str(session.user_id), "token": session.token})
+        issued = await services.accounts.login(body, client_address())
+        return json_response(issued.json())
+
+    @app.post("/v1/auth/refresh")
+    async def refresh() -> Response:
+        body = await json_object(settings)
+        issued = await services.sessions.refresh(body)
+        return json_response(issued.json())
+
+    @app.post("/v1/auth/logout")
+    async def logout() -> Response:
+        authorization = request.headers.get("Authorization")
+        body = await optional_json_object(settings)  # none: the bearer's session ends
+        await services.sessions.logout(authorization, body)
+        return Response(b"", status=204)
 
     @app.post("/v1/characters")
     async def create_character() -> Response:

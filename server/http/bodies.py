@@ -29,3 +29,11 @@ async def json_object(settings: Settings) -> dict[str, object]:
     if not isinstance(body, dict):
         raise BadJson("the body must be a JSON object")
     return body
+
+
+async def optional_json_object(settings: Settings) -> dict[str, object]:
+    """As json_object, but no body at all (no length, or 0) is an empty object."""
+    if request.content_length == 0 or (request.content_length is None
+                                       and "transfer-encoding" not in request.headers):
+        return {}
+    return await json_object(settings)

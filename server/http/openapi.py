@@ -129,14 +129,32 @@ def _schemas(settings: Settings) -> Json:
         },
         "Session": {
             "type": "object",
-            "required": ["user_id", "token"],
+            "required": ["user_id", "token", "refresh_token", "expires_in"],
             "additionalProperties": False,
             "properties": {
                 "user_id": _uuid(),
                 "token": {"type": "string", "minLength": 1,
-                          "description": f"a JWT (HS256), valid for {settings.jwt_ttl_s} s; "
-                                         "send it as Authorization: Bearer <token>"},
+                          "description": f"an access token, a JWT (HS256), valid for "
+                                         f"{settings.jwt_ttl_s} s; send it as "
+                                         "Authorization: Bearer <token>"},
+                "refresh_token": {"type": "string", "minLength": 43,
+                                  "description": "opaque; POST /v1/auth/refresh takes it "
+                                                 "(once) for new tokens, within "
+                                                 f"{settings.refresh_ttl_s} s of the login"},
+                "expires_in": {"type": "integer", "const": settings.jwt_ttl_s,
+                               "description": "the access token's life, in seconds"},
             },
+        },
+        "RefreshToken": {
+            "type": "object",
+            "required": ["refresh_token"],
+            "properties": {"refresh_token": {"type": "string"}},
+        },
+        "Logout": {
+            "type": "object",
+            "properties": {"refresh_token": {
+                "type": "string", "description": "its session ends too (or alone, with no "
+                                                 "Authorization)"}},
         },
         "NewCharacter": {
             "type": "object",
@@ -472,6 +490,38 @@ def _login(operation_id: str, alias: bool) -> Json:
     }
 
 
+def _auth_paths() -> Json:
+    ended = _error("unauthenticated: the refresh token is unknown, or its session ended "
+                   "(a logout, a disable, its life, or this very token used a second time: "
+                   "which ends the session)", "unauthenticated")
+    return {
+        "/v1/auth/refresh": {"post": {
+            "operationId": "refresh", "tags": ["auth"],
+            "summary": "New tokens for a refresh token, which is used up",
+            "requestBody": _body("RefreshToken"),
+            "responses": {"200": _ok("a new access token and the next refresh token",
+                                     "Session"),
+                          **_BODY_ERRORS, "401": ended, "503": _response("Unavailable")},
+        }},
+        "/v1/auth/logout": {"post": {
+            "operationId": "logout", "tags": ["auth"],
+            "summary": "End the session of the access token (and of the body's refresh "
+                       "token, if any)",
+            "description": "Its tokens stop working and its world sockets close (4012) in "
+                           "every api process.",
+            "security": [*_BEARER, {}],
+            "requestBody": {"required": False, "content": _json(_ref("Logout")),
+                            "description": "optional: a JSON object sent as "
+                                           "application/json"},
+            "responses": {"204": {"description": "the session has ended"},
+                          **_BODY_ERRORS,
+                          "401": _error("unauthenticated: no valid access token, and no "
+                                        "known refresh token", "unauthenticated"),
+                          "503": _response("Unavailable")},
+        }},
+    }
+
+
 def _admin(operation_id: str, summary: str, ok: Json, *, description: str = "",
            parameters: tuple[str, ...] = (), body: str | None = None,
            errors: Json | None = None) -> Json:
@@ -556,6 +606,7 @@ def _paths(settings: Settings) -> Json:
         "/api/auth/register": {"post": _register("registerAlias", alias=True)},
         "/v1/auth/login": {"post": _login("login", alias=False)},
         "/api/auth/login": {"post": _login("loginAlias", alias=True)},
+        **_auth_paths(),
         "/v1/characters": {
             "post": {
                 "operationId": "createCharacter",

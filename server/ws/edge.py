@@ -36,7 +36,7 @@ from hypercorn.typing import AppWrapper, ConnectionState
 from hypercorn.utils import wrap_app
 from quart import Quart
 
-from auth.tokens import Tokens
+from auth.tokens import Claims, Tokens
 from console.access import Access
 from persistence.errors import Unauthenticated
 from server import proxy
@@ -211,14 +211,17 @@ class Edge:
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 
-    def close_sessions(self, user_id: uuid.UUID, character_id: str | None, code: int,
-                       reason: str) -> int:
-        """Close `user_id`'s world sessions (only those playing `character_id`, if given)
-        with `code`: the operator console's kick and disable. How many it closed."""
-        closing = [s for s in self._sessions if s.user_id == user_id
-                   and (character_id is None or s.plays(character_id))]
-        for session in closing:
-            session.close(code, reason)
+    def close_sessions(self, user: uuid.UUID | None, code: int, reason: str, *,
+                       character: str | None = None, session: uuid.UUID | None = None) -> int:
+        """Close `user`'s world sessions (only those playing `character`, or of the auth
+        session `session`, if given; of `session` whoever's if `user` is None) with
+        `code`: the console's kick and disable, a session's end. How many it closed."""
+        closing = [s for s in self._sessions
+                   if (user is None or s.user_id == user)
+                   and (character is None or s.plays(character))
+                   and (session is None or s.auth_session == session)]
+        for each in closing:
+            each.close(code, reason)
         return len(closing)
 
     async def _accept(self, listener: socket.socket, connections: trio.Nursery) -> None:
@@ -337,14 +340,17 @@ class Edge:
             with trio.move_on_after(self._settings.world_handshake_timeout_s):
                 await _refuse_and_linger(conn, admitted, self._stats)
             return
-        user_id, expires_at = admitted
+        user_id = admitted.user_id
         self._sockets[user_id] += 1  # in the same step as _admit checked the cap
         try:
             with trio.move_on_after(self._settings.world_handshake_timeout_s):
-                session = await self._upgrade(conn, request, rest, user_id, expires_at)
+                session = await self._upgrade(conn, request, rest, admitted)
             if session is None:
                 return
             self._sessions.add(session)
+            ended = self._access.ending(admitted)  # during the handshake: missed above
+            if ended is not None:
+                session.close(*ended)
             self._stats.sessions += 1
             try:
                 await session.run()
@@ -357,7 +363,7 @@ class Edge:
                 del self._sockets[user_id]
 
     async def _upgrade(self, conn: socket.socket, request: ws.Request, rest: bytes,
-                       user_id: uuid.UUID, expires_at: float) -> Session | None:
+                       claims: Claims) -> Session | None:
         """Answer the upgrade: a Session after the 101, None after a refusal."""
         wire = wire_for(request.headers.get("sec-websocket-protocol"))
         deflate = ws.offers_deflate(request)
@@ -375,17 +381,17 @@ class Edge:
             # drops it. Left to grow (to 4 MiB), it held seconds of stale snapshots.
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                             self._settings.world_send_buffer_bytes)
-        return Session(conn, rest, user_id=user_id, expires_at=expires_at, world=self._world,
+        return Session(conn, rest, claims=claims, world=self._world,
                        settings=self._settings, hub=self._hub, frames=self._frames,
                        stats=self._stats, wire=wire, deflate=deflate)
 
-    def _admit(self, request: ws.Request) -> bytes | tuple[uuid.UUID, float]:
-        """The session's user and token expiry, or the refusal to send."""
+    def _admit(self, request: ws.Request) -> bytes | Claims:
+        """The socket's token's claims, or the refusal to send."""
         if not request.is_websocket_upgrade:
             return _refusal(400, "Bad Request", "validation_failed", ws.NOT_AN_UPGRADE)
         try:
-            user_id, expires_at = authenticate(self._tokens, request.headers.get("authorization"),
-                                               request.query("token"))
+            claims = authenticate(self._tokens, request.headers.get("authorization"),
+                                  request.query("token"))
         except Unauthenticated as exc:
             return _refusal(401, "Unauthorized", exc.code, exc.message)
         origin = request.headers.get("origin")
@@ -394,10 +400,10 @@ class Edge:
                 and not _same_origin(origin, request.headers.get("host"))):
             return _refusal(403, "Forbidden", "forbidden", "this origin may not open the world")
         cap = self._settings.world_max_sockets_per_user
-        if self._sockets[user_id] >= cap:
+        if self._sockets[claims.user_id] >= cap:
             self._stats.refused["sockets_per_user"] += 1
             return _too_many(f"too many world sockets open for this account (at most {cap})")
-        return user_id, expires_at
+        return claims
 
 
 def _same_origin(origin: str, host: str | None) -> bool:

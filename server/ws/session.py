@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import trio
 
-from auth.tokens import Tokens, bearer_token
+from auth.tokens import Claims, Tokens, bearer_token
 from characters.service import character_json
 from persistence.errors import DomainError, Unauthenticated
 from rules.api import Input
@@ -76,8 +76,9 @@ class _Rejoin:
 
 
 def authenticate(tokens: Tokens, authorization: str | None,
-                 query_token: str | None) -> tuple[uuid.UUID, float]:
-    """The user and expiry (Unix time) of the session's token, from the header or query."""
+                 query_token: str | None) -> Claims:
+    """The user, auth session and expiry (Unix time) of the socket's token, from the
+    header or the query."""
     if authorization:
         return tokens.verify(bearer_token(authorization))
     if query_token:
@@ -98,13 +99,13 @@ def half_close(sock: socket.socket) -> None:
 class Session:
     """Reads through the EpollHub (`on_readable`), writes through its Outlet."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes, *, user_id: uuid.UUID,
-                 expires_at: float, world: World, settings: Settings, hub: EpollHub,
-                 frames: FrameCache, stats: WireStats, wire: Wire, deflate: bool = False
-                 ) -> None:
+    def __init__(self, sock: socket.socket, leftover: bytes, *, claims: Claims, world: World,
+                 settings: Settings, hub: EpollHub, frames: FrameCache, stats: WireStats,
+                 wire: Wire, deflate: bool = False) -> None:
         self._sock = sock
-        self.user_id = user_id
-        self._expires_at = expires_at
+        self.user_id = claims.user_id
+        self.auth_session = claims.session_id  # its end (a logout) closes this socket
+        self._expires_at = claims.expires_at
         self._world = world
         self._hub = hub
         self._slow_close_s = settings.world_slow_close_s

@@ -274,7 +274,8 @@ async def test_a_token_expiring_in_play(
         me = await new_player(http, "Expiring")
         character_id = me["character"]["id"]
         await players.ready(ZONE)
-        short = Tokens(settings.jwt_secret, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]))
+        short = Tokens(settings.jwt_keys, ttl_s=TOKEN_TTL_S).issue(uuid.UUID(me["user_id"]),
+                                                                 uuid.uuid4())
         expires = time.time() + TOKEN_TTL_S  # to within the token's whole second
         acked: tuple[float, float] | None = None
         async with connect(ws_url(api.url, short)) as conn:

@@ -5,7 +5,7 @@
 // frame's drawn own position), `seen` (the others as drawn), `hp`, `killFeed`, `errors`
 // (the texts on screen), `banner`, `connection`, `view` (world <-> screen), `viewTick`.
 
-import { OutpostClient, api } from "./outpost-client.js";
+import { OutpostClient, PageSession, api } from "./outpost-client.js";
 import * as play from "./play.js";
 
 const $ = (id) => document.getElementById(id);
@@ -18,7 +18,7 @@ function el(tag, text, className = "") {
   return made;
 }
 const state = {
-  token: sessionStorage.getItem("token"), client: null, me: null,
+  session: new PageSession(location.origin, "session"), client: null, me: null,
   map: { bounds: [-1000, -1000, 1000, 1000], view_radius: 0, walls: [], spawns: [] },
   keys: new Set(), snapshots: 0, rate: 0, killFeed: [], frames: [], recording: false,
   connection: "offline", banner: null, zoneRefreshes: 0, weapons: ["pistol"], weapon: "pistol",
@@ -85,9 +85,8 @@ function show(section) {
   $("logout").hidden = section === "account";
 }
 
-async function signedIn(session, username) {
-  state.token = session.token;
-  sessionStorage.setItem("token", session.token);
+async function signedIn(issued, username) {
+  state.session.start(issued);
   $("who").textContent = username || "";
   resolve("session");
 }
@@ -99,7 +98,7 @@ async function listCharacters({ waitForOne = false } = {}) {
   let characters = [];
   $("characters-waiting").hidden = !waitForOne;
   for (let tries = 0; ; tries += 1) {
-    ({ characters } = await api(location.origin, "/v1/characters", { token: state.token }));
+    ({ characters } = await api(location.origin, "/v1/characters", { token: await state.session.token() }));
     if (characters.length || !waitForOne || tries >= 20) break;
     await new Promise((done) => setTimeout(done, 250));
   }
@@ -141,7 +140,7 @@ $("register").addEventListener("submit", (event) => {
 $("create").addEventListener("submit", (event) => {
   event.preventDefault();
   guarded(async () => {
-    await api(location.origin, "/v1/characters", { method: "POST", token: state.token,
+    await api(location.origin, "/v1/characters", { method: "POST", token: await state.session.token(),
                                                    body: form("create") });
     $("create").reset();
     await listCharacters();
@@ -163,8 +162,7 @@ $("leave").addEventListener("click", () => {
 
 function logOut() {
   leave();
-  state.token = null;
-  sessionStorage.removeItem("token");
+  state.session.logout();
   $("who").textContent = "";
   show("account");
 }
@@ -177,7 +175,7 @@ async function enter(character) {
   leave();
   const [map, me] = await Promise.all([
     api(location.origin, "/v1/world/map"),
-    api(location.origin, "/v1/me", { token: state.token }).catch(() => null),
+    state.session.token().then((token) => api(location.origin, "/v1/me", { token })).catch(() => null),
   ]);
   state.map = map;
   state.weapons = me?.progression?.weapons?.length ? me.progression.weapons : ["pistol"];
@@ -193,7 +191,9 @@ async function enter(character) {
   state.me = character.id;
   state.killFeed = [];
   renderFeed();
-  const client = new OutpostClient({ baseUrl: location.origin, token: state.token });
+  // A token with a minute or more to live; the socket closes (4001) when it expires, and
+  // the page comes back with the next one (below).
+  const client = new OutpostClient({ baseUrl: location.origin, token: await state.session.token() });
   state.client = client;
   client.addEventListener("welcome", (e) => {
     play.welcomed(state, e.detail);
@@ -247,7 +247,11 @@ async function enter(character) {
     banner(null);
     resolve("zone");
     problem(e.detail.words, "connection");
-    if (e.detail.code === 4001 || e.detail.code === 4011) logOut();
+    if (e.detail.code === 4001 && state.session.signedIn) {
+      // The access token expired: a new one, and the same character again.
+      guarded(() => state.session.token({ renew: true }).then(() => enter(character))
+        .catch((error) => { logOut(); throw error; }), "connection");
+    } else if ([4001, 4011, 4012].includes(e.detail.code)) logOut();
     else guarded(() => listCharacters(), "characters");
   });
   state.connection = "connecting";
@@ -362,10 +366,9 @@ setInterval(() => { if (state.connection === "open") guarded(zones, "zones"); },
 requestAnimationFrame(animate);
 
 show("account");
-if (state.token) {
-  listCharacters().catch(() => {  // a token from an earlier visit, expired: log in again
-    sessionStorage.removeItem("token");
-    state.token = null;
+if (state.session.signedIn) {
+  listCharacters().catch(() => {  // a session from an earlier visit, ended: log in again
+    state.session.end();
     show("account");
   });
 }

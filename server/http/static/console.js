@@ -3,11 +3,11 @@
 // (docs/protocol.md, "Operator console"). The routes refuse anyone but an operator; this
 // page only shows what they answer.
 
-import { api } from "./outpost-client.js";
+import { PageSession, api } from "./outpost-client.js";
 
 const REFRESH_MS = 2000;  // the zone directory's figures change every third of a lease
 const $ = (id) => document.getElementById(id);
-const state = { token: sessionStorage.getItem("console-token"), zone: null, account: null,
+const state = { session: new PageSession(location.origin, "console-session"), zone: null, account: null,
                 zones: [], done: [], refreshing: false };
 window.consoleState = state;  // what the browser test reads
 
@@ -35,7 +35,7 @@ async function guarded(work, from = "") {
 
 async function admin(path, options = {}) {
   try {
-    return await api(location.origin, `/v1/admin/${path}`, { token: state.token, ...options });
+    return await api(location.origin, `/v1/admin/${path}`, { token: await state.session.token(), ...options });
   } catch (error) {
     error.notOperator = error.status === 403 && error.code === "forbidden";
     throw error;
@@ -75,7 +75,7 @@ function did(text) {
 // The zones and the roster shown, every REFRESH_MS; the account only when asked (a table
 // rebuilt under the operator's hand would lose the zone chosen to move a character to).
 async function refresh() {
-  if (!state.token || state.refreshing) return;  // one at a time: no older answer last
+  if (!state.session.signedIn || state.refreshing) return;  // one at a time: no older answer last
   state.refreshing = true;
   try {
     await refreshZones();
@@ -175,10 +175,10 @@ function signedIn() {
 }
 
 function signOut(why) {
-  Object.assign(state, { token: null, zone: null, account: null });
+  state.session.logout();
+  Object.assign(state, { zone: null, account: null });
   $("roster").hidden = true;
   $("account").hidden = true;
-  sessionStorage.removeItem("console-token");
   $("signin").hidden = false;
   $("desk").hidden = true;
   $("logout").hidden = true;
@@ -191,8 +191,7 @@ $("login").addEventListener("submit", (event) => {
   guarded(async () => {
     const body = Object.fromEntries(new FormData($("login")));
     const session = await api(location.origin, "/v1/auth/login", { method: "POST", body });
-    state.token = session.token;
-    sessionStorage.setItem("console-token", session.token);
+    state.session.start(session);
     await admin("zones");  // an operator's? 403 otherwise, before anything is shown
     $("who").textContent = body.username;
     problem("");
@@ -208,8 +207,8 @@ $("lookup").addEventListener("submit", (event) => {
 
 $("logout").addEventListener("click", () => signOut(""));
 
-setInterval(() => { if (state.token) guarded(refresh, "refresh"); }, REFRESH_MS);
-if (state.token) {
+setInterval(() => { if (state.session.signedIn) guarded(refresh, "refresh"); }, REFRESH_MS);
+if (state.session.signedIn) {
   signedIn();
   guarded(refresh, "refresh");
 }

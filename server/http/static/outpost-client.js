@@ -34,12 +34,14 @@ export const CLOSE_WORDS = {
   4009: "This character was taken over by another session.",
   4010: "An operator removed you from the game.",
   4011: "This account has been disabled.",
+  4012: "This session has ended: log in again.",
 };
 
 // Closes after which trying again is worth it: the network or the server went away (or
 // met a fault), not a decision about this player. Everything else is final: 1000 (we
-// closed it), 4001 (log in again), 4008 (this client misbehaved: it would again), 4009
-// (another session has the character), 4010 (kicked), 4011 (account disabled).
+// closed it), 4001 (a new token first: PageSession), 4008 (this client misbehaved: it
+// would again), 4009 (another session has the character), 4010 (kicked), 4011 (account
+// disabled), 4012 (the session ended: a logout).
 const RETRIED = new Set([1001, 1006, 1011, 1012, 1013, 1014]);
 
 export class OutpostClient extends EventTarget {
@@ -357,4 +359,55 @@ export async function api(baseUrl, path, { method = "GET", token, body } = {}) {
     throw Object.assign(new Error(`${error.message}${fields}`), { code: error.code, status: response.status });
   }
   return data;
+}
+
+// A page's session (docs/client.md, "Sessions"): its access token and the refresh token
+// that gets the next one, kept in `storage` under `key`. `token()` answers an access
+// token with a minute or more to live, refreshing first when it has less (or when
+// `renew`); one refresh at a time, since a refresh token works once and a second use
+// ends the session. A refresh refused (401) ends it here too: log in again.
+export class PageSession {
+  constructor(baseUrl, key, storage = sessionStorage) {
+    this.baseUrl = baseUrl;
+    this.key = key;
+    this.storage = storage;
+    this.saved = JSON.parse(storage.getItem(key) || "null");
+    this._refreshing = null;
+  }
+
+  get signedIn() { return this.saved !== null; }
+
+  start(issued) {  // the answer of register, login or refresh
+    this.saved = { token: issued.token, refresh: issued.refresh_token,
+                   expiresAt: Date.now() + issued.expires_in * 1000 };
+    this.storage.setItem(this.key, JSON.stringify(this.saved));
+  }
+
+  async token({ renew = false } = {}) {
+    if (!this.saved) throw Object.assign(new Error("log in again"), { code: "unauthenticated", status: 401 });
+    if (renew || Date.now() > this.saved.expiresAt - 60000) {
+      this._refreshing ||= api(this.baseUrl, "/v1/auth/refresh", {
+        method: "POST", body: { refresh_token: this.saved.refresh } })
+        .then((issued) => this.start(issued))
+        .catch((error) => { if (error.status === 401) this.end(); throw error; })
+        .finally(() => { this._refreshing = null; });
+      await this._refreshing;
+    }
+    return this.saved.token;
+  }
+
+  // Log out: the refresh token alone names the session (its access token may be stale).
+  async logout() {
+    const saved = this.saved;
+    this.end();
+    if (saved) {
+      await api(this.baseUrl, "/v1/auth/logout", { method: "POST", body: { refresh_token: saved.refresh } })
+        .catch(() => null);  // ended already, or the server away: nothing more to do here
+    }
+  }
+
+  end() {
+    this.saved = null;
+    this.storage.removeItem(this.key);
+  }
 }
