@@ -112,14 +112,19 @@ def image() -> Iterator[str]:
     CACHE.mkdir(parents=True, exist_ok=True)
     _base()
     iidfile = CACHE / f"iid-{uuid.uuid4().hex[:8]}"
-    network = ["--network", "host", "--build-arg", "PIP_CERT=/run/outpost-ca.crt",
-               "-v", f"{CA_BUNDLE}:/run/outpost-ca.crt:ro"]
+    network = ["--network", "host"]
+    if Path(CA_BUNDLE).exists():
+        network += ["--build-arg", "PIP_CERT=/run/outpost-ca.crt",
+                    "-v", f"{CA_BUNDLE}:/run/outpost-ca.crt:ro"]
     if "PIP_INDEX_URL" in os.environ:
         network += ["--build-arg", f"PIP_INDEX_URL={os.environ['PIP_INDEX_URL']}"]
     built = podman("build", "--pull=never", *_ulimits(), *network,
                    "--build-arg", f"BASE={BASE_IMAGE}", "--iidfile", str(iidfile),
                    "-t", "localhost/outpost:test", str(ROOT), timeout=BUILD_TIMEOUT_S)
     assert built.returncode == 0, built.stdout[-6000:] + built.stderr[-3000:]
+    # Each change of the sources leaves the last build's layers behind (~150 MB): those a
+    # week old go, so that the cache cannot fill the disk; a build misses them only then.
+    podman("image", "prune", "--force", "--filter", "until=168h")
     try:
         yield iidfile.read_text().strip()
     finally:
@@ -167,7 +172,9 @@ def containers(image: str, settings: Settings) -> Iterator[Containers]:
     # containers by name (-e NAME: values stay off podman's command line); loopback only.
     env = process_env(settings, HTTP_HOST="127.0.0.1", METRICS_PORT="0",
                       WORLD_ZONE_ID=f"z{tag}")
-    variables = sorted(name for name, value in env.items() if os.environ.get(name) != value)
+    # Those the image sets itself are passed whatever this environment has.
+    variables = sorted({name for name, value in env.items() if os.environ.get(name) != value}
+                       | {"HTTP_HOST", "HTTP_PORT", "METRICS_PORT"})
     made = Containers(image, tag, env, variables, [])
     try:
         yield made
