@@ -196,6 +196,7 @@ async def test_api_zone_and_provisioner_from_the_image_play_a_session(
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=api.url, timeout=10))
         # The probes docs/deploy.md gives an orchestrator.
         for url in (f"{api.url}/healthz", f"{api.url}/readyz",
+                    api.metrics_url.replace("/metrics", "/healthz"),
                     zoned.metrics_url.replace("/metrics", "/healthz"),
                     provisioner.metrics_url.replace("/metrics", "/healthz")):
             assert (await http.get(url)).status_code == 200, url
@@ -220,7 +221,7 @@ async def test_api_zone_and_provisioner_from_the_image_play_a_session(
             await snapshot_with(conn, character["id"], lambda entry: True)
 
         # Resident memory of each idle process (docs/deploy.md, "Resources").
-        for role, url in (("api", f"{api.url}/metrics"), ("zone", zoned.metrics_url),
+        for role, url in (("api", api.metrics_url), ("zone", zoned.metrics_url),
                           ("provisioner", provisioner.metrics_url)):
             rss = total(await scrape(http, url), "process_resident_memory_bytes")
             print(f"{role}: resident {rss / 2**20:.0f} MiB")
