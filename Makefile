@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make dev` and `make test`.
-.PHONY: dev zone test lint clean browser netns haproxy
+.PHONY: dev zone test lint clean browser netns haproxy image
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -50,7 +50,15 @@ netns:
 haproxy:
 	$(call system_package,haproxy,haproxy,the TLS proxy tests will be skipped)
 
-test: $(STAMP) browser netns haproxy  ## lint and type-check, then the whole suite against real services it starts itself
+# The image test (tests/test_image.py) builds the Containerfile with Debian's podman, runs
+# it with runc (crun refuses these machines' hybrid cgroups), over a Debian base it makes
+# with mmdebstrap.
+image:
+	$(call system_package,podman,podman,the image test will be skipped)
+	$(call system_package,runc,runc,the image test will be skipped)
+	$(call system_package,mmdebstrap,mmdebstrap,the image test will be skipped)
+
+test: $(STAMP) browser netns haproxy image  ## lint and type-check, then the whole suite against real services it starts itself
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest

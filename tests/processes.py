@@ -67,15 +67,17 @@ def process_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def started(folder: Path, *args: str, env: dict[str, str],
-                  prefix: tuple[str, ...] = ()) -> AsyncIterator[Outpost]:
+                  prefix: tuple[str, ...] = (),
+                  outpost: tuple[str, ...] = (sys.executable, "-m", "server.cli"),
+                  ) -> AsyncIterator[Outpost]:
     """`outpost *args` running until the block ends (then stopped with SIGTERM, or killed
     if that does not do it in GRACE_S); `prefix` runs it through another command (for
-    example `ip netns exec <host>`: on a test host of its own)."""
+    example `ip netns exec <host>`: on a test host of its own); `outpost` is how to run
+    `outpost` (for example `podman run ... <image>`, whose entrypoint it is)."""
     log = folder / f"outpost-{'-'.join(args)}-{uuid.uuid4().hex[:8]}.log"
     with open(log, "wb") as output:  # noqa: ASYNC230  (opening a local file: instant)
         process = await trio.lowlevel.open_process(
-            [*prefix, sys.executable, "-m", "server.cli", *args], stdout=output,
-            stderr=subprocess.STDOUT, env=env)
+            [*prefix, *outpost, *args], stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
         yield Outpost(process, log, await _banner(process, log))
     finally:
