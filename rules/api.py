@@ -79,7 +79,7 @@ class InputSpec:
 # The zone's own messages, which no game's input may be named as, and the keys of a
 # player's entry in snapshots, which no replicated field may be named as
 # (docs/protocol.md, "Outpost, the game's inputs").
-ZONE_MESSAGES = ("join", "travel", "ping", "resync")
+ZONE_MESSAGES = ("join", "travel", "ping", "resync", "renew")
 ENTRY_KEYS = ("eid", "id", "name", "x", "y", "seq")
 MOST_FIELDS = 11  # replicated fields: a v2 entry [eid, x, y, seq, ...] is a fixarray
 LONGEST_TEXT = 200  # an input's text: what messages between processes carry

@@ -33,6 +33,7 @@ from server.ws.messages import (
     PingFrame,
     Received,
     Refusal,
+    Renew,
     Resync,
     Travel,
     Violation,
@@ -82,6 +83,10 @@ def test_each_request_becomes_its_typed_value() -> None:
         Ping("x" * MAX_PING_T)
     assert talk.receive(*text({"type": "ping"}), 0) == Ping(None)
     assert talk.receive(*text({"type": "resync"}), 0) == Resync()
+    assert talk.receive(*text({"type": "renew", "token": "a.b.c"}), 0) == Renew("a.b.c")
+    for token in (None, 7, "", "x" * 2049):
+        refused = talk.receive(*text({"type": "renew", "token": token}), 0)
+        assert isinstance(refused, Refusal) and refused.code == "validation_failed"
 
 
 @pytest.mark.parametrize(("payload", "code"), [
@@ -229,8 +234,8 @@ def test_token_bucket_allows_bursts_of_twice_the_rate_then_refills() -> None:
 
 # --- properties: whatever arrives, only the documented outcomes ----------------------------
 
-OUTCOMES = (Join, Travel, Input, Ping, Resync, Refusal, PingFrame, CloseFrame, Violation,
-            type(None))
+OUTCOMES = (Join, Travel, Input, Ping, Resync, Renew, Refusal, PingFrame, CloseFrame,
+            Violation, type(None))
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=80))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
@@ -242,8 +247,9 @@ messages = st.one_of(
     st.dictionaries(st.sampled_from(["type", "dx", "dy", "seq", "t", "zone", "character_id",
                                      "x", "weapon", "ax", "ay", "tick"]), values, max_size=6),
     st.fixed_dictionaries({"type": st.sampled_from(["move", "join", "ping", "travel",
-                                                    "resync", "fire"])},
+                                                    "resync", "fire", "renew"])},
                           optional={"dx": values, "dy": values, "seq": values, "t": values,
+                                    "token": values,
                                     "zone": values, "character_id": values, "weapon": values,
                                     "ax": values, "ay": values, "tick": values}),
     # Fire and moves near their limits: known weapons, numbers of every size, ticks.

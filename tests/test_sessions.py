@@ -21,10 +21,12 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 import trio
 from hypothesis import given
@@ -37,7 +39,16 @@ from persistence.users import find_by_login
 from server.config import Settings
 from server.process import Roles, Running
 from tests.helpers import assert_error, bearer, register, running_process, use_api_loop
-from tests.world import close_code, connect, joined, new_player, ws_url
+from tests.world import (
+    close_code,
+    connect,
+    joined,
+    new_player,
+    next_of,
+    send,
+    still_open,
+    ws_url,
+)
 
 NEW_KEY = "a-new-signing-key-that-is-long-enough-for-hs256"
 
@@ -249,3 +260,31 @@ def test_refresh_token_of_any_body_is_a_string_or_a_validation_error(
         assert set(exc.fields) == {"refresh_token"}
     else:
         assert found == body["refresh_token"] and isinstance(found, str)
+
+
+async def test_a_renewed_token_keeps_the_socket_open_past_the_old_ones_expiry(
+    settings: Settings, nursery: trio.Nursery
+) -> None:
+    """docs/protocol.md, "Outpost, renewing the token": with short tokens, a socket handed
+    its session's refreshed token outlives the one it opened with (before, it closed
+    with 4001 every JWT_TTL, and the page reconnected), and only that session's token
+    will do."""
+    short = dataclasses.replace(settings, jwt_ttl_s=3)
+    async with (running_process(short, nursery, Roles(zones=("z1",))) as world,
+                httpx.AsyncClient(base_url=world.url, timeout=10) as http):
+        player = await new_player(http)
+        stranger = await register(http)
+        expires = jwt.decode(player["token"], options={"verify_signature": False})["exp"]
+        async with connect(ws_url(world.url, player["token"])) as conn:
+            await joined(conn, player["character"]["id"])
+            for token, code in ((stranger["token"], "forbidden"), ("x.y.z", "unauthenticated"),
+                                (None, "validation_failed")):
+                await send(conn, {"type": "renew", "token": token})
+                assert (await next_of(conn, "error"))["code"] == code
+            await trio.sleep(1.5)  # so that the refreshed token expires a second later
+            fresh = (await refresh(http, player["refresh_token"])).json()
+            await send(conn, {"type": "renew", "token": fresh["token"]})
+            await trio.sleep(max(0.0, expires + 0.5 - time.time()))  # past the old expiry
+            await still_open(conn)
+            with trio.fail_after(short.jwt_ttl_s + 2):
+                assert await close_code(conn) == 4001  # the renewed one expires in turn

@@ -381,7 +381,7 @@ class Edge:
             # drops it. Left to grow (to 4 MiB), it held seconds of stale snapshots.
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
                             self._settings.world_send_buffer_bytes)
-        return Session(conn, rest, claims=claims, world=self._world,
+        return Session(conn, rest, claims=claims, tokens=self._tokens, world=self._world,
                        settings=self._settings, hub=self._hub, frames=self._frames,
                        stats=self._stats, wire=wire, deflate=deflate)
 

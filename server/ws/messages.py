@@ -64,6 +64,14 @@ class Resync:
 
 
 @dataclass(frozen=True, slots=True)
+class Renew:
+    """A fresh access token of the socket's own session: it lives until that one expires
+    (docs/protocol.md, "Outpost, renewing the token")."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Refusal:
     """Answer with an `error` message; the socket stays open."""
 
@@ -93,7 +101,7 @@ class Violation:
     reason: str
 
 
-Request = Join | Travel | Input | Ping | Resync
+Request = Join | Travel | Input | Ping | Resync | Renew
 Received = Request | Refusal | PingFrame | CloseFrame | Violation | None
 
 
@@ -113,6 +121,7 @@ class Wire:
 Flat = dict[str, bool | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | float | str
             | None]
 MAX_PING_T = 64  # characters of a ping's `t`, when it is a string
+MAX_TOKEN = 2048  # characters of a renewed token: Outpost's are ~300
 _JSON = msgspec.json.Decoder(Flat)
 _MSGPACK = msgspec.msgpack.Decoder(Flat)
 _MSGPACK_OUT = msgspec.msgpack.Encoder()
@@ -213,6 +222,8 @@ class Conversation:
             return _ping(body.get("t"))
         if kind == "resync":
             return _RESYNC
+        if kind == "renew":
+            return _renew(body.get("token"))
         spec = self._inputs.get(kind) if isinstance(kind, str) else None
         if spec is not None:
             return self._act(spec, body)
@@ -298,6 +309,16 @@ def _ping(t: object) -> Ping | Refusal:
 _BAD_PING = Refusal("validation_failed",
                     f"t must be a number or a string of at most {MAX_PING_T} characters")
 _RESYNC = Resync()
+
+
+def _renew(token: object) -> Renew | Refusal:
+    if isinstance(token, str) and 0 < len(token) <= MAX_TOKEN:
+        return Renew(token)
+    return _BAD_TOKEN
+
+
+_BAD_TOKEN = Refusal("validation_failed",
+                     f"token must be an access token, a string of at most {MAX_TOKEN} characters")
 
 
 def _travel(body: dict[str, object]) -> Travel | Refusal:

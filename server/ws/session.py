@@ -52,6 +52,7 @@ from server.ws.messages import (
     PingFrame,
     Received,
     Refusal,
+    Renew,
     Resync,
     Travel,
     Violation,
@@ -99,13 +100,15 @@ def half_close(sock: socket.socket) -> None:
 class Session:
     """Reads through the EpollHub (`on_readable`), writes through its Outlet."""
 
-    def __init__(self, sock: socket.socket, leftover: bytes, *, claims: Claims, world: World,
-                 settings: Settings, hub: EpollHub, frames: FrameCache, stats: WireStats,
-                 wire: Wire, deflate: bool = False) -> None:
+    def __init__(self, sock: socket.socket, leftover: bytes, *, claims: Claims, tokens: Tokens,
+                 world: World, settings: Settings, hub: EpollHub, frames: FrameCache,
+                 stats: WireStats, wire: Wire, deflate: bool = False) -> None:
         self._sock = sock
         self.user_id = claims.user_id
         self.auth_session = claims.session_id  # its end (a logout) closes this socket
-        self._expires_at = claims.expires_at
+        self._tokens = tokens  # to check a renewed token
+        self._expires_at = claims.expires_at  # Unix time: a renewed token moves it
+        self._renewed = trio.Event()
         self._world = world
         self._hub = hub
         self._slow_close_s = settings.world_slow_close_s
@@ -248,6 +251,8 @@ class Session:
                 self._send(messages.pong(self._wire, t))
             case Resync():
                 self.outlet.resync()
+            case Renew(token):
+                self._renew(token)
             case Refusal(code, message):
                 self._error(code, message)
             case PingFrame(payload):
@@ -270,11 +275,29 @@ class Session:
                 await self._peer_gone.wait()
         nursery.cancel_scope.cancel()
 
+    def _renew(self, token: str) -> None:
+        """A fresh access token of this socket's own session: the socket lives until it
+        expires (the old one's expiry closed it with 4001 before: a hiccup every JWT_TTL)."""
+        try:
+            claims = self._tokens.verify(token)
+        except Unauthenticated as exc:
+            self._error(exc.code, exc.message)
+            return
+        if (claims.user_id, claims.session_id) != (self.user_id, self.auth_session):
+            self._error("forbidden", "that token is of another session")
+            return
+        self._expires_at = max(self._expires_at, claims.expires_at)
+        self._renewed.set()
+
     async def _watch_deadlines(self) -> None:
-        """The token's expiry, the first join's deadline, then the idle timeout."""
-        expires_at = trio.current_time() + max(0.0, self._expires_at - time.time())
+        """The token's expiry (moved by a renewal), the first join's deadline, then the
+        idle timeout."""
         while True:
-            await trio.sleep_until(min(self._conversation.deadline, expires_at))
+            expires_at = trio.current_time() + max(0.0, self._expires_at - time.time())
+            with trio.move_on_at(min(self._conversation.deadline, expires_at)):
+                await self._renewed.wait()
+                self._renewed = trio.Event()
+                continue  # a later expiry: count again from it
             now = trio.current_time()
             if now >= expires_at:
                 self.close(4001, "the token has expired")

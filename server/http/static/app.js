@@ -356,6 +356,14 @@ async function zones() {
 
 setInterval(() => play.input(state, state.keys), 1000 / play.MOVE_HZ);
 setInterval(() => { if (state.client) state.client.ping(); }, 2000);
+// Keep the world's socket alive past its token's expiry: token() refreshes a token with
+// under a minute left, and the socket is handed the new one.
+setInterval(() => {
+  const client = state.client;
+  if (!client || !state.session.signedIn) return;
+  state.session.token().then((token) => { if (token !== client.token) client.renew(token); })
+    .catch(() => null);  // refused: the socket's own close (4001, 4012) says what to do
+}, 20000);
 setInterval(() => {
   $("hud-rate").textContent = state.snapshots;
   state.rate = state.snapshots;

@@ -116,6 +116,13 @@ export class OutpostClient extends EventTarget {
     this._send({ type: "travel", zone });
   }
 
+  // A fresh access token of the same session (POST /v1/auth/refresh): the open socket
+  // lives until it expires instead of closing with 4001, and a reconnect uses it.
+  renew(token) {
+    this.token = token;
+    this._send({ type: "renew", token });
+  }
+
   ping() {
     const t = Math.round(performance.now() * 1000);
     this._pings.set(t, performance.now());
