@@ -47,3 +47,16 @@ def test_a_source_edited_after_its_build_is_refused(tmp_path: Path) -> None:
     os.utime(source, (3_000, 3_000))
     with pytest.raises(ImportError, match=r"interest\.py was edited after it was compiled"):
         zones.refuse_stale_builds(tmp_path)
+
+
+def test_an_installed_package_is_not_checked(tmp_path: Path) -> None:
+    """pip writes a wheel's files in its own order, stamped as written: in site-packages a
+    source may be newer than its build, and nobody edited it (the image's install)."""
+    installed = tmp_path / "lib" / "python3.11" / "site-packages" / "zones"
+    installed.mkdir(parents=True)
+    (installed / "interest.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    source = installed / "interest.py"
+    source.write_text("")
+    os.utime(source, (3_000, 3_000))
+    os.utime(installed / "interest.cpython-311-x86_64-linux-gnu.so", (2_000, 2_000))
+    zones.refuse_stale_builds(installed)

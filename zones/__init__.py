@@ -4,12 +4,18 @@ The hot paths are compiled with mypyc when installed (setup.py, COMPILED): here,
 server/ws/ and the rules/ a zone runs each tick. Python imports a compiled module in
 preference to its source, so a source edited since its build would be silently
 ignored: zones and server.ws refuse to import instead (zones checks rules/ too, which
-imports nothing of ours, and is only run by a zone)."""
+imports nothing of ours, and is only run by a zone). An installed package (a wheel in
+site-packages, as in the image) is not checked: nobody edits it, and pip writes a
+wheel's files in its own order, stamped as written, so a source may come out newer."""
 
 from pathlib import Path
 
+INSTALLED = {"site-packages", "dist-packages"}
+
 
 def refuse_stale_builds(here: Path) -> None:
+    if INSTALLED & set(here.parts):
+        return
     for built in here.glob("*.so"):
         source = built.with_name(built.name.split(".")[0] + ".py")
         if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
