@@ -92,25 +92,24 @@ class Access:
         """`user` was disabled (or enabled) in Postgres, and its sessions `ended`: so here
         at once, and in every other api process as soon as NATS tells it (within
         REFRESH_S if it cannot; until then they refuse the disabled user's tokens)."""
-        said = contract.AccountChanged(str(user), disabled)
         self.ended.update(ended)
-        self._heard(said)
-        try:
-            await self._tell(said)
-        except BusUnavailable as exc:
-            log.warning("other api processes not told of user %s (%s); they will read it "
-                        "within %g s", user, exc, REFRESH_S)
+        await self._say(contract.AccountChanged(str(user), disabled), f"of user {user}")
 
     async def session_ended(self, user: uuid.UUID, session: uuid.UUID) -> None:
         """`session` ended in Postgres: so here at once, and in every other api process as
         soon as NATS tells it (within REFRESH_S if it cannot)."""
-        said = contract.SessionEnded(str(user), str(session))
+        await self._say(contract.SessionEnded(str(user), str(session)),
+                        f"that session {session} ended")
+
+    async def _say(self, said: contract.Admin, what: str) -> None:
+        """What Postgres holds already: so here at once, then to every other api process
+        (which reads it from Postgres within REFRESH_S if NATS does not carry it)."""
         self._heard(said)
         try:
             await self._tell(said)
         except BusUnavailable as exc:
-            log.warning("other api processes not told that session %s ended (%s); they "
-                        "will read it within %g s", session, exc, REFRESH_S)
+            log.warning("other api processes not told %s (%s); they will read it within "
+                        "%g s", what, exc, REFRESH_S)
 
     async def _tell(self, said: contract.Admin) -> None:
         await self._bus.publish_many(subjects.ADMIN_SESSIONS, [contract.encode(said)])

@@ -66,7 +66,8 @@ peers = st.one_of(
         texts, texts, texts, coordinates, coordinates, st.dictionaries(texts, values)),
         max_size=3)),
     st.builds(contract.Kick, texts, texts, texts),
-    st.builds(contract.AccountChanged, texts, st.booleans()))
+    st.builds(contract.AccountChanged, texts, st.booleans()),
+    st.builds(contract.SessionEnded, texts, texts))
 
 
 @given(peers)
@@ -78,7 +79,8 @@ def test_every_message_reads_back_as_it_was_written(message: contract.Peer) -> N
                contract.JoinRefused: contract.JOIN_REPLIES, contract.Inputs: contract.INPUTS,
                contract.News: contract.NEWS, contract.Held: contract.HELD,
                contract.RosterAsked: contract.ROSTER_ASKED, contract.Roster: contract.ROSTERS,
-               contract.Kick: contract.ADMIN, contract.AccountChanged: contract.ADMIN}
+               contract.Kick: contract.ADMIN, contract.AccountChanged: contract.ADMIN,
+               contract.SessionEnded: contract.ADMIN}
     data = contract.encode(message)
     assert refusals.decode(decoder[type(message)], data, "any") == message
 
