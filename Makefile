@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # zones/ and server/ws/ are partly compiled (setup.py): editing them means building again.
-$(STAMP): pyproject.toml setup.py $(wildcard zones/*.py server/ws/*.py rules/*.py rules/shooter/*.py) | $(BIN)/python
+$(STAMP): pyproject.toml setup.py $(wildcard zones/*.py server/ws/*.py server/ws/*.c rules/*.py rules/shooter/*.py) | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 

@@ -27,10 +27,10 @@ import trio
 
 from server.ws.codec import BINARY, CLOSE, RSV1, TEXT, payload_extent, unmask
 from server.ws.hub import EpollHub
+from server.ws.wire import Move
 
 OnMessage = Callable[[bytearray, int, int, bool], None]  # buffer, start, end, compressed
 DEFLATE_OFFER = "permessage-deflate; client_no_context_takeover; server_no_context_takeover"
-RECV_BYTES = 1 << 18
 TIMEOUT_S = 5.0
 
 
@@ -87,7 +87,6 @@ class RawWebSocket:
                  *, opcode: int = TEXT) -> None:
         self._sock = sock
         self._buffer = bytearray(buffered)
-        self._chunk = bytearray(RECV_BYTES)
         self._on_message = on_message
         self._opcode = opcode  # TEXT for v1, BINARY for v2
         self.closed = trio.Event()
@@ -140,21 +139,15 @@ class RawWebSocket:
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self._sock)
 
-    def on_readable(self) -> None:
-        """Called by the hub: take what arrived and hand over every whole message."""
-        while not self.closed.is_set():
-            try:
-                received = self._sock.recv_into(self._chunk)
-            except BlockingIOError:
-                break
-            except OSError:
-                received = 0
-            if not received:
-                self._close(1006)
-                return
-            self._buffer += memoryview(self._chunk)[:received]
-            if received < RECV_BYTES:
-                break
+    def on_input(self, moves: list[Move] | None, data: bytes | None) -> None:
+        """Called by the hub with what arrived (no moves: a client's socket is read as
+        bytes) and hand over every whole message."""
+        if self.closed.is_set():
+            return
+        if data is None:
+            self._close(1006)
+            return
+        self._buffer += data
         self._drain()
 
     def _drain(self) -> None:

@@ -384,7 +384,7 @@ class Swarm:
                                           deflate=self.args.deflate)
         self.hub.register(conn.fileno(), conn)
         try:
-            conn.on_readable()  # what came with the handshake's answer
+            conn.on_input(None, b"")  # what came with the handshake's answer
 
             async def send(message: dict[str, Any]) -> None:
                 await conn.send(player.wire.encode(message))

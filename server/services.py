@@ -23,6 +23,7 @@ from persistence.postgres import Postgres
 from rules.api import Setup
 from rules.loading import load
 from server.config import Settings, nats_tls
+from server.ws.outlet import fan_out
 from zones.world import World, WorldConfig
 
 log = logging.getLogger(__name__)
@@ -101,4 +102,4 @@ def world_config(settings: Settings) -> WorldConfig:
         bounds=settings.world_bounds,
         tick_rate_hz=settings.world_tick_rate_hz, checkpoint_s=settings.world_checkpoint_s,
         lease_s=settings.zone_lease_s, listed=settings.zones,
-        view_radius=settings.world_view_radius)
+        view_radius=settings.world_view_radius, fan_out=fan_out)

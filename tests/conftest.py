@@ -19,6 +19,7 @@ import trio
 from server.config import Settings, load_settings
 from server.devstack import DevStack
 from server.process import Roles, Running
+from server.ws import wire
 from tests.helpers import Lines, running_process
 
 # Cheap hashing keeps the suite fast; production cost is argon2-cffi's default. Every test
@@ -84,3 +85,16 @@ def lines() -> Iterator[Lines]:
     yield handler
     root.removeHandler(handler)
     root.setLevel(level)
+
+
+@pytest.fixture(params=["native", "python"])
+def wire_impl(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The world's sockets through the C wire module, then through its pure-Python twin
+    (server/ws/wire.py): a module that uses this runs each of its tests on both paths."""
+    if request.param == "native":
+        if wire.NATIVE is None:
+            pytest.skip("the C wire module was not built (installed with OUTPOST_COMPILE=0?)")
+        monkeypatch.setattr(wire, "IMPL", wire.NATIVE)
+    else:
+        monkeypatch.setattr(wire, "IMPL", wire.PYTHON)
+    return str(request.param)

@@ -60,3 +60,21 @@ def test_an_installed_package_is_not_checked(tmp_path: Path) -> None:
     os.utime(source, (3_000, 3_000))
     os.utime(installed / "interest.cpython-311-x86_64-linux-gnu.so", (2_000, 2_000))
     zones.refuse_stale_builds(installed)
+
+
+def test_the_c_wire_module_is_built_unless_asked_not_to_be() -> None:
+    from server.ws import wire
+
+    assert (wire.NATIVE is None) == (os.environ.get("OUTPOST_COMPILE") == "0")
+    assert wire.IMPL is (wire.NATIVE or wire.PYTHON)  # OUTPOST_NATIVE=0 not set here
+
+
+def test_a_c_source_edited_after_its_build_is_refused(tmp_path: Path) -> None:
+    built = tmp_path / "_wire.cpython-311-x86_64-linux-gnu.so"
+    source = tmp_path / "_wire.c"
+    source.write_text("")
+    built.write_bytes(b"")
+    os.utime(source, (3_000, 3_000))
+    os.utime(built, (2_000, 2_000))
+    with pytest.raises(ImportError, match=r"_wire\.c was edited after it was compiled"):
+        zones.refuse_stale_builds(tmp_path)

@@ -46,6 +46,9 @@ from tests.world import (
     ws_url,
 )
 
+# Every test on the C wire module and on its pure-Python twin (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("wire_impl")
+
 
 @asynccontextmanager
 async def hostile_world(settings: Settings, tmp_path: Path,

@@ -48,6 +48,9 @@ from tests.world import (
     ws_url,
 )
 
+# Every test on the C wire module and on its pure-Python twin (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("wire_impl")
+
 
 @pytest.fixture
 async def world(settings: Settings, nursery: trio.Nursery) -> AsyncIterator[Running]:

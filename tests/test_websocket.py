@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from bench.rawws import client_frame
 from server.ws import codec as ws
 
+# Every test on the C wire module and on its pure-Python twin (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("wire_impl")
+
 UPGRADE_HEAD = (
     b"GET /world?token=abc&zone=z1 HTTP/1.1\r\n"
     b"Host: example.com\r\n"

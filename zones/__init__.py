@@ -17,11 +17,12 @@ def refuse_stale_builds(here: Path) -> None:
     if INSTALLED & set(here.parts):
         return
     for built in here.glob("*.so"):
-        source = built.with_name(built.name.split(".")[0] + ".py")
-        if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
-            raise ImportError(f"{source} was edited after it was compiled: rebuild with "
-                              "`make lint` (or `pip install -e .`), or remove "
-                              f"{built.name} to run the source")
+        stem = built.name.split(".")[0]
+        for source in (built.with_name(f"{stem}.py"), built.with_name(f"{stem}.c")):
+            if source.exists() and source.stat().st_mtime > built.stat().st_mtime:
+                raise ImportError(f"{source} was edited after it was compiled: rebuild "
+                                  "with `make lint` (or `pip install -e .`), or remove "
+                                  f"{built.name} to run the source")
 
 
 refuse_stale_builds(Path(__file__).parent)

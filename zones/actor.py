@@ -26,7 +26,7 @@ import math
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +58,16 @@ class Outlet(Protocol):
 
     def refused(self, code: str, message: str, seq: int) -> None:
         """The game would not take its input `seq`: tell the client (an `error`)."""
+
+
+# Hands each outlet its view of a tick. A process whose outlets can write a tick's frames
+# in one go gives its own (server/ws/outlet.py, `fan_out`); `each_outlet` is the plain one.
+FanOut = Callable[[Sequence[tuple[Outlet, View]]], None]
+
+
+def each_outlet(snapshots: Sequence[tuple[Outlet, View]]) -> None:
+    for outlet, view in snapshots:
+        outlet.snapshot(view)
 
 
 @dataclass(frozen=True)
@@ -104,8 +114,10 @@ class ZoneHooks:
 
 class ZoneActor:
     def __init__(self, zone: Zone, rules: Rules, hooks: ZoneHooks, *,
-                 checkpoint_s: float = 5.0, view_radius: float = 0.0) -> None:
+                 checkpoint_s: float = 5.0, view_radius: float = 0.0,
+                 fan_out: FanOut = each_outlet) -> None:
         self.zone_id = zone.zone_id
+        self._fan_out = fan_out
         self.tick_rate_hz = zone.tick_rate_hz
         self._sim = Simulation(rules, zone)
         self._fields = rules.fields
@@ -266,10 +278,10 @@ class ZoneActor:
                 if outlet is not None:
                     view = view or interest.view(cell)
                     fanout.append((outlet, view))
-        for i, (outlet, view) in enumerate(fanout, 1):
-            outlet.snapshot(view)
-            if i % FANOUT_YIELD_EVERY == 0:
+        for start in range(0, len(fanout), FANOUT_YIELD_EVERY):
+            if start:
                 await trio.lowlevel.checkpoint()
+            self._fan_out(fanout[start:start + FANOUT_YIELD_EVERY])
         tick = stepped.tick
         moved = [p for p in stepped.changed if p.moved_at == tick]
         if moved:

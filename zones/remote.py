@@ -31,7 +31,7 @@ from bus import subjects
 from bus.connection import Bus, BusUnavailable
 from rules.api import Input, Scalar
 from zones import contract
-from zones.actor import Admission, Entrant
+from zones.actor import Admission, Entrant, FanOut, each_outlet
 from zones.context import ZONE
 from zones.errors import Refused, ZoneUnavailable
 from zones.grid import Grid
@@ -54,8 +54,10 @@ ACTIONS_PER_MESSAGE = 512
 
 class RemoteZone:
     def __init__(self, zone_id: str, bus: Bus, instance_id: str, grid: Grid,
-                 fields: tuple[str, ...], refusals: contract.Refusals) -> None:
+                 fields: tuple[str, ...], refusals: contract.Refusals,
+                 fan_out: FanOut = each_outlet) -> None:
         self.zone_id = zone_id
+        self._fan_out = fan_out
         self._bus = bus
         self._instance_id = instance_id
         self._mirror = Mirror(zone_id, grid, epoch="", fields=fields)
@@ -166,11 +168,12 @@ class RemoteZone:
             return
         if not synced:
             return  # a tick went missing: wait for the next complete feed
-        mirror = self._mirror
-        for character_id, member in list(self._members.items()):
+        mirror, snapshots = self._mirror, []
+        for character_id, member in self._members.items():
             cell = mirror.cell_of(self._eids[character_id])
             if cell is not None:
-                member.outlet.snapshot(mirror.view(cell))
+                snapshots.append((member.outlet, mirror.view(cell)))
+        self._fan_out(snapshots)
 
     async def _send_inputs(self) -> None:
         try:

@@ -43,7 +43,15 @@ from persistence.progression import get_progression
 from rules.api import InputSpec, Profile, Setup, Zone
 from rules.loading import Game
 from zones import contract
-from zones.actor import Admission, Entrant, Position, ZoneActor, ZoneHooks
+from zones.actor import (
+    Admission,
+    Entrant,
+    FanOut,
+    Position,
+    ZoneActor,
+    ZoneHooks,
+    each_outlet,
+)
 from zones.errors import ZoneUnavailable
 from zones.facts import FactRelay
 from zones.grid import Grid
@@ -104,6 +112,7 @@ class WorldConfig:
     lease_s: float  # a zone's lease in the zone directory
     listed: tuple[str, ...]  # zones listed by GET /v1/world/zones even while down
     view_radius: float = 0.0  # 0: everyone in a zone sees everyone
+    fan_out: FanOut = each_outlet  # how a tick's views reach this process's outlets
 
 
 class World:
@@ -154,7 +163,7 @@ class World:
         zone = Zone(zone_id, c.bounds, c.tick_rate_hz, seed=secrets.randbits(128))
         log.info("zone %s: the game's seed is %d", zone_id, zone.seed)
         return ZoneActor(zone, c.game(c.setup), hooks, checkpoint_s=c.checkpoint_s,
-                         view_radius=c.view_radius)
+                         view_radius=c.view_radius, fan_out=c.fan_out)
 
     @property
     def tick_rate_hz(self) -> float:
@@ -200,7 +209,8 @@ class World:
             assert self._nursery is not None, "World actor not started"
             grid = Grid(*self._config.bounds, self._config.view_radius)
             remote = self._remote[zone_id] = RemoteZone(zone_id, self._bus, self.instance_id,
-                                                        grid, self.fields, self.refusals)
+                                                        grid, self.fields, self.refusals,
+                                                        self._config.fan_out)
             self._nursery.start_soon(remote.run)
         return remote
 

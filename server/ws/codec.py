@@ -249,6 +249,17 @@ class FrameReader:
     def feed(self, data: bytes | memoryview) -> None:
         self._buffer += data
 
+    @property
+    def at_frame_start(self) -> bool:
+        """Nothing held: no part of a frame, no fragments, nothing being passed over (the
+        next bytes begin a frame, so another reader may take them: server/ws/wire.py)."""
+        return not self._buffer and not self._fragments and not self._skip
+
+    def count_frame(self, now: float) -> None:
+        """One more frame toward the rate limit (a frame read elsewhere counts too)."""
+        if not self._frames.take(now):
+            raise ProtocolViolation(4008, "too many frames")
+
     def goodbye_seen(self) -> bool:
         """Once we have said goodbye, only the peer's close frame matters: every other
         frame is passed over whole, never unmasked or kept (one of any size is dropped
@@ -279,8 +290,7 @@ class FrameReader:
         buf, offset, found = self._buffer, 0, []
         try:
             while (frame := self._frame_at(buf, offset)) is not None:
-                if not self._frames.take(now):
-                    raise ProtocolViolation(4008, "too many frames")
+                self.count_frame(now)
                 fin, opcode, payload, offset, compressed = frame
                 if opcode in _CONTROL or (fin and opcode != CONTINUATION
                                           and not self._fragments):

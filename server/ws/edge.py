@@ -39,6 +39,7 @@ from quart import Quart
 from auth.tokens import Claims, Tokens
 from console.access import Access
 from persistence.errors import Unauthenticated
+from rules.api import LARGEST
 from server import proxy
 from server.config import Settings
 from server.logs import CLIENT
@@ -173,7 +174,7 @@ class Edge:
         self._connections: Counter[str] = Counter()  # open, per client address
         self._refusing: Counter[str] = Counter()  # refused, lingering, per client address
         self._sockets: Counter[uuid.UUID] = Counter()  # world sockets open, per user
-        self._hub = EpollHub()
+        self._hub = EpollHub(move_limit=LARGEST)
         self._frames = FrameCache()
         self._stats = stats
         self._stopping = False

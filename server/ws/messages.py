@@ -204,16 +204,15 @@ class Conversation:
         (a move, thousands a second) comes first."""
         if opcode != self._data:
             return self._control(opcode, payload, now)
-        if not self._bucket.take(now):
-            return Violation(4008, "too many messages")
-        if self.character_id is not None:
-            self.deadline = now + self._idle_timeout_s
+        refused = self._admit(now)
+        if refused is not None:
+            return refused
         body = self.wire.decode(payload)
         if type(body) is not dict:
             return body if isinstance(body, Refusal | Violation) else _NOT_AN_OBJECT
         kind = body.get("type")
         if kind == "move" and "move" in self._inputs:
-            return self._move(body)
+            return self._moved(body.get("dx"), body.get("dy"), body.get("seq"))
         if kind == "join":
             return _join(body)
         if kind == "travel":
@@ -227,6 +226,27 @@ class Conversation:
         spec = self._inputs.get(kind) if isinstance(kind, str) else None
         if spec is not None:
             return self._act(spec, body)
+        return self._unknown_kind()
+
+    def move(self, seq: int, dx: float, dy: float, now: float) -> Received:
+        """A move the hub's reader decoded (server/ws/wire.py, `read_ready`): judged as
+        `receive` judges the same message."""
+        refused = self._admit(now)
+        if refused is not None:
+            return refused
+        if "move" not in self._inputs:
+            return self._unknown_kind()
+        return self._moved(dx, dy, seq)
+
+    def _admit(self, now: float) -> Violation | None:
+        """Count a data message toward the rate; a sign of life once joined."""
+        if not self._bucket.take(now):
+            return Violation(4008, "too many messages")
+        if self.character_id is not None:
+            self.deadline = now + self._idle_timeout_s
+        return None
+
+    def _unknown_kind(self) -> Refusal:
         return Refusal("validation_failed", f"type must be one of: {self._kinds}")
 
     def _control(self, opcode: int, payload: bytes, now: float) -> Received:
@@ -243,20 +263,19 @@ class Conversation:
             return _NOT_UTF8
         return self.wire.wrong_frame
 
-    def _move(self, body: dict[str, object]) -> Input | Refusal:
+    def _moved(self, dx: object, dy: object, seq: object) -> Input | Refusal:
         if self.character_id is None:
             return Refusal("not_joined", "join a character before moving")
-        dx, dy = body.get("dx"), body.get("dy")
         # Numbers by exact type (a bool is no number), within ±LARGEST (NaN is not).
         if not ((type(dx) is float or type(dx) is int) and -LARGEST <= dx <= LARGEST
                 and (type(dy) is float or type(dy) is int) and -LARGEST <= dy <= LARGEST):
             return Refusal("validation_failed", f"dx and dy must be finite numbers from "
                                                 f"{-LARGEST:g} to {LARGEST:g}")
-        seq = self._next_seq(body.get("seq"))
-        if isinstance(seq, Refusal):
-            return seq
-        self.last_seq = seq
-        return Input("move", seq, (float(dx), float(dy)))
+        checked_seq = self._next_seq(seq)
+        if isinstance(checked_seq, Refusal):
+            return checked_seq
+        self.last_seq = checked_seq
+        return Input("move", checked_seq, (float(dx), float(dy)))
 
     def _act(self, spec: InputSpec, body: dict[str, object]) -> Input | Refusal:
         if self.character_id is None:

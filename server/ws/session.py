@@ -4,7 +4,9 @@ around a Conversation (server/ws/messages.py: what the client's messages mean).
 A session is a nursery: the writer (its Outlet), the joins it waits on (each asks
 the character service), the deadlines (token expiry, first join, idle) and the
 closing handshake. Reading is event-driven through the process's EpollHub, which
-calls `on_readable` when the socket has input: each whole message goes through the
+calls `on_input` with what the socket had: moves already decoded (server/ws/wire.py:
+while the frame reader stands at a frame boundary, the session's mode lets the hub's
+reader decode them) and bytes. Each move and each whole message goes through the
 Conversation, and what it asks for is done at once (a move goes to the zone
 without a task switch) or queued for the session's own task (a join asks Postgres).
 When the peer goes, the writer breaks, or the closing handshake ends, the nursery
@@ -60,12 +62,13 @@ from server.ws.messages import (
 )
 from server.ws.outlet import FrameCache, Outlet
 from server.ws.stats import WireStats
+from server.ws.wire import MAX_MOVE_BYTES, MODE_BYTES, MODE_V1, MODE_V2, Move
+from zones.interest import V1
 from zones.world import Entered, World
 
 log = logging.getLogger(__name__)
 
 CLOSE_LINGER_S = 2.0  # how long a closing socket waits for its peer's goodbye
-READS_PER_WAKEUP = 4  # a client that floods must not hold the hub for long
 JOIN_QUEUE = 2  # joins waiting for the character service, per session
 
 
@@ -98,12 +101,17 @@ def half_close(sock: socket.socket) -> None:
 
 
 class Session:
-    """Reads through the EpollHub (`on_readable`), writes through its Outlet."""
+    """Reads through the EpollHub (`on_input`), writes through its Outlet."""
 
     def __init__(self, sock: socket.socket, leftover: bytes, *, claims: Claims, tokens: Tokens,
                  world: World, settings: Settings, hub: EpollHub, frames: FrameCache,
                  stats: WireStats, wire: Wire, deflate: bool = False) -> None:
         self._sock = sock
+        self._fd = sock.fileno()
+        # How the hub may take this socket's bytes while its reader is at a frame boundary
+        # (a frame limit under a move's size leaves every frame to the codec).
+        self._mode = (MODE_BYTES if settings.world_max_message_bytes < MAX_MOVE_BYTES
+                      else MODE_V1 if wire.name == V1 else MODE_V2)
         self.user_id = claims.user_id
         self.auth_session = claims.session_id  # its end (a logout) closes this socket
         self._tokens = tokens  # to check a renewed token
@@ -144,16 +152,16 @@ class Session:
         log.info("world session of user %s opened (%s%s)", self.user_id, self._wire.name,
                  ", deflate" if self._deflate else "")
         began = trio.current_time()
-        self._hub.register(self._sock.fileno(), self)
+        self._hub.register(self._fd, self)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.outlet.run)
                 nursery.start_soon(self._finish_closing, nursery)
                 nursery.start_soon(self._guarded, self._serve_joins)
                 nursery.start_soon(self._guarded, self._watch_deadlines)
-                self.on_readable()  # what came with the handshake
+                self.on_input(None, b"")  # what came with the handshake
         finally:
-            self._hub.unregister(self._sock.fileno())
+            self._hub.unregister(self._fd)
             self._leave()
             outlet = self.outlet
             log.info("world session closed with %s%s after %.1f s%s", outlet.close_code,
@@ -169,13 +177,15 @@ class Session:
     def close(self, code: int, reason: str) -> None:
         self.outlet.close(code, reason)
 
-    def on_readable(self) -> None:
-        """Read what has arrived and handle it; called by the hub, never blocks, never
-        raises."""
+    def on_input(self, moves: list[Move] | None, data: bytes | None) -> None:
+        """What the hub read from the socket (`Readable`); never blocks, never raises."""
         try:
-            self._on_readable()
+            self._on_input(moves, data)
         except Exception as exc:
             self.fail(exc)
+        fast = (self._reader.at_frame_start and not self._framing_lost
+                and not self._peer_gone.is_set() and not self.outlet.closing.is_set())
+        self._hub.set_mode(self._fd, self._mode if fast else MODE_BYTES)
 
     def fail(self, exc: BaseException) -> None:
         """A fault of ours met while serving this session: it alone ends, with 1011."""
@@ -194,15 +204,27 @@ class Session:
         except Exception as exc:
             self.fail(exc)
 
-    def _on_readable(self) -> None:
-        if self._peer_gone.is_set() or not self._receive() or self._framing_lost:
+    def _on_input(self, moves: list[Move] | None, data: bytes | None) -> None:
+        if data is None:  # the peer is gone: EOF, or a broken socket
+            self._peer_gone.set()
+            if not self.outlet.closing.is_set():  # vanished without a goodbye
+                self.outlet.abort()
             return
-        if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
-            if self._reader.goodbye_seen():
-                self._peer_gone.set()
+        if self._peer_gone.is_set() or self._framing_lost:
             return
         now = trio.current_time()
         try:
+            if moves is not None:
+                for seq, dx, dy in moves:
+                    if self.outlet.closing.is_set():  # we said goodbye: moves count no more
+                        break
+                    self._reader.count_frame(now)
+                    self._handle(self._conversation.move(seq, dx, dy, now))
+            self._reader.feed(data)
+            if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
+                if self._reader.goodbye_seen():
+                    self._peer_gone.set()
+                return
             received = self._reader.messages(now)
         except codec.ProtocolViolation as exc:
             self._framing_lost = True
@@ -215,27 +237,6 @@ class Session:
                     return
                 continue
             self._handle(self._conversation.receive(opcode, payload, now))
-
-    def _receive(self) -> bool:
-        """Take what the socket has into the frame reader; False once the peer is gone."""
-        buffer = self._hub.buffer  # one for every session: read, then copied into the reader
-        for _ in range(READS_PER_WAKEUP):
-            try:
-                received = self._sock.recv_into(buffer)
-            except BlockingIOError:
-                return True
-            except OSError:
-                received = 0
-            if not received:
-                self._peer_gone.set()
-                if not self.outlet.closing.is_set():  # vanished without a goodbye
-                    self.outlet.abort()
-                return False
-            if not self._framing_lost:
-                self._reader.feed(memoryview(buffer)[:received])
-            if received < len(buffer):
-                break
-        return True
 
     def _handle(self, received: Received) -> None:
         if type(received) is Input:  # the common case (a move), thousands a second

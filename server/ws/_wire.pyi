@@ -1,0 +1,6 @@
+# The C module's calls (server/ws/_wire.c); server/ws/wire.py says what they mean.
+import select
+
+def send_each(fds: list[int], frames: list[bytes], /) -> tuple[int, list[tuple[int, int]]]: ...
+def read_ready(epoll: select.epoll, modes: bytes | bytearray, limit: float, /) -> list[
+    tuple[int, list[tuple[int, float, float]] | None, bytes | None]]: ...
