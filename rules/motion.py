@@ -19,8 +19,16 @@ GAP = 0.01  # how far short of a wall a blocked move stops
 
 
 def thousandths(value: float) -> float:
-    """`value` kept to a thousandth (twice as fast as round(value, 3), and as exact)."""
-    return round(value * 1000) / 1000
+    """`value` kept to a thousandth: round(value * 1000) / 1000, ties to even, exactly.
+
+    Written out because compiled, round() is a call through Python (its float boxed,
+    an int object made) and math.floor is not; the move of every player costs two."""
+    scaled = value * 1000
+    whole = math.floor(scaled)
+    rest = scaled - whole  # exact: the floor of a float is a float
+    if rest > 0.5 or (rest == 0.5 and whole % 2):
+        whole += 1
+    return whole / 1000
 
 
 @dataclass(frozen=True)
@@ -93,10 +101,10 @@ class Motion:
                 t = max(0.0, t - GAP / length) if length else 0.0
                 dx, dy = dx * t, dy * t
         x, y = x + dx, y + dy
-        player.x = round((self.min_x if x < self.min_x else self.max_x if x > self.max_x
-                          else x) * 1000) / 1000
-        player.y = round((self.min_y if y < self.min_y else self.max_y if y > self.max_y
-                          else y) * 1000) / 1000
+        player.x = thousandths(self.min_x if x < self.min_x else self.max_x if x > self.max_x
+                               else x)
+        player.y = thousandths(self.min_y if y < self.min_y else self.max_y if y > self.max_y
+                               else y)
         if player.changed_at != tick:
             player.changed_at = tick
             step.changed_players.append(player)

@@ -234,10 +234,13 @@ class Interest:
         radius, min_x, min_y = grid.radius, grid.min_x, grid.min_y
         columns, rows = grid.columns, grid.rows
         fielded = bool(self.fields)
+        pack_xy = pack_xy32  # a local: compiled, a global is looked up at every call
         for one in moved:
             eid = one.eid
             entity = entities[eid]
-            was = touched.pop(eid) if eid in touched else entity.cell
+            # Mostly empty (it holds the window's enters, leaves and a mirror's updates):
+            # asked first, as an eid is looked up boxed.
+            was = touched.pop(eid) if touched and eid in touched else entity.cell
             x = entity.x = one.x
             y = entity.y = one.y
             seq = entity.seq = one.seq
@@ -251,7 +254,7 @@ class Interest:
                 if cell != now:
                     self._move(entity, cell)
                     now = cell
-            entity.update = entity.head + pack_xy32(0xCA, x, 0xCA, y) + short_uint(seq) \
+            entity.update = entity.head + pack_xy(0xCA, x, 0xCA, y) + short_uint(seq) \
                 + entity.tail
             entity._exact = entity._v1 = None
             in_cell = changed.get(now)

@@ -137,12 +137,17 @@ class Run:
 EMPTY = Run(0, b"")
 
 
-def joined(runs: Sequence[Run]) -> bytes:
-    """A MessagePack array of every entry of `runs`."""
+def add_array(pieces: list[bytes], runs: Sequence[Run]) -> None:
+    """Append to `pieces` a MessagePack array of every entry of `runs`: its header and
+    the runs as they are, for the one join of the whole snapshot (each view's runs are
+    copied once, not joined into an array first and copied again)."""
+    at = len(pieces)
+    pieces.append(b"")
     count = 0
     for run in runs:
         count += run.count
-    return array_header(count) + b"".join([run.data for run in runs])
+        pieces.append(run.data)
+    pieces[at] = array_header(count)
 
 
 class Headers:
@@ -155,10 +160,15 @@ class Headers:
 
     def v2(self, tick: int, base: int | None, enter: Sequence[Run], update: Sequence[Run],
            leave: Sequence[int]) -> bytes:
-        return b"".join((
-            self._v2, uint(tick), b"\xa4base", NIL if base is None else uint(base),
-            b"\xa5enter", joined(enter), b"\xa6update", joined(update),
-            b"\xa5leave", array_header(len(leave)), *map(uint, leave)))
+        pieces = [self._v2, uint(tick), b"\xa4base", NIL if base is None else uint(base),
+                  b"\xa5enter"]
+        add_array(pieces, enter)
+        pieces.append(b"\xa6update")
+        add_array(pieces, update)
+        pieces += (b"\xa5leave", array_header(len(leave)))
+        for eid in leave:
+            pieces.append(uint(eid))
+        return b"".join(pieces)
 
     def v1(self, tick: int, runs: Sequence[bytes]) -> bytes:
         """`runs`: comma-joined v1 entries, one run per cell (empty ones left out)."""
