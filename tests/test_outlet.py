@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import pytest
 import trio
 
 from server.ws import codec as ws
-from server.ws.outlet import FrameCache, Outlet
+from server.ws.outlet import FrameCache, Outlet, fan_out
 from server.ws.stats import WireStats
-from zones.interest import V2, Base
+from zones.interest import V1, V2, Base, View
 
 BUFFER_BYTES = 4096
 
@@ -318,3 +320,74 @@ async def test_a_member_that_skipped_a_snapshot_gets_a_complete_one_next(
         frames = await peer.frames(4)
     assert frames[2:] == [(ws.BINARY, big(0)), (ws.BINARY, b"complete 5")]
     assert outlet.skipped_snapshots == 2
+
+
+class Counted(Forms):
+    """Forms that count how often each form is made, and say which wire they were made
+    for; a v2 member is told of an event."""
+
+    def __init__(self, tick: int) -> None:
+        super().__init__(tick)
+        self.made: list[tuple[str, Base | None]] = []
+
+    def encoded(self, wire: str, since: Base | None) -> tuple[bytes, Base]:
+        self.made.append((wire, since))
+        payload, base = super().encoded(wire, since)
+        return b"%s %s" % (payload, wire.encode()), base
+
+    def events(self, wire: str) -> bytes | None:
+        return b"events %d" % self.tick if wire == V2 else None
+
+
+async def test_fan_out_makes_a_blocks_frames_once_for_each_wire_and_last_snapshot(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The members of one block share their frames when they speak the same wire and were
+    sent the same snapshot last; each still gets exactly what `snapshot` would send it,
+    a busy one keeps the view for later and a closing one is sent nothing."""
+    stats = WireStats()
+    pairs = [socket.socketpair() for _ in range(6)]
+    for sock in (sock for pair in pairs for sock in pair):
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER_BYTES)
+    outlets = [Outlet(ours, FrameCache(), stats=stats, slow_close_s=60, wire=wire)
+               for (ours, _), wire in zip(pairs, [V2, V2, V2, V1, V2, V2], strict=True)]
+    first, second, late, old, busy, closing = outlets
+    peers = [Peer(theirs) for _, theirs in pairs]
+    try:
+        async with trio.open_nursery() as nursery:
+            for outlet in outlets:
+                nursery.start_soon(outlet.run)
+            one = Counted(1)  # a View to fan_out: what it asks of one
+            fan_out([(outlet, cast(View, one)) for outlet in (first, second, old)])
+            assert Counter(one.made) == Counter([(V1, None), (V2, None)])
+            busy.send(big(0), ws.BINARY)  # its reader reads nothing: behind from now on
+            closing.close(1000, "bye")
+            two = Counted(2)
+            fan_out([(outlet, cast(View, two))
+                     for outlet in (first, second, late, old, busy, closing)])
+            assert Counter(two.made) == Counter([(V1, ("block", 1)), (V2, None),
+                                                 (V2, ("block", 1))])
+            v2_one = [(ws.BINARY, b"events 1"), (ws.BINARY, b"complete 1 v2")]
+            delta = [(ws.BINARY, b"events 2"), (ws.BINARY, b"delta 2 v2")]
+            assert await peers[0].frames(4) == v2_one + delta
+            assert await peers[1].frames(4) == v2_one + delta
+            assert await peers[2].frames(2) == [(ws.BINARY, b"events 2"),
+                                                (ws.BINARY, b"complete 2 v2")]
+            assert await peers[3].frames(2) == [(ws.TEXT, b"complete 1 v1"),
+                                                (ws.TEXT, b"delta 2 v1")]
+            assert stats.snapshots["z1"][0] == 3 + 4  # the busy one's is not sent yet
+            assert (await peers[5].frames(1))[0][0] == ws.CLOSE
+            peers[4].drain()  # the busy reader reads again: its view comes after the big one
+            frames = [(ws.BINARY, big(0)), (ws.BINARY, b"events 2"),
+                      (ws.BINARY, b"complete 2 v2")]
+            with trio.fail_after(10):
+                while parse(peers[4].data)[0] != frames:
+                    await trio.lowlevel.wait_readable(peers[4].sock)
+                    peers[4].drain()
+            nursery.cancel_scope.cancel()
+    finally:
+        for ours, theirs in pairs:
+            ours.close()
+            theirs.close()

@@ -60,8 +60,9 @@ class Outlet(Protocol):
         """The game would not take its input `seq`: tell the client (an `error`)."""
 
 
-# Hands each outlet its view of a tick. A process whose outlets can write a tick's frames
-# in one go gives its own (server/ws/outlet.py, `fan_out`); `each_outlet` is the plain one.
+# Hands each outlet its view of a tick, of one zone, the members of a block one after
+# another. A process whose outlets can write a tick's frames in one go gives its own
+# (server/ws/outlet.py, `fan_out`); `each_outlet` is the plain one.
 FanOut = Callable[[Sequence[tuple[Outlet, View]]], None]
 
 

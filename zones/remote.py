@@ -24,6 +24,7 @@ Every message either way is a typed value of zones/contract.py; what does not de
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 
 import trio
 
@@ -31,10 +32,10 @@ from bus import subjects
 from bus.connection import Bus, BusUnavailable
 from rules.api import Input, Scalar
 from zones import contract
-from zones.actor import Admission, Entrant, FanOut, each_outlet
+from zones.actor import Admission, Entrant, FanOut, Outlet, each_outlet
 from zones.context import ZONE
 from zones.errors import Refused, ZoneUnavailable
-from zones.grid import Grid
+from zones.grid import Cell, Grid
 from zones.link import Member
 from zones.mirror import Mirror
 
@@ -168,12 +169,14 @@ class RemoteZone:
             return
         if not synced:
             return  # a tick went missing: wait for the next complete feed
-        mirror, snapshots = self._mirror, []
+        mirror = self._mirror
+        by_cell: defaultdict[Cell, list[Outlet]] = defaultdict(list)
         for character_id, member in self._members.items():
             cell = mirror.cell_of(self._eids[character_id])
             if cell is not None:
-                snapshots.append((member.outlet, mirror.view(cell)))
-        self._fan_out(snapshots)
+                by_cell[cell].append(member.outlet)
+        self._fan_out([(outlet, mirror.view(cell))  # a block's members one after another
+                       for cell, outlets in by_cell.items() for outlet in outlets])
 
     async def _send_inputs(self) -> None:
         try:
