@@ -4,8 +4,9 @@ Registers (or reuses, from --users-file) N users with a character each, joins th
 over WebSockets in protocol v1 (JSON) or v2 (--protocol v2: MessagePack deltas),
 moves each at --move-hz with increasing seq, and reports per client: snapshots/s,
 input latency (send seq k -> first snapshot whose own entry has seq >= k)
-p50/p95/p99/max, bytes/s, players visible per snapshot, and errors; and the frames
-that did not decode or apply: every frame of every --check-every'th client is decoded
+p50/p95/p99/max, bytes/s, players visible per snapshot, moves sent per second, its own
+CPU (a swarm with no core left drives less than it was asked to, and its latencies are
+partly its own), and errors; and the frames that did not decode or apply: every frame of every --check-every'th client is decoded
 whole from its join on (the ramp included; v1 as JSON, v2 typed and followed eid by eid,
 bench/v2.py `Follower`), and one that fails is reported with why, and answered with a
 `resync` as a client would; with
@@ -324,6 +325,8 @@ class Swarm:
         self.moving = True  # until SIGUSR1
         self.closed: dict[str, int] = {}
         self.hub = EpollHub()  # the raw clients' sockets
+        self.own_cpu = 0.0  # this process's CPU seconds in the window
+        self.moves_sent: list[int] = []  # by each player in the window
 
     async def run_player(self, player: Player, ws_url: str) -> None:
         try:
@@ -581,9 +584,12 @@ async def run(args: argparse.Namespace) -> None:
                 await trio.Path(args.ready_file).touch()
             swarm.measuring = True
             started, cpu_started = time.perf_counter(), _cpu(args)
+            own_started, seqs = cpu_seconds(os.getpid()), [p.seq for p in swarm.players]
             await _measure(swarm, args.duration)
             elapsed = time.perf_counter() - started
             server_cpu = _cpu(args) - cpu_started if args.server_pid else None
+            swarm.own_cpu = cpu_seconds(os.getpid()) - own_started
+            swarm.moves_sent = [p.seq - seq for p, seq in zip(swarm.players, seqs, strict=True)]
             swarm.measuring = False
             try:
                 zones = (await http.get("/v1/world/zones")).json()["zones"]
@@ -681,6 +687,10 @@ def summary(swarm: Swarm, elapsed: float, server_cpu: float | None,
         result["shots_per_s"] = round(sum(p.shots for p in players) / elapsed, 1)
         result["events_received_per_s"] = {kind: round(count / elapsed, 1)
                                            for kind, count in sorted(events.items())}
+    # A swarm that has no core left sends fewer moves than asked and reads late: the
+    # load is then lighter than the run says, and the latencies partly its own.
+    result["moves_per_s_per_client"] = per_client([n / elapsed for n in swarm.moves_sent])
+    result["swarm_cpu_percent_of_a_core"] = round(100 * swarm.own_cpu / elapsed, 1)
     if server_cpu is not None:
         result["server_cpu_percent_of_a_core"] = round(100 * server_cpu / elapsed, 1)
     for zone in zones:
