@@ -6,10 +6,10 @@ moves each at --move-hz with increasing seq, and reports per client: snapshots/s
 input latency (send seq k -> first snapshot whose own entry has seq >= k)
 p50/p95/p99/max, bytes/s, players visible per snapshot, moves sent per second, its own
 CPU (a swarm with no core left drives less than it was asked to, and its latencies are
-partly its own), and errors; and the frames that did not decode or apply: every frame of every --check-every'th client is decoded
-whole from its join on (the ramp included; v1 as JSON, v2 typed and followed eid by eid,
-bench/v2.py `Follower`), and one that fails is reported with why, and answered with a
-`resync` as a client would; with
+partly its own), and errors; and the frames that did not decode or apply: every frame
+of every --check-every'th client is decoded whole from its join on (the ramp included;
+v1 as JSON, v2 typed and followed eid by eid, bench/v2.py `Follower`), and one that
+fails is reported with why, and answered with a `resync` as a client would; with
 --server-pid also the server process's CPU, and the zone's own tick duration from
 GET /v1/world/zones.
 
