@@ -220,6 +220,8 @@ class Session:
                         break
                     self._reader.count_frame(now)
                     self._handle(self._conversation.move(seq, dx, dy, now))
+                if not data:  # moves only, the common case: the reader holds nothing
+                    return
             self._reader.feed(data)
             if self.outlet.closing.is_set():  # we said goodbye: only the peer's counts now
                 if self._reader.goodbye_seen():
