@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine: `make dev` and `make test`.
-.PHONY: dev zone test lint clean browser netns haproxy image
+.PHONY: dev zone test lint clean browser netns haproxy image node
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -58,7 +58,12 @@ image:
 	$(call system_package,runc,runc,the image test will be skipped)
 	$(call system_package,mmdebstrap,mmdebstrap,the image test will be skipped)
 
-test: $(STAMP) browser netns haproxy image  ## lint and type-check, then the whole suite against real services it starts itself
+# bench/node_swarm.mjs, the swarm for loads one Python core cannot read, runs on Node.js
+# (tests/test_node_swarm.py).
+node:
+	$(call system_package,node nodejs,nodejs,the Node swarm's test will be skipped)
+
+test: $(STAMP) browser netns haproxy image node  ## lint and type-check, then the whole suite against real services it starts itself
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest
