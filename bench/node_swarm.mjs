@@ -285,12 +285,18 @@ class Reader {
     return out;
   }
 
+  /** A map as an object: its keys as String() writes them (v2's are str); an array or a
+   *  map as a key is refused (String() of one throws, or names no key msgspec would). */
   mapOf(n) {
     this.count(n);
     this.nest();
     const out = Object.create(null);
     for (let i = 0; i < n; i++) {
+      const at = this.pos;
       const key = this.value();
+      if (key !== null && typeof key === 'object' && !Buffer.isBuffer(key)) {
+        throw new DecodeError(`a map key that is ${Array.isArray(key) ? 'an array' : 'a map'} at byte ${at}`);
+      }
       out[String(key)] = this.value();
     }
     this.depth--;
@@ -439,7 +445,9 @@ function eidOf(value) {
  * The typed read, as bench/v2.py `snapshots(fields)` types a snapshot: a map with `type`
  * str, `zone` str, `tick` int, `base` int or nil, `enter` [[int, str, str]...], `update`
  * [[int, float, float, int, <fields> any]...], `leave` [int...]; keys in any order,
- * others passed over, none of these missing, nothing after it. Throws DecodeError.
+ * others passed over, none of these missing, nothing after it. Throws DecodeError. Unlike
+ * msgspec's Any, a field's value may not be (or hold) an ext type or a map keyed by an
+ * array: v2's fields are scalars (docs/protocol.md).
  */
 function readTyped(payload, fields) {
   const r = reader.reset(payload);
@@ -480,7 +488,8 @@ function readTyped(payload, fields) {
           r.skipFloat(); // x
           r.skipFloat(); // y
           const seq = r.int();
-          for (let f = 0; f < fields; f++) r.skip();
+          // Decoded, not skipped: msgspec's Any checks a str is UTF-8 and a map's keys.
+          for (let f = 0; f < fields; f++) r.value();
           snap.update[i] = eid;
           if (eid >= 0) {
             if (eid >= snap.seqStamp.length) {
@@ -901,10 +910,10 @@ class Player {
         break;
       }
       const n = Math.min(header - this.partLen, end - pos);
+      if (n === 0) return -1; // the read ended within the header
       buf.copy(part, this.partLen, pos, pos + n);
       this.partLen += n;
-      pos += n;
-      if (pos >= end) return -1;
+      pos += n; // and round again: the header may be whole now (and its frame empty)
     }
     const n = Math.min(this.partNeed - this.partLen, end - pos);
     buf.copy(this.part, this.partLen, pos, pos + n);
@@ -1445,4 +1454,5 @@ function die(why) {
 // Run as a script; imported (by a test), it only lends its pieces.
 if (process.argv[1] && import.meta.url === pathToFileURL(fs.realpathSync(process.argv[1])).href) await main();
 
-export { DecodeError, Follower, Player, decodeMessage, encodeMap, encodeMove, ownSeqBySearch, readSnapshot, seqOf, snap };
+// For tests/test_node_swarm.py: its parsers against the Python ones.
+export { DecodeError, Follower, Player, decodeMessage, ownSeqBySearch, readSnapshot, seqOf, snap };
