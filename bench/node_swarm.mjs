@@ -152,19 +152,19 @@ class Reader {
   /** An integer (any width, as msgspec's `int` takes): a float is not one. */
   int() {
     const first = this.byte();
+    const n = this.intAfter(first);
+    if (n === undefined) throw this.unexpected(first, 'an int');
+    return n;
+  }
+
+  /** The integer `first` begins (a fixint, or 0xcc-0xcf unsigned and 0xd0-0xd3 signed of
+   *  1, 2, 4 or 8 bytes), its bytes read; undefined if `first` begins none. */
+  intAfter(first) {
     if (first < 0x80) return first;
     if (first >= 0xe0) return first - 0x100;
-    switch (first) {
-      case 0xcc: return this.uintN(1);
-      case 0xcd: return this.uintN(2);
-      case 0xce: return this.uintN(4);
-      case 0xcf: return this.uintN(8);
-      case 0xd0: return this.intN(1);
-      case 0xd1: return this.intN(2);
-      case 0xd2: return this.intN(4);
-      case 0xd3: return this.intN(8);
-      default: throw this.unexpected(first, 'an int');
-    }
+    if (first >= 0xcc && first <= 0xcf) return this.uintN(1 << (first - 0xcc));
+    if (first >= 0xd0 && first <= 0xd3) return this.intN(1 << (first - 0xd0));
+    return undefined;
   }
 
   /** Pass over a float (float32, float64, or an int, as msgspec's `float` takes). */
@@ -201,19 +201,20 @@ class Reader {
   }
 
   arrayLength() {
-    const first = this.byte();
-    if ((first & 0xf0) === 0x90) return first & 0x0f;
-    if (first === 0xdc) return this.count(this.uintN(2));
-    if (first === 0xdd) return this.count(this.uintN(4));
-    throw this.unexpected(first, 'an array');
+    return this.containerLength(0x90, 0xdc, 'an array');
   }
 
   mapLength() {
+    return this.containerLength(0x80, 0xde, 'a map');
+  }
+
+  /** A container's length: its fix form (`fix` | n), or `wide` (16-bit) or wide + 1 (32). */
+  containerLength(fix, wide, what) {
     const first = this.byte();
-    if ((first & 0xf0) === 0x80) return first & 0x0f;
-    if (first === 0xde) return this.count(this.uintN(2));
-    if (first === 0xdf) return this.count(this.uintN(4));
-    throw this.unexpected(first, 'a map');
+    if ((first & 0xf0) === fix) return first & 0x0f;
+    if (first === wide) return this.count(this.uintN(2));
+    if (first === wide + 1) return this.count(this.uintN(4));
+    throw this.unexpected(first, what);
   }
 
   isNil() {
@@ -227,8 +228,8 @@ class Reader {
   /** Any value, as plain JS: maps are objects (without a prototype), bin a copied Buffer. */
   value() {
     const first = this.byte();
-    if (first < 0x80) return first;
-    if (first >= 0xe0) return first - 0x100;
+    const n = this.intAfter(first);
+    if (n !== undefined) return n;
     if (first <= 0x8f) return this.mapOf(first & 0x0f);
     if (first <= 0x9f) return this.arrayOf(first & 0x0f);
     if (first <= 0xbf) return this.utf8(first & 0x1f);
@@ -241,14 +242,6 @@ class Reader {
       case 0xc6: return this.bin(this.uintN(4));
       case 0xca: this.need(4); this.pos += 4; return this.buf.readFloatBE(this.pos - 4);
       case 0xcb: this.need(8); this.pos += 8; return this.buf.readDoubleBE(this.pos - 8);
-      case 0xcc: return this.uintN(1);
-      case 0xcd: return this.uintN(2);
-      case 0xce: return this.uintN(4);
-      case 0xcf: return this.uintN(8);
-      case 0xd0: return this.intN(1);
-      case 0xd1: return this.intN(2);
-      case 0xd2: return this.intN(4);
-      case 0xd3: return this.intN(8);
       case 0xd9: return this.utf8(this.uintN(1));
       case 0xda: return this.utf8(this.uintN(2));
       case 0xdb: return this.utf8(this.uintN(4));
