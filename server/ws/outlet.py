@@ -202,12 +202,17 @@ class Outlet:
             self.events_dropped += 1
         self._events.append(frame)
 
-    def _fresh(self, view: Snapshot) -> tuple[bytes, Base]:
-        """What an idle outlet writes at once of `view`, and what it will have been sent:
-        the same for every outlet of one wire, deflate and last snapshot (`fan_out` makes
-        it once for them all)."""
+    def _framed(self, view: Snapshot) -> tuple[bytes, Base]:
+        """`view`'s snapshot framed for this outlet (its wire, deflate and last snapshot
+        sent), and what the outlet will have been sent with it."""
         payload, base = view.encoded(self._wire, self._sent)
-        frame = self._frames.frame(payload, self._opcode, deflate=self._deflate)
+        return self._frames.frame(payload, self._opcode, deflate=self._deflate), base
+
+    def _fresh(self, view: Snapshot) -> tuple[bytes, Base]:
+        """What an idle outlet writes at once of `view` (its events, then its snapshot),
+        and what it will have been sent: the same for every outlet of one wire, deflate
+        and last snapshot (`fan_out` makes it once for them all)."""
+        frame, base = self._framed(view)
         events = view.events(self._wire)
         if events is not None:  # first what happened, then how things stand; one write
             # for both, as a send is most of what a member costs
@@ -216,8 +221,8 @@ class Outlet:
 
     def _snapshot_frame(self, view: Snapshot) -> bytes:
         self._stats.snapshots[view.zone][0] += 1
-        payload, self._sent = view.encoded(self._wire, self._sent)
-        return self._frames.frame(payload, self._opcode, deflate=self._deflate)
+        frame, self._sent = self._framed(view)
+        return frame
 
     def _enqueue_control(self, frame: bytes) -> None:
         if self.closing.is_set():
@@ -309,6 +314,8 @@ def fan_out(snapshots: Sequence[tuple[ZoneOutlet, View]]) -> None:
             member.snapshot(now)
             continue
         outlet = member
+        # `_take`'s idle case inline, its frames shared and its count made once below: a
+        # call and a count per member cost 6-8 % of a core at 2000 spread players.
         if outlet.closing.is_set() or not outlet._idle:
             outlet._take(now)  # the view waits (the newest only), or the outlet is closing
             continue
